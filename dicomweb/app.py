@@ -1,0 +1,58 @@
+"""The composition root: ``create_app(settings)`` builds the ASGI application with its lifespan resources."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from .accesslog import AccessLogMiddleware
+from .archive import Archive
+from .config import Settings
+from .db.embedded import EmbeddedPostgres
+from .db.pool import create_pool, ensure_schema
+from .errors import EXCEPTION_HANDLERS
+from .routes import ROUTES
+from .storage import FileStorage
+
+log = logging.getLogger("dicomweb")
+
+
+class State(TypedDict):
+    archive: Archive
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        embedded: EmbeddedPostgres | None = None
+        url = settings.database_url
+        if not url:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            url = await asyncio.to_thread(embedded.start)
+        try:
+            storage = FileStorage(settings.data_dir)
+            await asyncio.to_thread(storage.prepare)
+            pool = await create_pool(url, settings.db_pool_size)
+            try:
+                async with pool.acquire() as conn:
+                    await ensure_schema(conn)
+                log.info("archive ready: files in %s", storage.root)
+                yield {"archive": Archive(settings, pool, storage)}
+            finally:
+                await pool.close()
+        finally:
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(AccessLogMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,83 @@
+"""The ``dicomweb`` command: ``serve`` runs the server, ``import`` stores files from disk."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .config import SETTINGS, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomweb", description="DICOMweb archive (STOW-RS, QIDO-RS, WADO-RS)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    defaults = {s.name: s for s in SETTINGS}
+    serve = sub.add_parser("serve", help="run the DICOMweb server")
+    serve.add_argument("--host", help=f"{defaults['host'].help} (env {defaults['host'].env})")
+    serve.add_argument("--port", type=int, help=f"{defaults['port'].help} (env {defaults['port'].env})")
+    for command in (serve, importer := sub.add_parser("import", help="store DICOM files and folders in the archive")):
+        command.add_argument(
+            "--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})"
+        )
+    importer.add_argument("paths", nargs="+", type=Path, help="files and folders to import (walked recursively)")
+    importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"dicomweb: {exc}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "data_dir") and v is not None}
+    settings = settings.replace(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        return serve(settings)
+    return asyncio.run(import_command(settings, args.paths, progress=not args.quiet))
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # dicomweb.accesslog writes one line per request
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+async def import_command(settings: Settings, paths: list[Path], progress: bool) -> int:
+    from .app import create_app
+    from .importer import import_paths
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+        assert state is not None
+        report = await import_paths(state["archive"], paths, progress=progress)
+    print(
+        f"stored {report.stored}, already stored {report.already_stored}, skipped {report.skipped} non-DICOM, "
+        f"failed {len(report.failures)} ({report.bytes / 1e6:.1f} MB read)",
+        file=sys.stderr,
+    )
+    for reason, count in report.reasons.most_common():
+        print(f"  {count} x {reason}", file=sys.stderr)
+    for path, reason in report.failures[:50]:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 1 if report.failures else 0

@@ -1,0 +1,109 @@
+"""Settings: one typed object, read once from ``DICOMWEB_*`` environment variables and the command line.
+
+Every setting is declared once in ``SETTINGS`` with its default and a one-line help text; the README lists them
+all (``tests/test_config.py`` keeps that list complete).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ENV_PREFIX = "DICOMWEB_"
+
+DuplicatePolicy = Literal["reject", "overwrite"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its field name on ``Settings``, default (as the environment would spell it) and help."""
+
+    name: str
+    default: str
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "Address the HTTP server binds to."),
+    Setting("port", "8080", "TCP port the HTTP server listens on."),
+    Setting(
+        "data_dir",
+        "./dicomweb-data",
+        "Folder for stored DICOM files and, when no database URL is set, the embedded PostgreSQL (in <data-dir>/pg).",
+    ),
+    Setting(
+        "database_url",
+        "",
+        "PostgreSQL URL (postgresql://user:pass@host:5432/db). Empty: start the embedded PostgreSQL in <data-dir>/pg.",
+    ),
+    Setting(
+        "public_url",
+        "",
+        "Base URL clients reach the server at (e.g. https://pacs.example.org). Empty: derived "
+        "per request from Forwarded / X-Forwarded-* / Host and the port the request arrived on.",
+    ),
+    Setting("max_upload_mb", "4096", "Largest STOW-RS request body accepted, in MiB; larger requests get 413."),
+    Setting(
+        "duplicates",
+        "reject",
+        "What STOW does with a SOP Instance UID that is already stored with different "
+        "bytes: 'reject' (failure 0x0111, stored copy kept) or 'overwrite' (replace it).",
+    ),
+    Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool."),
+    Setting("log_level", "info", "Log level: debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's configuration; build it with ``Settings.from_env()`` and override fields with ``replace``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./dicomweb-data")
+    database_url: str = ""
+    public_url: str = ""
+    max_upload_mb: int = 4096
+    duplicates: DuplicatePolicy = "reject"
+    db_pool_size: int = 8
+    log_level: str = "info"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read every ``DICOMWEB_*`` variable, falling back to the declared default."""
+        values: dict[str, object] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env, setting.default)
+            values[setting.name] = _parse(setting, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _parse(setting: Setting, raw: str) -> object:
+    field_type = {f.name: f.type for f in dataclasses.fields(Settings)}[setting.name]
+    if field_type == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{setting.env} must be an integer, got {raw!r}") from None
+    if field_type == "Path":
+        return Path(raw)
+    if setting.name == "duplicates" and raw not in ("reject", "overwrite"):
+        raise ValueError(f"{setting.env} must be 'reject' or 'overwrite', got {raw!r}")
+    if setting.name == "log_level" and raw.lower() not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"{setting.env} must be debug, info, warning or error, got {raw!r}")
+    return raw.lower() if setting.name == "log_level" else raw

@@ -1,0 +1,58 @@
+"""The asyncpg connection pool, and the schema check that runs once at start-up."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import asyncpg
+
+SCHEMA_LOCK_KEY = 0x44494357  # advisory lock taken while the schema is checked or applied ("DICW")
+
+
+class SchemaError(RuntimeError):
+    """The database holds a schema this server does not know (newer, older, or foreign); nothing was changed."""
+
+
+def schema_sql() -> str:
+    return resources.files("dicomweb").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def schema_version(sql: str | None = None) -> int:
+    """The version ``schema.sql`` declares in its ``-- schema_version: N`` header line."""
+    match = re.search(r"^-- schema_version: (\d+)$", sql or schema_sql(), re.MULTILINE)
+    if match is None:
+        raise SchemaError("schema.sql has no '-- schema_version: N' line")
+    return int(match.group(1))
+
+
+async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, command_timeout=60)
+    assert pool is not None
+    return pool
+
+
+async def ensure_schema(conn: asyncpg.Connection) -> None:
+    """Apply schema.sql to an empty database, or check that the recorded version is ours; never change data."""
+    sql = schema_sql()
+    expected = schema_version(sql)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+        if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+            tables = await conn.fetchval(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+            )
+            if tables:
+                raise SchemaError(
+                    f"the database has {tables} tables but no schema_version table; "
+                    "point DICOMWEB_DATABASE_URL at an empty database"
+                )
+            await conn.execute(sql)
+            return
+        found = await conn.fetchval("SELECT max(version) FROM schema_version")
+        if found != expected:
+            newer = found is not None and found > expected
+            raise SchemaError(
+                f"the database schema is version {found}, this server needs version {expected}"
+                + ("; upgrade the server" if newer else "; this version is unknown, no migration exists")
+            )

@@ -1,0 +1,110 @@
+"""Errors that carry their HTTP status, and the one handler that shapes every error body.
+
+The tree::
+
+    DicomwebError (500)
+     ├── BadRequest (400)             the request itself is malformed: fix the request and retry
+     ├── NotFound (404)               no such resource (unknown UID or path)
+     ├── NotAcceptable (406)          no representation the Accept header allows
+     ├── Conflict (409)               the request clashes with what is stored
+     ├── PayloadTooLarge (413)        the body exceeds DICOMWEB_MAX_UPLOAD_MB
+     ├── UnsupportedMediaType (415)   the Content-Type is not one the resource accepts
+     └── ServiceUnavailable (503)     a dependency (database, storage) is not ready; retry later
+
+Every error body has one shape, ``{"status": 400, "error": "Bad Request", "detail": "..."}``, served as
+``application/json`` (``tests/test_error_shape.py`` pins it).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger("dicomweb")
+
+
+class DicomwebError(Exception):
+    """Base of all errors the server turns into an HTTP response; ``status`` is the HTTP status code."""
+
+    status = 500
+
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(DicomwebError):
+    """The request is malformed (bad parameter, broken multipart framing); the detail names what is wrong."""
+
+    status = 400
+
+
+class NotFound(DicomwebError):
+    """The addressed study, series, instance or route does not exist."""
+
+    status = 404
+
+
+class NotAcceptable(DicomwebError):
+    """None of the media types in the Accept header can be produced for this resource."""
+
+    status = 406
+
+
+class Conflict(DicomwebError):
+    """The request clashes with stored data, e.g. a STOW request of which no instance could be stored."""
+
+    status = 409
+
+
+class PayloadTooLarge(DicomwebError):
+    """The request body is larger than ``DICOMWEB_MAX_UPLOAD_MB``; send fewer instances per request."""
+
+    status = 413
+
+
+class UnsupportedMediaType(DicomwebError):
+    """The request's Content-Type is not one this resource accepts; the detail names the accepted ones."""
+
+    status = 415
+
+
+class ServiceUnavailable(DicomwebError):
+    """The database or the storage is not reachable; the request can be retried later."""
+
+    status = 503
+
+
+def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """The single error body shape used by every endpoint."""
+    body = {"status": status, "error": HTTPStatus(status).phrase, "detail": detail}
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DicomwebError)
+    return error_response(exc.status, exc.detail, exc.headers)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown route, wrong method) in our shape."""
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal server error; the server log has the details")
+
+
+EXCEPTION_HANDLERS = {
+    DicomwebError: handle_dicomweb_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

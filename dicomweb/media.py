@@ -1,0 +1,93 @@
+"""Media types, and the Content-Type / Accept decisions that lead to 415 and 406 (PS3.18 §8.7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from python_multipart.multipart import parse_options_header
+
+from .errors import BadRequest, NotAcceptable, UnsupportedMediaType
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+JSON = "application/json"
+MULTIPART_RELATED = "multipart/related"
+
+
+@dataclass(frozen=True)
+class MediaType:
+    """A parsed media type: lower-cased ``type/subtype`` and parameters (names lower-cased, values unquoted)."""
+
+    type: str
+    params: dict[str, str] = field(default_factory=dict)
+    quality: float = 1.0
+
+    @classmethod
+    def parse(cls, value: str) -> MediaType:
+        main, raw_params = parse_options_header(value)
+        params = {k.decode("latin-1").strip().lower(): v.decode("latin-1") for k, v in raw_params.items()}
+        try:
+            quality = float(params.pop("q", "1"))
+        except ValueError:
+            quality = 0.0
+        return cls(main.decode("latin-1").strip().lower(), params, quality)
+
+    def matches(self, offered: str) -> bool:
+        """True when this (Accept) range covers the offered ``type/subtype``."""
+        if self.type in ("*/*", "*"):
+            return True
+        if self.type.endswith("/*"):
+            return offered.split("/")[0] == self.type[:-2]
+        return self.type == offered
+
+
+@dataclass(frozen=True)
+class StowBody:
+    """What a STOW-RS request body is: a multipart/related stream with a boundary, or a single DICOM file."""
+
+    boundary: bytes | None
+
+
+def stow_body(content_type: str | None) -> StowBody:
+    """Check a STOW-RS Content-Type (PS3.18 §10.5.1.1); 415 for anything but DICOM PS3.10 instances."""
+    if not content_type:
+        raise UnsupportedMediaType(f'Content-Type is missing; send multipart/related; type="{DICOM}"')
+    media = MediaType.parse(content_type)
+    if media.type == DICOM:
+        return StowBody(boundary=None)
+    if media.type != MULTIPART_RELATED:
+        raise UnsupportedMediaType(
+            f'Content-Type {media.type} is not supported; send multipart/related; type="{DICOM}" or {DICOM}'
+        )
+    part_type = media.params.get("type")
+    # RFC 2387 makes "type" mandatory; a missing one is tolerated and each part's own Content-Type is checked.
+    if part_type is not None and MediaType.parse(part_type).type != DICOM:
+        raise UnsupportedMediaType(
+            f'multipart/related type "{part_type}" is not supported; only type="{DICOM}" (PS3.10 instances) is'
+        )
+    boundary = media.params.get("boundary")
+    if not boundary:
+        raise BadRequest("Content-Type multipart/related has no boundary parameter")
+    if len(boundary) > 70:
+        # RFC 2046 §5.1.1: boundaries are 1 to 70 characters.
+        raise BadRequest("multipart boundary is longer than 70 characters")
+    return StowBody(boundary=boundary.encode("latin-1"))
+
+
+def check_part_type(content_type: str | None) -> bool:
+    """Whether a multipart part may hold a DICOM instance (no Content-Type means the request's type)."""
+    return content_type is None or MediaType.parse(content_type).type == DICOM
+
+
+def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
+    """Pick the first offered media type the Accept header allows, best quality first; 406 if none."""
+    if not accept:
+        return offered[0]
+    ranges = sorted((MediaType.parse(part) for part in accept.split(",") if part.strip()), key=lambda m: -m.quality)
+    for media in ranges:
+        if media.quality <= 0:
+            continue
+        for candidate in offered:
+            if media.matches(candidate):
+                return candidate
+    raise NotAcceptable(f"none of {', '.join(offered)} is acceptable to Accept: {accept}")

@@ -1,0 +1,41 @@
+"""Store Instances failure and warning reasons, as PS3.18 §10.5.3 (Table 10.5.3-2/-3) and PS3.4 Annex B name them.
+
+STOW-RS reports, per instance, a FailureReason (0008,1197) or WarningReason (0008,1196) taken from the Storage
+Service Class status codes (PS3.4 Annex B.2.3, Table B.2-1) and the general DIMSE statuses (PS3.7 Annex C).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class FailureReason(IntEnum):
+    """Why an instance of a STOW-RS request was not stored."""
+
+    # PS3.7 Annex C general status "Processing failure": an error inside the archive (disk, database).
+    PROCESSING_FAILURE = 0x0110
+    # PS3.7 Annex C general status "Duplicate SOP Instance": the SOP Instance UID is stored already, with
+    # other content (see DICOMWEB_DUPLICATES).
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    # PS3.18 §10.5.3 / PS3.7 Annex C "Referenced SOP Class not supported".
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    # PS3.4 Table B.2-1 "Refused: Out of Resources" (A7xx): the disk is full.
+    OUT_OF_RESOURCES = 0xA700
+    # PS3.4 Table B.2-1 "Error: Data Set does not match SOP Class" (A9xx): a required attribute is missing or
+    # invalid, or the instance belongs to another study than the request URL names (PS3.18 §10.5.1).
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    # PS3.4 Table B.2-1 "Error: Cannot understand" (Cxxx): the part is not a parsable DICOM PS3.10 file.
+    CANNOT_UNDERSTAND = 0xC000
+    # PS3.18 Table 10.5.3-2 "Referenced Transfer Syntax not supported".
+    TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+
+
+class WarningReason(IntEnum):
+    """Why an instance was stored, but with a warning."""
+
+    # PS3.4 Table B.2-1 "Coercion of Data Elements".
+    COERCION_OF_DATA_ELEMENTS = 0xB000
+    # PS3.4 Table B.2-1 "Elements Discarded".
+    ELEMENTS_DISCARDED = 0xB006
+    # PS3.4 Table B.2-1 "Data Set does not match SOP Class".
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xB007

@@ -1,0 +1,172 @@
+"""STOW-RS, the Store Instances transaction (PS3.18 §10.5).
+
+The body streams in part by part; each complete part is spooled to disk and parsed in a worker thread while the
+next one arrives. Instances are placed and indexed only once the whole body has arrived intact: a body that ends
+before its closing boundary, or a client that disconnects, stores nothing (400, or nothing to answer), and every
+spooled file is removed.
+
+Response (PS3.18 §10.5.3, Table 10.5.3-3): RetrieveURL, ReferencedSOPSequence and FailedSOPSequence, with status
+200 when every instance was stored, 202 when some failed, 409 when none was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from . import media, store
+from .archive import Archive, archive_of
+from .errors import PayloadTooLarge
+from .instance import Instance, InvalidInstance
+from .multipart import ReceivedPart, read_multipart, read_single
+from .responses import DicomJSONResponse
+from .status import FailureReason
+from .uids import require_uid
+from .urls import base_url
+
+MAX_PARALLEL_PARSES = 2  # parts parsed in worker threads while the body is still arriving
+MAX_PARALLEL_COMMITS = 4  # instances placed and indexed at once (each holds a pool connection)
+MAX_WARNING_HEADERS = 20  # per-instance failure explanations sent as Warning headers
+
+# DICOM JSON tags of the Store Instances Response Module (PS3.18 Table 10.5.3-3).
+RETRIEVE_URL = "00081190"
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_CLASS_UID = "00081150"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+
+
+async def store_instances(request: Request) -> Response:
+    """POST /studies and /studies/{StudyInstanceUID}."""
+    study_instance_uid = request.path_params.get("StudyInstanceUID")
+    if study_instance_uid is not None:
+        require_uid(study_instance_uid, "StudyInstanceUID")
+    response_type = media.negotiate(request.headers.get("accept"), (media.DICOM_JSON, media.JSON))
+    body = media.stow_body(request.headers.get("content-type"))
+    archive = archive_of(request)
+    limit = archive.settings.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes exceeds the {archive.settings.max_upload_mb} MiB limit"
+        )
+
+    if body.boundary is None:
+        parts = _one(read_single(request.stream(), archive.storage, limit))
+    else:
+        parts = read_multipart(request.stream(), body.boundary, archive.storage, limit)
+    try:
+        results = await _store_parts(archive, parts, study_instance_uid)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is listening; nothing was stored
+    response = StoreResponse(base_url(request, archive.settings.public_url), study_instance_uid)
+    for result in results:
+        response.add(result)
+    return DicomJSONResponse(
+        response.dataset(), status_code=response.status, headers=response.warnings(request), media_type=response_type
+    )
+
+
+async def _one(part: Awaitable[ReceivedPart]) -> AsyncIterator[ReceivedPart]:
+    yield await part
+
+
+async def _store_parts(
+    archive: Archive, parts: AsyncIterator[ReceivedPart], study_instance_uid: str | None
+) -> list[store.StoreResult]:
+    """Receive and parse every part, then commit them; on any receive error nothing is stored."""
+    parses = asyncio.Semaphore(MAX_PARALLEL_PARSES)
+    received: list[ReceivedPart] = []
+    parsing: list[asyncio.Task[Instance | InvalidInstance]] = []
+
+    async def parse(part: ReceivedPart) -> Instance | InvalidInstance:
+        if not media.check_part_type(part.content_type):
+            return InvalidInstance(
+                FailureReason.CANNOT_UNDERSTAND, f"part Content-Type {part.content_type} is not {media.DICOM}"
+            )
+        async with parses:
+            return await store.prepare(part.file, study_instance_uid)
+
+    try:
+        async for part in parts:
+            received.append(part)
+            parsing.append(asyncio.create_task(parse(part)))
+        prepared = await asyncio.gather(*parsing)
+    except BaseException:
+        for task in parsing:
+            task.cancel()
+        await asyncio.gather(*parsing, return_exceptions=True)
+        for part in received:
+            await archive.storage.discard(part.file)
+        raise
+
+    commits = asyncio.Semaphore(MAX_PARALLEL_COMMITS)
+
+    async def finish(part: ReceivedPart, outcome: Instance | InvalidInstance) -> store.StoreResult:
+        if isinstance(outcome, InvalidInstance):
+            await archive.storage.discard(part.file)
+            return store.StoreResult.failed(outcome)
+        async with commits:
+            return await store.commit(archive, part.file, outcome)
+
+    return list(await asyncio.gather(*(finish(p, o) for p, o in zip(received, prepared, strict=True))))
+
+
+class StoreResponse:
+    """Builds the Store Instances Response dataset and picks the HTTP status."""
+
+    def __init__(self, base: str, study_instance_uid: str | None) -> None:
+        self.base = base
+        self.study_instance_uid = study_instance_uid
+        self.referenced: list[dict[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []
+        self.details: list[str] = []
+        self.studies: set[str] = set()
+
+    def add(self, result: store.StoreResult) -> None:
+        item: dict[str, Any] = {}
+        if result.sop_class_uid:
+            item[REFERENCED_SOP_CLASS_UID] = {"vr": "UI", "Value": [result.sop_class_uid]}
+        if result.sop_instance_uid:
+            item[REFERENCED_SOP_INSTANCE_UID] = {"vr": "UI", "Value": [result.sop_instance_uid]}
+        if result.instance is not None:
+            item[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{self.base}/{result.instance.path}"]}
+            self.referenced.append(dict(sorted(item.items())))
+            self.studies.add(result.instance.study_instance_uid)
+        else:
+            assert result.failure is not None
+            item[FAILURE_REASON] = {"vr": "US", "Value": [int(result.failure)]}
+            self.failed.append(dict(sorted(item.items())))
+            self.details.append(f"{result.sop_instance_uid or 'a part'}: {result.detail} ({result.failure:#06x})")
+
+    @property
+    def status(self) -> int:
+        if not self.failed:
+            return 200
+        return 202 if self.referenced else 409
+
+    def dataset(self) -> dict[str, Any]:
+        dataset: dict[str, Any] = {}
+        study = self.study_instance_uid or (next(iter(self.studies)) if len(self.studies) == 1 else None)
+        if study is not None and self.referenced:
+            dataset[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{self.base}/studies/{study}"]}
+        if self.failed:
+            dataset[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": self.failed}
+        if self.referenced:
+            dataset[REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": self.referenced}
+        return dataset
+
+    def warnings(self, request: Request) -> dict[str, str]:
+        """Why each instance failed, as ``Warning: 299`` headers (RFC 7234 §5.5), the first few of them."""
+        if not self.details:
+            return {}
+        agent = request.url.hostname or "dicomweb"
+        shown = [d.replace('"', "'").encode("ascii", "replace").decode() for d in self.details[:MAX_WARNING_HEADERS]]
+        if len(self.details) > MAX_WARNING_HEADERS:
+            shown.append(f"{len(self.details) - MAX_WARNING_HEADERS} more failures")
+        return {"warning": ", ".join(f'299 {agent} "{text}"' for text in shown)}

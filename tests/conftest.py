@@ -1,0 +1,204 @@
+"""Fixtures: one real PostgreSQL for the session (embedded, or DICOMWEB_DATABASE_URL), a fresh database per server,
+and real uvicorn servers on free ports (in a thread, or as a subprocess where memory or process exit matters)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from dicomweb.app import create_app
+from dicomweb.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The PostgreSQL server tests create their databases on."""
+    url = os.environ.get("DICOMWEB_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from dicomweb.db.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    yield embedded.start()
+    embedded.stop()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = httpx.URL(url)
+    return str(parts.copy_with(path="/" + database))
+
+
+@dataclass
+class Database:
+    url: str
+
+    def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def go() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.url)
+            try:
+                return list(await conn.fetch(sql, *args))
+            finally:
+                await conn.close()
+
+        return run(go())  # type: ignore[no-any-return]
+
+    def value(self, sql: str, *args: Any) -> Any:
+        rows = self.fetch(sql, *args)
+        return rows[0][0] if rows else None
+
+
+@pytest.fixture
+def new_database(postgres_url: str) -> Iterator[Any]:
+    """A factory of empty databases on the session server, dropped at the end of the test."""
+    created: list[str] = []
+
+    def make() -> Database:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return Database(_with_database(postgres_url, name))
+
+    yield make
+    for name in created:
+        run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class LiveServer:
+    """A running server: its DICOMweb base URL, settings, database and data folder."""
+
+    url: str
+    settings: Settings
+    db: Database
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicomweb"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+
+@contextmanager
+def serve_in_thread(settings: Settings, db: Database) -> Iterator[LiveServer]:
+    """Run uvicorn with create_app(settings) on a free port in a background thread."""
+    port = free_port()
+    settings = settings.replace(port=port, database_url=db.url)
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", settings, db)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def session_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server shared by the tests that only add data under fresh UIDs."""
+    name = f"test_session_{uuid.uuid4().hex[:8]}"
+    run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+    db = Database(_with_database(postgres_url, name))
+    settings = Settings(data_dir=tmp_path_factory.mktemp("archive"))
+    with serve_in_thread(settings, db) as live:
+        yield live
+    run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def server_factory(new_database: Any, tmp_path: Path) -> Iterator[Any]:
+    """Start a server of its own for a test that needs particular settings or an empty archive."""
+    with_stack: list[Any] = []
+
+    def start(**changes: Any) -> LiveServer:
+        settings = Settings(data_dir=tmp_path / f"archive{len(with_stack)}").replace(**changes)
+        manager = serve_in_thread(settings, new_database())
+        with_stack.append(manager)
+        return manager.__enter__()
+
+    yield start
+    for manager in reversed(with_stack):
+        manager.__exit__(None, None, None)
+
+
+@contextmanager
+def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``python -m dicomweb serve`` as its own process (for memory and start/stop tests)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomweb", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr:
+            process.stderr.close()
