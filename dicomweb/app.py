@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
@@ -22,6 +23,10 @@ from .storage import FileStorage
 
 log = logging.getLogger("dicomweb")
 
+# Worker threads for file I/O and parsing. Most of their time is spent waiting on fsync, so there are more of them
+# than cores: a store waiting for a free thread while it holds row locks would stall every store into its series.
+WORKER_THREADS = 32
+
 
 class State(TypedDict):
     archive: Archive
@@ -30,6 +35,8 @@ class State(TypedDict):
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dicomweb-io")
+        asyncio.get_running_loop().set_default_executor(executor)
         embedded: EmbeddedPostgres | None = None
         url = settings.database_url
         if not url:
@@ -49,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
+            executor.shutdown(wait=False)
 
     return Starlette(
         routes=ROUTES,

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 
@@ -83,9 +85,14 @@ def columns(level: Level) -> tuple[Attribute, ...]:
 
 
 def normalize_name(value: str) -> str:
-    """A person name folded for matching: case- and accent-insensitive ("Müller" and "MULLER" → "muller")."""
+    """A person name folded for matching: case- and accent-insensitive ("Müller" and "MULLER" → "muller").
+
+    Only the Combining Diacritical Marks block (U+0300–U+036F) is dropped: other combining marks change the letter,
+    like the kana voicing marks U+3099/U+309A (やまだ Yamada is not やまた Yamata), and NFC puts them back together.
+    """
     decomposed = unicodedata.normalize("NFKD", value)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    stripped = "".join(c for c in decomposed if not "\u0300" <= c <= "\u036f")
+    return unicodedata.normalize("NFC", stripped).casefold()
 
 
 def _text(value: Any) -> str | None:
@@ -140,10 +147,28 @@ CONVERT: dict[Kind, Callable[[Any], Any]] = {
 }
 
 
+def _tag(keyword: str) -> BaseTag:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"{keyword} is not a DICOM keyword")
+    return BaseTag(tag)
+
+
+# Tags looked up once: extract() runs for every stored instance, and Dataset.get(keyword) goes through
+# Dataset.__getattr__ and the keyword dictionary on every call.
+TAGS: dict[str, BaseTag] = {keyword: _tag(keyword) for keyword in [*BY_KEYWORD, "RequestAttributesSequence"]}
+
+
+def _value(ds: Dataset, keyword: str) -> Any:
+    """``ds.get(keyword)``, by tag: the element's value, or None when it is absent."""
+    tag = TAGS[keyword]
+    return ds[tag].value if tag in ds else None
+
+
 def _sequence_values(ds: Dataset, keyword: str) -> list[str]:
     values: list[str] = []
-    for item in ds.get("RequestAttributesSequence") or []:
-        value = _text(item.get(keyword))
+    for item in _value(ds, "RequestAttributesSequence") or []:
+        value = _text(_value(item, keyword))
         if value is not None:
             values.append(value)
     return values
@@ -156,7 +181,7 @@ def extract(ds: Dataset) -> dict[Level, dict[str, Any]]:
         if attribute.kind == "text_list":
             value: Any = _sequence_values(ds, attribute.keyword)
         else:
-            raw = ds.get(attribute.keyword)
+            raw = _value(ds, attribute.keyword)
             if isinstance(raw, MultiValue | list | tuple):  # multi-valued: the index keeps the first value
                 raw = raw[0] if raw else None
             value = CONVERT[attribute.kind](raw)

@@ -13,11 +13,14 @@ deferred binary element only contributes its tag and length.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 # PS3.18 §F.2.6 leaves the threshold to the server; 1 KiB keeps LUTs and icons inline-free and metadata small.
@@ -25,6 +28,9 @@ BULK_DATA_THRESHOLD = 1024  # bytes
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
+
+INTEGER_STRING = re.compile(r"[+-]?[0-9]+")  # IS, PS3.5 Table 6.2-1 (surrounding spaces stripped)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers orjson writes as signed numbers
 
 
 def dataset_to_json(ds: Dataset, instance_path: str) -> dict[str, Any]:
@@ -77,10 +83,46 @@ def _binary_length(raw: DataElement | RawDataElement | None) -> int:
 
 
 def _element(element: DataElement) -> dict[str, Any]:
+    if element.VR in ("IS", "DS") and not all(_is_json_number(element.VR, v) for v in _values(element.value)):
+        return _as_text(element)
     try:
         return element.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=BULK_DATA_THRESHOLD)
     except (ValueError, TypeError, OverflowError):
-        # A value that does not fit its VR (e.g. IS "1.5"): keep the text rather than lose the element.
-        value = element.value
-        values = list(value) if isinstance(value, list | tuple) else [value]
-        return {"vr": element.VR, "Value": [str(v) for v in values if v is not None and str(v) != ""]}
+        return _as_text(element)
+
+
+def _values(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+
+
+def _is_json_number(vr: str, value: Any) -> bool:
+    """Whether pydicom's number for an IS or DS value is that value, and a JSON number orjson can write.
+
+    IS is an optionally signed string of digits (PS3.5 Table 6.2-1); pydicom also reads "1.5" or "1.0" as an IS
+    and would render it as 1, and an IS such as "1e99" as an integer orjson refuses (it writes 64 bits at most).
+    A DS of "inf" or "nan" would become JSON null.
+    """
+    if value is None or value == "":
+        return True  # empty values are null (PS3.18 §F.2.5), which pydicom writes
+    if vr == "IS":
+        text = getattr(value, "original_string", None)
+        return (
+            isinstance(value, int)
+            and (text is None or INTEGER_STRING.fullmatch(text.strip()) is not None)
+            and INT64_MIN <= value <= INT64_MAX
+        )
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_text(element: DataElement) -> dict[str, Any]:
+    """A value that does not fit its VR (e.g. IS "1.5"): keep its text rather than lose or change the element.
+
+    Empty values among several stay in place as null (PS3.18 §F.2.5); an element with no value has no "Value".
+    """
+    texts = [str(getattr(v, "original_string", v)).strip() if v is not None else "" for v in _values(element.value)]
+    if not any(texts):
+        return {"vr": element.VR}
+    return {"vr": element.VR, "Value": [text or None for text in texts]}

@@ -68,8 +68,6 @@ def _spool(source: Path, target: Path) -> SpooledFile:
             digest.update(chunk)
             dst.write(chunk)
             size += len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
     return SpooledFile(target, size, digest.hexdigest())
 
 
@@ -98,11 +96,11 @@ async def _import_one(archive: Archive, path: Path, report: ImportReport) -> Non
     if not await asyncio.to_thread(_is_dicom, path):
         report.skipped += 1
         return
-    writer = archive.storage.temp_writer()
+    target = archive.storage.temp_writer().path
     try:
-        spooled = await asyncio.to_thread(_spool, path, writer.path)
+        spooled = await asyncio.to_thread(_spool, path, target)
     except OSError as exc:
-        writer.path.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
         report.failures.append((path, f"cannot read: {exc.strerror}"))
         return
     report.bytes += spooled.size

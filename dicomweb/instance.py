@@ -6,6 +6,7 @@ STOW-RS response reports; it never modifies the file.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
         raise InvalidInstance(FailureReason.CANNOT_UNDERSTAND, f"not a DICOM PS3.10 file: {exc}") from None
     except Exception as exc:
         raise InvalidInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {exc}") from None
-    truncation = _truncation(ds, size)  # before any access converts the raw elements
+    truncation = _truncation(ds, path, size)  # before any access converts the raw elements
     sop_class_uid = _uid(ds, "SOPClassUID")
     sop_instance_uid = _uid(ds, "SOPInstanceUID")
 
@@ -124,18 +125,47 @@ def _uid(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def _truncation(ds: Dataset, size: int) -> str | None:
-    """Why the file is cut short, if it is: pydicom reads a truncated value silently, so check each one fits."""
+def _truncation(ds: Dataset, path: Path, size: int) -> str | None:
+    """Why the file is cut short, if it is: pydicom reads a truncated value silently, so check each one fits.
+
+    pydicom also stops without a word when fewer than 8 bytes (a partial element header) are left, so the last
+    top-level element must end where the file does: in PS3.10 §7 the data set runs to the end of the file, and
+    padding is an element of its own, Data Set Trailing Padding (FFFC,FFFC). None of pydicom's complete test files
+    has bytes after its last element.
+    """
     if len(ds) == 0:
         # pydicom drops the whole data set when the file ends inside an undefined-length value.
         return "the data set is empty or cut short"
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         return None  # offsets are in the inflated stream; a cut deflate stream fails to inflate instead
+    last_tell = -1
+    last_end: int | None = None  # where the last element ends; None when its length is undefined
     for tag in ds.keys():
         raw = ds.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH and raw.value_tell + raw.length > size:
-            return (
-                f"the file is cut short: element ({tag.group:04X},{tag.element:04X}) needs "
-                f"{raw.value_tell + raw.length} bytes, the file has {size}"
-            )
+        if isinstance(raw, RawDataElement):
+            tell = raw.value_tell
+            end = None if raw.length == UNDEFINED_LENGTH else tell + raw.length
+            if end is not None and end > size:
+                return (
+                    f"the file is cut short: element ({tag.group:04X},{tag.element:04X}) needs {end} bytes, "
+                    f"the file has {size}"
+                )
+        elif raw is not None:
+            # Converted while reading: an undefined-length sequence, or Specific Character Set (never last).
+            tell, end = raw.file_tell or 0, None
+        else:
+            continue
+        if tell > last_tell:
+            last_tell, last_end = tell, end
+    if last_end is None:
+        # An undefined-length value ends with a Sequence Delimitation Item (PS3.5 §7.5.2, §A.4); pydicom accepts
+        # one whose 4-byte length is cut off, and cannot say where the value ends, so look at the file's tail.
+        little_endian = ds.original_encoding[1] is not False
+        delimiter = struct.pack("<HHL" if little_endian else ">HHL", 0xFFFE, 0xE0DD, 0)
+        with path.open("rb") as file:
+            file.seek(max(size - len(delimiter), 0))
+            if file.read(len(delimiter)) != delimiter:
+                return "the file is cut short: it does not end with the Sequence Delimitation Item of its last element"
+    elif last_end < size:
+        return f"the file is cut short: {size - last_end} bytes after the last element are not a whole element"
     return None

@@ -32,13 +32,20 @@ class MediaType:
             quality = 0.0
         return cls(main.decode("latin-1").strip().lower(), params, quality)
 
+    def specificity(self, offered: str) -> int:
+        """How closely this (Accept) range names the offered ``type/subtype``: 2 exact, 1 ``type/*``, 0 ``*/*``, -1 not.
+
+        A bare ``*`` (Java's default Accept header) counts as ``*/*``.
+        """
+        if self.type == offered:
+            return 2
+        if self.type.endswith("/*") and self.type != "*/*":
+            return 1 if offered.split("/")[0] == self.type[:-2] else -1
+        return 0 if self.type in ("*/*", "*") else -1
+
     def matches(self, offered: str) -> bool:
         """True when this (Accept) range covers the offered ``type/subtype``."""
-        if self.type in ("*/*", "*"):
-            return True
-        if self.type.endswith("/*"):
-            return offered.split("/")[0] == self.type[:-2]
-        return self.type == offered
+        return self.specificity(offered) >= 0
 
 
 @dataclass(frozen=True)
@@ -80,14 +87,26 @@ def check_part_type(content_type: str | None) -> bool:
 
 
 def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
-    """Pick the first offered media type the Accept header allows, best quality first; 406 if none."""
+    """Pick the offered media type the Accept header prefers (RFC 9110 §12.5.1); 406 if it refuses them all.
+
+    Each offered type takes the quality of the most specific range that matches it (exact, then ``type/*``, then
+    ``*/*``), so ``application/dicom+json;q=0, */*`` refuses DICOM JSON whatever the wildcard says. The highest
+    quality above 0 wins; ties go to the earlier offered type, the resource's preference.
+    """
     if not accept:
         return offered[0]
-    ranges = sorted((MediaType.parse(part) for part in accept.split(",") if part.strip()), key=lambda m: -m.quality)
-    for media in ranges:
-        if media.quality <= 0:
-            continue
-        for candidate in offered:
-            if media.matches(candidate):
-                return candidate
-    raise NotAcceptable(f"none of {', '.join(offered)} is acceptable to Accept: {accept}")
+    ranges = [MediaType.parse(part) for part in accept.split(",") if part.strip()]
+    best: str | None = None
+    best_quality = 0.0
+    for candidate in offered:
+        specificity, quality = -1, 0.0
+        for media in ranges:
+            rank = media.specificity(candidate)
+            # Equally specific ranges (the same type listed twice) are read generously: the higher q counts.
+            if rank > specificity or (rank == specificity and media.quality > quality):
+                specificity, quality = rank, media.quality
+        if specificity >= 0 and quality > best_quality:
+            best, best_quality = candidate, quality
+    if best is None:
+        raise NotAcceptable(f"none of {', '.join(offered)} is acceptable to Accept: {accept}")
+    return best

@@ -117,17 +117,14 @@ async def read_multipart(
                 raise BadRequest(f"malformed multipart body: {exc}") from None
             while events.parts:
                 part = events.parts[0]
-                if part.buffered and (part.ended or part.buffered >= PART_BUFFER_BYTES):
-                    writer = writer or storage.temp_writer()
-                    data = b"".join(part.buffer)
-                    part.buffer.clear()
-                    part.buffered = 0
-                    await writer.write(data)
                 if not part.ended:
+                    if part.buffered >= PART_BUFFER_BYTES:
+                        writer = writer or storage.temp_writer()
+                        await writer.write(_take(part))
                     break
                 events.parts.pop(0)
                 writer = writer or storage.temp_writer()
-                spooled = await writer.finish()
+                spooled = await writer.close(_take(part))
                 writer = None
                 yield ReceivedPart(spooled, part.headers.get("content-type"))
         if not events.finished:
@@ -135,6 +132,13 @@ async def read_multipart(
     finally:
         if writer is not None:
             await writer.abort()
+
+
+def _take(part: _PartState) -> bytes:
+    data = b"".join(part.buffer)
+    part.buffer.clear()
+    part.buffered = 0
+    return data
 
 
 async def read_single(chunks: AsyncIterable[bytes], storage: FileStorage, max_bytes: int) -> ReceivedPart:
@@ -153,11 +157,9 @@ async def read_single(chunks: AsyncIterable[bytes], storage: FileStorage, max_by
                 await writer.write(b"".join(buffer))
                 buffer.clear()
                 buffered = 0
-        if buffer:
-            await writer.write(b"".join(buffer))
         if received == 0:
             raise BadRequest("the request body is empty")
-        return ReceivedPart(await writer.finish(), None)
+        return ReceivedPart(await writer.close(b"".join(buffer)), None)
     except BaseException:
         await writer.abort()
         raise

@@ -3,12 +3,12 @@
 Layout under the data folder::
 
     tmp/                                   files being received (removed on failure, swept at start-up)
-    files/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.{sha256[:16]}.dcm
+    files/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.{random}.dcm
 
 The UIDs are checked against the PS3.5 §9.1 grammar before they become path components, so no request can
-name a path outside ``files/``. The file name carries a digest of the content: storing different bytes under a
-known SOP Instance UID (DICOMWEB_DUPLICATES=overwrite) writes a new file beside the old one, so the stored copy is
-never damaged, even if the database transaction that would switch to the new file fails.
+name a path outside ``files/``. Every store writes a new, uniquely named file: a file that is in place is never
+overwritten, and undoing a failed store (removing its file) can never touch another store's file, whatever the
+timing. A crash between rename and commit leaves at worst a file that no row names.
 
 All blocking file work runs in worker threads (``asyncio.to_thread``); nothing here touches the event loop.
 """
@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,7 +31,7 @@ TEMP_SUFFIX = ".part"
 
 @dataclass(frozen=True)
 class SpooledFile:
-    """A received body part, complete and fsynced in ``tmp/``: where it is, how big, and its SHA-256."""
+    """A received file in ``tmp/``: where it is, how big, and its SHA-256."""
 
     path: Path
     size: int
@@ -38,7 +39,7 @@ class SpooledFile:
 
 
 class TempWriter:
-    """Receives one part's bytes into a temp file; every method does its file I/O in a worker thread."""
+    """Receives one part's bytes into a temp file; the file work happens in worker threads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -56,16 +57,15 @@ class TempWriter:
         self._file.write(data)
         self._hash.update(data)
 
-    async def finish(self) -> SpooledFile:
-        """Flush and fsync the file, so that it survives a crash once renamed into place."""
-        await asyncio.to_thread(self._finish)
+    async def close(self, data: bytes = b"") -> SpooledFile:
+        """Write the last bytes and close; ``sync`` makes the file durable later, off the receiving path."""
+        self.size += len(data)
+        await asyncio.to_thread(self._close, data)
         return SpooledFile(self.path, self.size, self._hash.hexdigest())
 
-    def _finish(self) -> None:
-        if self._file is None:
-            self._file = open(self.path, "xb")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    def _close(self, data: bytes) -> None:
+        self._write(data)
+        assert self._file is not None
         self._file.close()
 
     async def abort(self) -> None:
@@ -75,6 +75,15 @@ class TempWriter:
         if self._file is not None:
             self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+def sync(path: Path) -> None:
+    """fsync a closed file (blocking; call from a worker thread)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FileStorage:
@@ -95,13 +104,12 @@ class FileStorage:
     def temp_writer(self) -> TempWriter:
         return TempWriter(self.tmp / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
 
-    def relative_path(
-        self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, sha256: str
-    ) -> str:
+    def new_path(self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
+        """A fresh relative path for an instance file; refuses anything that is not a valid UID."""
         for uid in (study_instance_uid, series_instance_uid, sop_instance_uid):
             if not is_valid_uid(uid):
                 raise ValueError(f"refusing to build a path from an invalid UID {uid!r}")
-        return f"files/{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}.{sha256[:16]}.dcm"
+        return f"files/{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}.{uuid.uuid4().hex[:16]}.dcm"
 
     def absolute(self, relative_path: str) -> Path:
         path = (self.root / relative_path).resolve()
@@ -109,26 +117,37 @@ class FileStorage:
             raise ValueError(f"stored path {relative_path!r} is outside the storage folder")
         return path
 
-    async def place(self, spooled: SpooledFile, relative_path: str) -> None:
-        """Rename a spooled temp file into place, then fsync the folders so the new name is durable."""
-        await asyncio.to_thread(self._place, spooled.path, self.absolute(relative_path))
+    async def place(self, moves: list[tuple[Path, str]]) -> None:
+        """Rename synced temp files to their relative paths, then fsync each folder once so the names are durable."""
+        if moves:
+            await asyncio.to_thread(self._place, [(source, self.absolute(target)) for source, target in moves])
 
-    def _place(self, source: Path, target: Path) -> None:
-        series_folder, study_folder = target.parent, target.parent.parent
-        new_series, new_study = not series_folder.exists(), not study_folder.exists()
-        series_folder.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)  # a same-named target has the same content (the name carries the digest)
-        _fsync_dir(series_folder)
-        if new_series:
-            _fsync_dir(study_folder)
-        if new_study:
-            _fsync_dir(self.files)
+    def _place(self, moves: list[tuple[Path, Path]]) -> None:
+        changed: set[Path] = set()
+        for source, target in moves:
+            series_folder = target.parent
+            if not series_folder.exists():
+                study_folder = series_folder.parent
+                if not study_folder.exists():
+                    changed.add(self.files)
+                changed.add(study_folder)
+                series_folder.mkdir(parents=True, exist_ok=True)
+            os.rename(source, target)
+            changed.add(series_folder)
+        # Deepest first, so a new folder's own entries are durable before the entry that names it.
+        for folder in sorted(changed, key=lambda p: len(p.parts), reverse=True):
+            _fsync_dir(folder)
 
-    async def remove(self, relative_path: str) -> None:
-        await asyncio.to_thread(self.absolute(relative_path).unlink, True)
+    async def remove(self, relative_paths: Iterable[str]) -> None:
+        paths = [self.absolute(p) for p in relative_paths]
+        if paths:
+            await asyncio.to_thread(_unlink_all, paths)
 
-    async def discard(self, spooled: SpooledFile) -> None:
-        await asyncio.to_thread(spooled.path.unlink, True)
+    async def discard(self, spooled: Iterable[SpooledFile]) -> None:
+        """Remove temp files (those already renamed into place are gone from tmp/ and ignored)."""
+        paths = [s.path for s in spooled]
+        if paths:
+            await asyncio.to_thread(_unlink_all, paths)
 
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created and fsynced in the temp folder (for /readyz)."""
@@ -137,6 +156,11 @@ class FileStorage:
             f.write(b"ok")
             os.fsync(f.fileno())
         probe.unlink()
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

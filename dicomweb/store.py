@@ -1,13 +1,13 @@
-"""Store one received instance: validate it, put its file in place, index it; undo the file if indexing fails.
+"""Store received instances: validate each, put the files in place, index them; undo the files if indexing fails.
 
-Shared by STOW-RS and ``dicomweb import``. Order (as in dicom-server's StoreOrchestrator): inside one database
-transaction holding the SOP Instance UID's lock, the file is renamed into place, then the rows are written; if
-anything fails before the commit, the placed file is removed again. A crash between rename and commit leaves at
-worst a file no row points to, never a row without its file.
+Shared by STOW-RS and ``dicomweb import``. ``commit`` stores a batch (the instances of one request) in one database
+transaction, in the order and phases ``db.index`` describes: rows first, then the files are renamed into place,
+then the aggregates, then COMMIT. If anything fails before the commit, the placed files are removed and each
+instance is retried in a transaction of its own, so one bad instance never costs the others.
 
 Duplicates (same SOP Instance UID): identical bytes are a success and nothing is written; different bytes are
-refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which writes
-the new file beside the old one, switches the index in the same transaction and only then deletes the old file.
+refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which indexes
+the new file in place of the old in one transaction and only then deletes the old file.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
 
 from .archive import Archive
 from .db import index
 from .instance import Instance, InvalidInstance, read_instance
 from .status import FailureReason
-from .storage import SpooledFile
+from .storage import SpooledFile, sync
 
 log = logging.getLogger("dicomweb")
 
@@ -42,84 +46,163 @@ class StoreResult:
         return cls(error.sop_class_uid, error.sop_instance_uid, failure=error.reason, detail=error.detail)
 
 
-async def prepare(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Instance | InvalidInstance:
-    """Parse and validate a spooled file in a worker thread."""
+@dataclass(frozen=True)
+class Prepared:
+    """A spooled, synced and validated instance, ready to commit."""
+
+    file: SpooledFile
+    instance: Instance
+
+
+async def prepare(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Prepared | InvalidInstance:
+    """Parse and validate a spooled file, and fsync it (so it is durable before its rename), in worker threads.
+
+    The fsync waits on the disk without the GIL, so it runs beside the parse rather than after it."""
+    parsing = asyncio.to_thread(read_instance, spooled.path, expected_study_instance_uid)
+    syncing = asyncio.to_thread(sync, spooled.path)
+    instance, synced = await asyncio.gather(parsing, syncing, return_exceptions=True)
+    if isinstance(synced, BaseException) and not isinstance(instance, InvalidInstance):
+        raise synced
+    if isinstance(instance, InvalidInstance):
+        return instance
+    if isinstance(instance, BaseException):
+        raise instance
+    return Prepared(spooled, instance)
+
+
+class _Retry(Exception):
+    """The batch transaction failed as a whole; store its instances one by one."""
+
+
+async def commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
+    """Store a batch; results in the batch's order. The temp files are gone afterwards in every case."""
     try:
-        return await asyncio.to_thread(read_instance, spooled.path, expected_study_instance_uid)
-    except InvalidInstance as error:
-        return error
+        try:
+            return await _commit(archive, batch)
+        except _Retry as failed:
+            if len(batch) == 1:
+                return [_processing_failure(batch[0].instance, failed.__cause__)]
+        results = []
+        for prepared in batch:
+            try:
+                results.extend(await _commit(archive, [prepared]))
+            except _Retry as failed:
+                results.append(_processing_failure(prepared.instance, failed.__cause__))
+        return results
+    finally:
+        await archive.storage.discard(p.file for p in batch)  # no-op for files renamed into place
 
 
-async def commit(archive: Archive, spooled: SpooledFile, instance: Instance) -> StoreResult:
-    """Place the file and index it in one transaction; the spooled temp file is gone afterwards in every case."""
+def _processing_failure(instance: Instance, cause: BaseException | None) -> StoreResult:
+    log.error("storing %s failed: %r", instance.sop_instance_uid, cause)
+    if isinstance(cause, OSError):
+        full = cause.errno == errno.ENOSPC
+        reason = FailureReason.OUT_OF_RESOURCES if full else FailureReason.PROCESSING_FAILURE
+        detail = f"the archive could not write the file: {cause.strerror}"
+    else:
+        reason, detail = FailureReason.PROCESSING_FAILURE, "the archive could not index the instance"
+    return StoreResult(instance.sop_class_uid, instance.sop_instance_uid, failure=reason, detail=detail)
+
+
+async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
+    """One transaction for the whole batch; raises _Retry (with nothing stored) if it cannot commit."""
     storage = archive.storage
-    relative = storage.relative_path(
-        instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid, spooled.sha256
+    results: dict[int, StoreResult] = {}
+    placed: list[str] = []
+    replaced: list[str] = []
+    order = sorted(
+        range(len(batch)),
+        key=lambda i: (
+            batch[i].instance.study_instance_uid,
+            batch[i].instance.series_instance_uid,
+            batch[i].instance.sop_instance_uid,
+        ),
     )
-    uids = (instance.sop_class_uid, instance.sop_instance_uid)
-    placed = False
-    replaced: str | None = None
     try:
         async with archive.pool.acquire() as conn, conn.transaction():
-            existing = await index.lock_instance(conn, instance.sop_instance_uid)
-            if existing is not None:
-                if existing.file_sha256 == spooled.sha256:
-                    return StoreResult(*uids, instance=instance, already_stored=True)
-                if archive.settings.duplicates == "reject":
-                    return StoreResult(
-                        *uids,
-                        failure=FailureReason.DUPLICATE_SOP_INSTANCE,
-                        detail=f"SOP Instance {instance.sop_instance_uid} is already stored with different content",
-                    )
-                await index.delete_instance(conn, existing.pk)
-                replaced = existing.file_path
-            await storage.place(spooled, relative)
-            placed = True
-            await index.insert_instance(conn, instance, relative, spooled.size, spooled.sha256, instance.metadata)
-    except index.SeriesElsewhere:
-        return await _undo(
-            archive,
-            relative if placed else None,
-            StoreResult(
-                *uids,
-                failure=FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                detail=f"SeriesInstanceUID {instance.series_instance_uid} is stored in another study",
-            ),
-        )
-    except OSError as exc:
-        reason = FailureReason.OUT_OF_RESOURCES if exc.errno == errno.ENOSPC else FailureReason.PROCESSING_FAILURE
-        log.exception("storing %s failed", instance.sop_instance_uid)
-        return await _undo(
-            archive,
-            relative if placed else None,
-            StoreResult(*uids, failure=reason, detail=f"the archive could not write the file: {exc.strerror}"),
-        )
-    except Exception:
-        log.exception("storing %s failed", instance.sop_instance_uid)
-        return await _undo(
-            archive,
-            relative if placed else None,
-            StoreResult(
-                *uids, failure=FailureReason.PROCESSING_FAILURE, detail="the archive could not index the instance"
-            ),
-        )
-    finally:
-        await storage.discard(spooled)  # no-op once renamed into place
-    if replaced is not None and replaced != relative:
+            series_refs: dict[str, index.SeriesRef] = {}
+            series_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            study_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            moves: list[tuple[Path, str]] = []
+            for i in order:
+                prepared = batch[i]
+                instance = prepared.instance
+                uids = (instance.sop_class_uid, instance.sop_instance_uid)
+                ref = series_refs.get(instance.series_instance_uid)
+                if ref is None:
+                    try:
+                        ref = await index.resolve_series(conn, instance)
+                    except index.SeriesElsewhere:
+                        results[i] = StoreResult(
+                            *uids,
+                            failure=FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                            detail=f"SeriesInstanceUID {instance.series_instance_uid} is stored in another study",
+                        )
+                        continue
+                    series_refs[instance.series_instance_uid] = ref
+                    if ref.created:
+                        study_counts[instance.study_instance_uid][0] = ref.study_pk
+                        study_counts[instance.study_instance_uid][2] += 1
+                path = storage.new_path(
+                    instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
+                )
+                file = prepared.file
+                pk = await index.insert_instance(conn, ref.series_pk, instance, path, file.size, file.sha256)
+                if pk is None:
+                    existing = await index.find_instance(conn, instance.sop_instance_uid)
+                    assert existing is not None
+                    if existing.file_sha256 == file.sha256:
+                        results[i] = StoreResult(*uids, instance=instance, already_stored=True)
+                        continue
+                    if archive.settings.duplicates == "reject":
+                        results[i] = StoreResult(
+                            *uids,
+                            failure=FailureReason.DUPLICATE_SOP_INSTANCE,
+                            detail=f"SOP Instance {instance.sop_instance_uid} is already stored with other content",
+                        )
+                        continue
+                    await _overwrite(conn, existing, instance)
+                    replaced.append(existing.file_path)
+                    ref = await index.resolve_series(conn, instance)  # the old row may have taken its series along
+                    if ref.created:
+                        study_counts[instance.study_instance_uid][0] = ref.study_pk
+                        study_counts[instance.study_instance_uid][2] += 1
+                    series_refs[instance.series_instance_uid] = ref
+                    pk = await index.insert_instance(conn, ref.series_pk, instance, path, file.size, file.sha256)
+                    assert pk is not None
+                moves.append((file.path, path))
+                series_counts[instance.series_instance_uid][0] = ref.series_pk
+                series_counts[instance.series_instance_uid][1] += 1
+                study_counts[instance.study_instance_uid][0] = ref.study_pk
+                study_counts[instance.study_instance_uid][1] += 1
+                results[i] = StoreResult(*uids, instance=instance)
+            # Files first, then the aggregates: their row locks serialise stores into one series, so they are
+            # taken last and held only for two UPDATEs and the COMMIT.
+            placed = [target for _, target in moves]
+            await storage.place(moves)
+            await index.add_counts(
+                conn,
+                {uid: (pk, n) for uid, (pk, n) in series_counts.items()},
+                {uid: (pk, n, s) for uid, (pk, n, s) in study_counts.items()},
+            )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        await storage.remove(placed)
+        raise _Retry from exc
+    if replaced:
         await storage.remove(replaced)
-    return StoreResult(*uids, instance=instance)
+    return [results[i] for i in range(len(batch))]
 
 
-async def _undo(archive: Archive, placed: str | None, result: StoreResult) -> StoreResult:
-    if placed is not None:
-        await archive.storage.remove(placed)
-    return result
+async def _overwrite(conn: asyncpg.Connection, existing: index.StoredInstance, instance: Instance) -> None:
+    """DICOMWEB_DUPLICATES=overwrite: drop the old row (its file goes after the commit)."""
+    log.warning("replacing stored SOP Instance %s with new content", instance.sop_instance_uid)
+    await index.delete_instance(conn, existing.pk)
 
 
 async def store_spooled(archive: Archive, spooled: SpooledFile, expected_study_instance_uid: str | None) -> StoreResult:
     """Validate, place and index one spooled file (the path ``dicomweb import`` takes for each file)."""
     prepared = await prepare(spooled, expected_study_instance_uid)
     if isinstance(prepared, InvalidInstance):
-        await archive.storage.discard(spooled)
+        await archive.storage.discard([spooled])
         return StoreResult.failed(prepared)
-    return await commit(archive, spooled, prepared)
+    return (await commit(archive, [prepared]))[0]

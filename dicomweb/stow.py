@@ -21,7 +21,7 @@ from starlette.responses import Response
 from . import media, store
 from .archive import Archive, archive_of
 from .errors import PayloadTooLarge
-from .instance import Instance, InvalidInstance
+from .instance import InvalidInstance
 from .multipart import ReceivedPart, read_multipart, read_single
 from .responses import DicomJSONResponse
 from .status import FailureReason
@@ -29,7 +29,6 @@ from .uids import require_uid
 from .urls import base_url
 
 MAX_PARALLEL_PARSES = 2  # parts parsed in worker threads while the body is still arriving
-MAX_PARALLEL_COMMITS = 4  # instances placed and indexed at once (each holds a pool connection)
 MAX_WARNING_HEADERS = 20  # per-instance failure explanations sent as Warning headers
 
 # DICOM JSON tags of the Store Instances Response Module (PS3.18 Table 10.5.3-3).
@@ -79,12 +78,12 @@ async def _one(part: Awaitable[ReceivedPart]) -> AsyncIterator[ReceivedPart]:
 async def _store_parts(
     archive: Archive, parts: AsyncIterator[ReceivedPart], study_instance_uid: str | None
 ) -> list[store.StoreResult]:
-    """Receive and parse every part, then commit them; on any receive error nothing is stored."""
+    """Receive and parse every part, then commit them together; on any receive error nothing is stored."""
     parses = asyncio.Semaphore(MAX_PARALLEL_PARSES)
     received: list[ReceivedPart] = []
-    parsing: list[asyncio.Task[Instance | InvalidInstance]] = []
+    parsing: list[asyncio.Task[store.Prepared | InvalidInstance]] = []
 
-    async def parse(part: ReceivedPart) -> Instance | InvalidInstance:
+    async def parse(part: ReceivedPart) -> store.Prepared | InvalidInstance:
         if not media.check_part_type(part.content_type):
             return InvalidInstance(
                 FailureReason.CANNOT_UNDERSTAND, f"part Content-Type {part.content_type} is not {media.DICOM}"
@@ -96,25 +95,20 @@ async def _store_parts(
         async for part in parts:
             received.append(part)
             parsing.append(asyncio.create_task(parse(part)))
-        prepared = await asyncio.gather(*parsing)
+        outcomes = await asyncio.gather(*parsing)
     except BaseException:
         for task in parsing:
             task.cancel()
         await asyncio.gather(*parsing, return_exceptions=True)
-        for part in received:
-            await archive.storage.discard(part.file)
+        await archive.storage.discard(part.file for part in received)
         raise
 
-    commits = asyncio.Semaphore(MAX_PARALLEL_COMMITS)
-
-    async def finish(part: ReceivedPart, outcome: Instance | InvalidInstance) -> store.StoreResult:
-        if isinstance(outcome, InvalidInstance):
-            await archive.storage.discard(part.file)
-            return store.StoreResult.failed(outcome)
-        async with commits:
-            return await store.commit(archive, part.file, outcome)
-
-    return list(await asyncio.gather(*(finish(p, o) for p, o in zip(received, prepared, strict=True))))
+    await archive.storage.discard(
+        p.file for p, o in zip(received, outcomes, strict=True) if not isinstance(o, store.Prepared)
+    )
+    batch = [o for o in outcomes if isinstance(o, store.Prepared)]
+    committed = iter(await store.commit(archive, batch) if batch else [])
+    return [next(committed) if isinstance(o, store.Prepared) else store.StoreResult.failed(o) for o in outcomes]
 
 
 class StoreResponse:

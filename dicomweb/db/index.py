@@ -1,10 +1,16 @@
-"""Write side of the archive index: one instance in, with its patient, study and series, counts kept exact.
+"""Write side of the archive index: instances in (with their patient, study and series), counts kept exact.
 
-Concurrency: the caller holds ``lock_instance`` (an advisory lock on the SOP Instance UID) for the whole
-transaction. Patient, study and series rows are created with ``INSERT ... ON CONFLICT DO NOTHING`` (a concurrent
-creator makes us wait, then we read its row), and the aggregates are bumped with ``UPDATE ... SET n = n + 1`` on
-the series row, then the study row: the row locks serialise concurrent stores into one study, in one order (no
-deadlocks), so the counts stay exact.
+A store runs in one transaction per request ("group commit"), in three phases, so that concurrent stores never
+deadlock and the aggregates stay exact:
+
+1. Instances are handled in (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID) order. Patient, study and series
+   rows are created with ``INSERT ... ON CONFLICT DO NOTHING`` (a concurrent creator makes us wait for its commit,
+   then we read its row); the instance row with ``ON CONFLICT (sop_instance_uid) DO NOTHING``, so a concurrent
+   store of the same SOP Instance UID waits for ours and then sees it. Every transaction takes these waits in the
+   same global order, so none can wait on another in a cycle.
+2. The caller places the files.
+3. ``add_counts`` bumps the series and study aggregates (``n = n + k``, row locks taken in UID order) and
+   recomputes ModalitiesInStudy for studies that gained a series.
 """
 
 from __future__ import annotations
@@ -25,8 +31,15 @@ class StoredInstance:
     pk: int
     file_path: str
     file_sha256: str
-    series_instance_uid: str
-    study_instance_uid: str
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """A series row and its study row, and whether this transaction created the series."""
+
+    series_pk: int
+    study_pk: int
+    created: bool
 
 
 class SeriesElsewhere(Exception):
@@ -45,29 +58,28 @@ def _column_names(level: Level) -> list[str]:
 _PATIENT = _column_names(Level.PATIENT)
 _STUDY = _column_names(Level.STUDY)
 _SERIES = _column_names(Level.SERIES)
-_INSTANCE = _column_names(Level.INSTANCE) + [
-    "transfer_syntax_uid",
-    "file_path",
-    "file_size",
-    "file_sha256",
-    "metadata",
-]
+_FILE = ["transfer_syntax_uid", "file_path", "file_size", "file_sha256", "metadata"]
+_INSTANCE = _column_names(Level.INSTANCE) + _FILE
 
 
-def _insert(table: str, names: list[str], parent: str | None, conflict: str | None) -> str:
-    all_names = ([parent] if parent else []) + names
-    placeholders = ", ".join(f"${i}" for i in range(1, len(all_names) + 1))
-    on_conflict = f" ON CONFLICT {conflict} DO NOTHING" if conflict else ""
-    return f"INSERT INTO {table} ({', '.join(all_names)}) VALUES ({placeholders}){on_conflict} RETURNING pk"
+def _insert(table: str, names: list[str], conflict: str) -> str:
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({placeholders}) "
+        f"ON CONFLICT {conflict} DO NOTHING RETURNING pk"
+    )
 
 
-INSERT_PATIENT = _insert("patient", _PATIENT, None, "(patient_id, issuer_of_patient_id) WHERE patient_id <> ''")
+INSERT_PATIENT = _insert("patient", _PATIENT, "(patient_id, issuer_of_patient_id) WHERE patient_id <> ''")
 SELECT_PATIENT = "SELECT pk FROM patient WHERE patient_id = $1 AND issuer_of_patient_id = $2 AND patient_id <> ''"
-INSERT_STUDY = _insert("study", _STUDY, "patient_pk", "(study_instance_uid)")
+INSERT_STUDY = _insert("study", ["patient_pk", *_STUDY], "(study_instance_uid)")
 SELECT_STUDY = "SELECT pk FROM study WHERE study_instance_uid = $1"
-INSERT_SERIES = _insert("series", _SERIES, "study_pk", "(series_instance_uid)")
-SELECT_SERIES = "SELECT pk, study_pk FROM series WHERE series_instance_uid = $1"
-INSERT_INSTANCE = _insert("instance", _INSTANCE, "series_pk", None)
+INSERT_SERIES = _insert("series", ["study_pk", *_SERIES], "(series_instance_uid)")
+SELECT_SERIES = """
+SELECT s.pk, s.study_pk, st.study_instance_uid FROM series s JOIN study st ON st.pk = s.study_pk
+WHERE s.series_instance_uid = $1"""
+INSERT_INSTANCE = _insert("instance", ["series_pk", *_INSTANCE], "(sop_instance_uid)")
+SELECT_INSTANCE = "SELECT pk, file_path, file_sha256 FROM instance WHERE sop_instance_uid = $1"
 COUNT_SERIES = """
 UPDATE series SET number_of_series_related_instances = number_of_series_related_instances + $2, updated_at = now()
 WHERE pk = $1 RETURNING number_of_series_related_instances"""
@@ -79,52 +91,61 @@ UPDATE study SET number_of_study_related_instances = number_of_study_related_ins
                      ORDER BY modality) END,
                  updated_at = now()
 WHERE pk = $1 RETURNING number_of_study_related_instances"""
-SELECT_INSTANCE = """
-SELECT i.pk, i.file_path, i.file_sha256, se.series_instance_uid, st.study_instance_uid
-FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
-WHERE i.sop_instance_uid = $1"""
 
 
-async def lock_instance(conn: asyncpg.Connection, sop_instance_uid: str) -> StoredInstance | None:
-    """Take the transaction's lock on this SOP Instance UID; return the instance if it is stored already."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", sop_instance_uid)
-    row = await conn.fetchrow(SELECT_INSTANCE, sop_instance_uid)
-    return StoredInstance(**dict(row)) if row else None
+async def resolve_series(conn: asyncpg.Connection, instance: Instance) -> SeriesRef:
+    """The series row of ``instance`` (with its study and patient), created if it is new."""
+    row = await conn.fetchrow(SELECT_SERIES, instance.series_instance_uid)
+    if row is None:
+        study_pk = await conn.fetchval(SELECT_STUDY, instance.study_instance_uid)
+        if study_pk is None:
+            study_pk = await _create_study(conn, instance)
+        series = instance.columns[Level.SERIES]
+        series_pk = await conn.fetchval(INSERT_SERIES, study_pk, *(series[c] for c in _SERIES))
+        if series_pk is not None:
+            return SeriesRef(series_pk, study_pk, created=True)
+        row = await conn.fetchrow(SELECT_SERIES, instance.series_instance_uid)  # created meanwhile
+    if row["study_instance_uid"] != instance.study_instance_uid:
+        raise SeriesElsewhere(instance.series_instance_uid)
+    return SeriesRef(row["pk"], row["study_pk"], created=False)
 
 
 async def insert_instance(
-    conn: asyncpg.Connection, instance: Instance, file_path: str, file_size: int, file_sha256: str, metadata: str
-) -> int:
-    """Index one new instance (its patient, study and series created as needed); returns the instance's pk."""
-    study_pk = await conn.fetchval(SELECT_STUDY, instance.study_instance_uid)
-    if study_pk is None:
-        study_pk = await _create_study(conn, instance)
-    series = instance.columns[Level.SERIES]
-    series_pk = await conn.fetchval(INSERT_SERIES, study_pk, *(series[c] for c in _SERIES))
-    new_series = series_pk is not None
-    if not new_series:
-        row = await conn.fetchrow(SELECT_SERIES, instance.series_instance_uid)
-        if row["study_pk"] != study_pk:
-            raise SeriesElsewhere(instance.series_instance_uid)
-        series_pk = row["pk"]
+    conn: asyncpg.Connection, series_pk: int, instance: Instance, file_path: str, file_size: int, file_sha256: str
+) -> int | None:
+    """Insert the instance row; None if the SOP Instance UID is stored already (then nothing was written)."""
     values: dict[str, Any] = {
         **instance.columns[Level.INSTANCE],
         "transfer_syntax_uid": instance.transfer_syntax_uid,
         "file_path": file_path,
         "file_size": file_size,
         "file_sha256": file_sha256,
-        "metadata": metadata,
+        "metadata": instance.metadata,
     }
-    instance_pk: int = await conn.fetchval(INSERT_INSTANCE, series_pk, *(values[c] for c in _INSTANCE))
-    await conn.fetchval(COUNT_SERIES, series_pk, 1)
-    await conn.fetchval(COUNT_STUDY, study_pk, 1, 1 if new_series else 0)
-    return instance_pk
+    pk = await conn.fetchval(INSERT_INSTANCE, series_pk, *(values[c] for c in _INSTANCE))
+    return int(pk) if pk is not None else None
+
+
+async def find_instance(conn: asyncpg.Connection, sop_instance_uid: str) -> StoredInstance | None:
+    row = await conn.fetchrow(SELECT_INSTANCE, sop_instance_uid)
+    return StoredInstance(row["pk"], row["file_path"], row["file_sha256"]) if row else None
+
+
+async def add_counts(
+    conn: asyncpg.Connection, series: dict[str, tuple[int, int]], studies: dict[str, tuple[int, int, int]]
+) -> None:
+    """Add to the aggregates: ``series`` maps SeriesInstanceUID to (pk, new instances), ``studies`` maps
+    StudyInstanceUID to (pk, new instances, new series). Row locks are taken in UID order (no deadlocks)."""
+    for _, (pk, instances) in sorted(series.items()):
+        await conn.execute(COUNT_SERIES, pk, instances)
+    for _, (pk, instances, new_series) in sorted(studies.items()):
+        await conn.execute(COUNT_STUDY, pk, instances, new_series)
 
 
 async def delete_instance(conn: asyncpg.Connection, instance_pk: int) -> None:
-    """Remove an instance row and keep the aggregates exact; empty series and studies go with it."""
+    """Remove an instance row and keep the aggregates exact; an emptied series, study and patient go with it."""
     row = await conn.fetchrow(
-        "DELETE FROM instance WHERE pk = $1 RETURNING series_pk, (SELECT study_pk FROM series WHERE pk = series_pk)",
+        "DELETE FROM instance i USING series s WHERE i.pk = $1 AND s.pk = i.series_pk RETURNING s.pk, s.study_pk",
         instance_pk,
     )
     if row is None:
@@ -148,28 +169,15 @@ async def _create_study(conn: asyncpg.Connection, instance: Instance) -> int:
     patient = {**instance.columns[Level.PATIENT]}
     patient["patient_id"] = patient["patient_id"] or ""
     patient["issuer_of_patient_id"] = patient["issuer_of_patient_id"] or ""
-    patient_pk = await _get_or_create(
-        conn,
-        INSERT_PATIENT,
-        [patient[c] for c in _PATIENT],
-        SELECT_PATIENT,
-        [patient["patient_id"], patient["issuer_of_patient_id"]],
-    )
+    identity = [patient["patient_id"], patient["issuer_of_patient_id"]]
+    patient_pk = await conn.fetchval(INSERT_PATIENT, *(patient[c] for c in _PATIENT))
+    if patient_pk is None:
+        patient_pk = await conn.fetchval(SELECT_PATIENT, *identity)
     study = instance.columns[Level.STUDY]
     study_pk = await conn.fetchval(INSERT_STUDY, patient_pk, *(study[c] for c in _STUDY))
-    if study_pk is None:  # another transaction created it meanwhile; an anonymous patient row made for it goes
+    if study_pk is None:  # created meanwhile by another transaction; drop the anonymous patient made for it
         if not patient["patient_id"]:
             await conn.execute("DELETE FROM patient WHERE pk = $1", patient_pk)
         study_pk = await conn.fetchval(SELECT_STUDY, instance.study_instance_uid)
     assert study_pk is not None
     return int(study_pk)
-
-
-async def _get_or_create(
-    conn: asyncpg.Connection, insert: str, insert_args: list[Any], select: str, select_args: list[Any]
-) -> int:
-    pk = await conn.fetchval(insert, *insert_args)
-    if pk is None:
-        pk = await conn.fetchval(select, *select_args)
-    assert pk is not None
-    return int(pk)

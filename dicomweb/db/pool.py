@@ -26,8 +26,12 @@ def schema_version(sql: str | None = None) -> int:
     return int(match.group(1))
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query on release: the archive never changes session state (no SET, LISTEN or session locks)."""
+
+
 async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, command_timeout=60)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, command_timeout=60, reset=_keep_session)
     assert pool is not None
     return pool
 

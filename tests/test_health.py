@@ -1,0 +1,60 @@
+"""Probes, access log and the error body shape."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import LiveServer
+
+
+class TestProbes:
+    """/healthz and /readyz."""
+
+    def test_healthz(self, session_server: LiveServer) -> None:
+        """The process answers."""
+        response = httpx.get(session_server.url + "/healthz")
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+    def test_readyz(self, session_server: LiveServer) -> None:
+        """Database reachable and storage writable."""
+        assert httpx.get(session_server.url + "/readyz").json() == {"status": "ready"}
+
+    def test_readyz_storage_not_writable(self, server_factory: Any) -> None:
+        """With the temp folder gone (replaced by a file), readiness is 503 and says why."""
+        server = server_factory()
+        tmp = server.data_dir / "tmp"
+        shutil.rmtree(tmp)
+        tmp.write_text("not a folder")
+        response = httpx.get(server.url + "/readyz")
+        assert response.status_code == 503
+        assert "storage not writable" in response.json()["detail"]
+        tmp.unlink()
+        tmp.mkdir()
+
+
+class TestErrorShape:
+    """Every error body has the shape {"status", "error", "detail"}."""
+
+    @pytest.mark.parametrize(
+        ("method", "path", "status"),
+        [
+            ("GET", "/nowhere", 404),
+            ("DELETE", "/healthz", 405),
+            ("PUT", "/dicomweb/studies", 405),
+            ("POST", "/dicomweb/studies", 415),
+            ("POST", "/dicomweb/studies/not-a-uid", 400),
+        ],
+    )
+    def test_shape(self, session_server: LiveServer, method: str, path: str, status: int) -> None:
+        """Status in the body equals the HTTP status; error is its phrase; detail is a sentence."""
+        response = httpx.request(method, session_server.url + path)
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert set(body) == {"status", "error", "detail"}
+        assert body["status"] == status
+        assert isinstance(body["detail"], str) and body["detail"]
