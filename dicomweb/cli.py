@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "serve":
         return serve(settings)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"dicomweb: {', '.join(missing)} does not exist", file=sys.stderr)
+        return 2
     return asyncio.run(import_command(settings, args.paths, progress=not args.quiet))
 
 

@@ -167,31 +167,47 @@ def server_factory(new_database: Any, tmp_path: Path) -> Iterator[Any]:
         manager.__exit__(None, None, None)
 
 
+@dataclass
+class ServerProcess:
+    """A ``dicomweb serve`` process: its base URL, the process, and its stderr log file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @contextmanager
-def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[ServerProcess]:
     """Run ``python -m dicomweb serve`` as its own process (for memory and start/stop tests)."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-serve-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicomweb", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+                raise RuntimeError(f"server exited: {server.log}")
             try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready")
+                raise RuntimeError(f"server did not become ready: {server.log}")
             time.sleep(0.1)
-        yield url, process
+        yield server
     finally:
         if process.poll() is None:
             process.terminate()
@@ -200,5 +216,3 @@ def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[tuple[str,
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if process.stderr:
-            process.stderr.close()

@@ -55,11 +55,12 @@ def ct_instance(
     patient_id: str = "PAT-1",
     patient_name: str = "Doe^Jane",
     size: int = 64,
+    sop_instance_uid: str | None = None,
 ) -> bytes:
     """A synthetic CT Image Storage instance (PS3.10 file bytes) with fresh UIDs unless given."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    sop_instance_uid = generate_uid()
+    sop_instance_uid = sop_instance_uid or str(generate_uid())
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
@@ -109,3 +110,23 @@ def stow_headers(boundary: str = "dicomweb-test-boundary") -> dict[str, str]:
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
         "Accept": "application/dicom+json",
     }
+
+
+def ct_series_stream(count: int, boundary: str, size: int = 512) -> tuple[int, Iterable[bytes]]:
+    """A multipart body of ``count`` CT instances of one new series, generated part by part (never whole in
+    memory); returns (Content-Length, chunks). Each part is a template with its SOP Instance UID swapped."""
+    study, series = generate_uid(), generate_uid()
+    prefix = generate_uid()[:40] + "."  # unique per call; every UID below has the same length as the placeholder
+    placeholder = prefix + "9" * 12
+    template = ct_instance(study, series, size=size, sop_instance_uid=placeholder)
+    uids = [(prefix + f"1{i:011d}").encode() for i in range(count)]
+    head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    tail = f"--{boundary}--\r\n".encode()
+    length = count * (len(head) + len(template) + 2) + len(tail)
+
+    def chunks() -> Iterable[bytes]:
+        for uid in uids:
+            yield head + template.replace(placeholder.encode(), uid) + b"\r\n"
+        yield tail
+
+    return length, chunks()

@@ -1,0 +1,119 @@
+"""The ``dicomweb`` command as a user runs it: a real process with the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pydicom
+
+from .conftest import serve_subprocess
+from .data import CHARSET_FILES, CT, JPEG2000, MR, MR_BIG_ENDIAN, ct_instance, multipart, stow_headers
+
+EMBEDDED = {"DICOMWEB_DATABASE_URL": ""}  # no URL: the command starts its own PostgreSQL in <data-dir>/pg
+
+
+def dicomweb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomweb", *args],
+        env={**os.environ, **EMBEDDED, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def postgres_running(data_dir: Path) -> bool:
+    pid_file = data_dir / "pg" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class TestServe:
+    """``dicomweb serve`` on the embedded PostgreSQL."""
+
+    def test_restart_keeps_the_archive(self, tmp_path: Path) -> None:
+        """Store, stop (PostgreSQL stops too), start again on the same data: the instance is still known."""
+        data_dir = tmp_path / "archive"
+        with serve_subprocess(EMBEDDED, data_dir) as server:
+            body = multipart([MR.read_bytes()])
+            assert httpx.post(server.url + "/dicomweb/studies", content=body, headers=stow_headers()).status_code == 200
+        assert "Application shutdown complete" in server.log  # SIGTERM: graceful stop
+        assert not postgres_running(data_dir)
+        with serve_subprocess(EMBEDDED, data_dir) as server:
+            # Other bytes under the same SOP Instance UID are refused: the first start's row is still there.
+            body = multipart([MR_BIG_ENDIAN.read_bytes()])
+            assert httpx.post(server.url + "/dicomweb/studies", content=body, headers=stow_headers()).status_code == 409
+        assert "embedded PostgreSQL stopped" in server.log
+        assert not postgres_running(data_dir)
+
+    def test_access_log_line_per_request(self, tmp_path: Path) -> None:
+        """stderr has one line per request with method, path, status and duration."""
+        with serve_subprocess(EMBEDDED, tmp_path / "archive") as server:
+            httpx.get(server.url + "/healthz")
+            httpx.post(server.url + "/dicomweb/studies", content=b"x", headers={"Content-Type": "text/plain"})
+        log = server.log
+        assert '"GET /healthz" 200' in log
+        assert '"POST /dicomweb/studies" 415' in log
+        assert "ms" in log.split('"POST /dicomweb/studies" 415')[1].splitlines()[0]
+
+
+class TestImport:
+    """``dicomweb import`` stores files through the same path as STOW-RS."""
+
+    def test_import_folder_twice(self, tmp_path: Path) -> None:
+        """A folder of real files is stored; a second run stores nothing twice; failures are explained."""
+        source = tmp_path / "incoming"
+        (source / "sub").mkdir(parents=True)
+        for path in (CT, JPEG2000, MR):
+            shutil.copy(path, source / path.name)
+        shutil.copy(CHARSET_FILES / "chrGerm.dcm", source / "sub" / "chrGerm.dcm")
+        (source / "notes.txt").write_text("not DICOM")
+        half = CT.read_bytes()
+        (source / "sub" / "cut.dcm").write_bytes(half[: len(half) // 2])
+        data_dir = tmp_path / "archive"
+
+        first = dicomweb("import", "--quiet", "--data-dir", str(data_dir), str(source))
+        assert first.returncode == 1, first.stderr  # the cut file failed
+        assert "stored 4, already stored 0, skipped 1 non-DICOM, failed 1" in first.stderr
+        assert "cut.dcm" in first.stderr and "cut short" in first.stderr
+
+        (source / "sub" / "cut.dcm").unlink()
+        second = dicomweb("import", "--quiet", "--data-dir", str(data_dir), str(source))
+        assert second.returncode == 0, second.stderr
+        assert "stored 0, already stored 4, skipped 1 non-DICOM, failed 0" in second.stderr
+        assert not postgres_running(data_dir)
+
+        with serve_subprocess(EMBEDDED, data_dir) as server:
+            body = multipart([CT.read_bytes()])
+            again = httpx.post(server.url + "/dicomweb/studies", content=body, headers=stow_headers())
+            assert again.status_code == 200  # identical bytes: already stored, a success
+        files = list((data_dir / "files").rglob("*.dcm"))
+        assert len(files) == 4
+        stored_ct = [f for f in files if f.name.startswith(pydicom.dcmread(CT).SOPInstanceUID + ".")]
+        assert stored_ct[0].read_bytes() == CT.read_bytes()
+
+    def test_progress_bar(self, tmp_path: Path) -> None:
+        """Without --quiet a progress bar with count, MB/s and failures is drawn on stderr."""
+        source = tmp_path / "in"
+        source.mkdir()
+        (source / "a.dcm").write_bytes(ct_instance())
+        result = dicomweb("import", "--data-dir", str(tmp_path / "archive"), str(source))
+        assert result.returncode == 0, result.stderr
+        assert "1/1" in result.stderr and "MBps" in result.stderr and "failed=0" in result.stderr
+
+    def test_missing_path(self, tmp_path: Path) -> None:
+        """A path that does not exist is an error, not a silent success."""
+        result = dicomweb("import", "--data-dir", str(tmp_path / "archive"), str(tmp_path / "nope"))
+        assert result.returncode != 0
+        assert "does not exist" in result.stderr
