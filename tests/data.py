@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -60,7 +60,7 @@ def ct_instance(
     """A synthetic CT Image Storage instance (PS3.10 file bytes) with fresh UIDs unless given."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    sop_instance_uid = sop_instance_uid or str(generate_uid())
+    sop_instance_uid = UID(sop_instance_uid) if sop_instance_uid else generate_uid()
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
