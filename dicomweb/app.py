@@ -64,3 +64,10 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for uvicorn's worker processes (``dicomweb serve --workers N``): settings from DICOMWEB_* variables."""
+    settings = Settings.from_env()
+    settings.configure_logging()
+    return create_app(settings)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import SETTINGS, Settings
 
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "data_dir") and v is not None}
     settings = settings.replace(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings.configure_logging()
     if args.command == "serve":
         return serve(settings)
     missing = [str(p) for p in args.paths if not p.exists()]
@@ -49,22 +48,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
+    """Run the server; with several workers, uvicorn's supervisor runs ``create_app_from_env`` in each process
+    and the embedded PostgreSQL (if any) is started here, once, for all of them."""
     import uvicorn
 
     from .app import create_app
+    from .db.embedded import EmbeddedPostgres
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=False,  # dicomweb.accesslog writes one line per request
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1
+    workers = settings.workers or os.cpu_count() or 1
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,  # dicomweb.accesslog writes one line per request
+        "log_config": None,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers == 1:
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
+        server.run()
+        return 0 if server.started else 1
+    embedded = None
+    if not settings.database_url:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        settings = settings.replace(database_url=embedded.start())
+    os.environ.update(settings.replace(workers=1).to_env())
+    try:
+        uvicorn.run("dicomweb.app:create_app_from_env", factory=True, workers=workers, **options)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
 
 
 async def import_command(settings: Settings, paths: list[Path], progress: bool) -> int:

@@ -7,7 +7,9 @@ all (``tests/test_config.py`` keeps that list complete).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +59,13 @@ SETTINGS: tuple[Setting, ...] = (
         "What STOW does with a SOP Instance UID that is already stored with different "
         "bytes: 'reject' (failure 0x0111, stored copy kept) or 'overwrite' (replace it).",
     ),
-    Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool."),
+    Setting(
+        "workers",
+        "0",
+        "Server processes. Each runs its own event loop and connection pool over the same "
+        "database and files; 0 means one per CPU core.",
+    ),
+    Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool (per worker process)."),
     Setting("log_level", "info", "Log level: debug, info, warning or error."),
 )
 
@@ -73,6 +81,7 @@ class Settings:
     public_url: str = ""
     max_upload_mb: int = 4096
     duplicates: DuplicatePolicy = "reject"
+    workers: int = 0
     db_pool_size: int = 8
     log_level: str = "info"
 
@@ -91,6 +100,18 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def configure_logging(self) -> None:
+        """Log to stderr at the configured level (in every worker process)."""
+        logging.basicConfig(
+            level=self.log_level.upper(),
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as DICOMWEB_* variables (handed to worker processes)."""
+        return {s.env: str(getattr(self, s.name)) for s in SETTINGS}
 
 
 def _parse(setting: Setting, raw: str) -> object:
