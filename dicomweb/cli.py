@@ -19,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the DICOMweb server")
     serve.add_argument("--host", help=f"{defaults['host'].help} (env {defaults['host'].env})")
     serve.add_argument("--port", type=int, help=f"{defaults['port'].help} (env {defaults['port'].env})")
+    serve.add_argument("--workers", type=int, help=f"{defaults['workers'].help} (env {defaults['workers'].env})")
     for command in (serve, importer := sub.add_parser("import", help="store DICOM files and folders in the archive")):
         command.add_argument(
             "--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})"
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"dicomweb: {exc}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "data_dir") and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "workers", "data_dir") and v is not None}
     settings = settings.replace(**overrides)
     settings.configure_logging()
     if args.command == "serve":

@@ -76,21 +76,24 @@ class _Retry(Exception):
 
 async def commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
     """Store a batch; results in the batch's order. The temp files are gone afterwards in every case."""
+    leftovers = [p.file for p in batch]
     try:
         try:
-            return await _commit(archive, batch)
+            results = await _commit(archive, batch)
         except _Retry as failed:
             if len(batch) == 1:
                 return [_processing_failure(batch[0].instance, failed.__cause__)]
-        results = []
-        for prepared in batch:
-            try:
-                results.extend(await _commit(archive, [prepared]))
-            except _Retry as failed:
-                results.append(_processing_failure(prepared.instance, failed.__cause__))
+            results = []
+            for prepared in batch:
+                try:
+                    results.extend(await _commit(archive, [prepared]))
+                except _Retry as failed_alone:
+                    results.append(_processing_failure(prepared.instance, failed_alone.__cause__))
+        # Files renamed into place are no longer in tmp/; only the others need removing.
+        leftovers = [p.file for p, r in zip(batch, results, strict=True) if r.instance is None or r.already_stored]
         return results
     finally:
-        await archive.storage.discard(p.file for p in batch)  # no-op for files renamed into place
+        await archive.storage.discard(leftovers)
 
 
 def _processing_failure(instance: Instance, cause: BaseException | None) -> StoreResult:
