@@ -112,10 +112,12 @@ class FileStorage:
         return f"files/{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}.{uuid.uuid4().hex[:16]}.dcm"
 
     def absolute(self, relative_path: str) -> Path:
-        path = (self.root / relative_path).resolve()
-        if not path.is_relative_to(self.files):
+        """The absolute path of a stored file; refuses any path that could leave ``files/`` (checked lexically,
+        without touching the disk: the folders under ``files/`` are made by this class from validated UIDs)."""
+        parts = relative_path.split("/")
+        if parts[0] != "files" or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"stored path {relative_path!r} is outside the storage folder")
-        return path
+        return self.root.joinpath(*parts)
 
     async def place(self, moves: list[tuple[Path, str]]) -> None:
         """Rename synced temp files to their relative paths, then fsync each folder once so the names are durable."""

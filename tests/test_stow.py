@@ -430,3 +430,24 @@ class TestConcurrency:
         assert server.db.value("SELECT number_of_series_related_instances FROM series") == 40
         row = server.db.fetch("SELECT * FROM study")[0]
         assert (row["number_of_study_related_instances"], row["number_of_study_related_series"]) == (40, 1)
+
+
+class TestStoragePaths:
+    """Stored paths never leave the storage folder."""
+
+    @pytest.mark.parametrize("path", ["../etc/passwd", "files/../../x", "/etc/passwd", "files//x", "tmp/x", "files"])
+    def test_absolute_refuses_escapes(self, tmp_path: Path, path: str) -> None:
+        """A relative path that is not plainly under files/ is refused."""
+        from dicomweb.storage import FileStorage
+
+        with pytest.raises(ValueError, match="outside"):
+            FileStorage(tmp_path).absolute(path)
+
+    def test_new_path_refuses_invalid_uids(self, tmp_path: Path) -> None:
+        """Only valid UIDs become path components."""
+        from dicomweb.storage import FileStorage
+
+        storage = FileStorage(tmp_path)
+        assert storage.new_path("1.2", "1.3", "1.4").startswith("files/1.2/1.3/1.4.")
+        with pytest.raises(ValueError, match="invalid UID"):
+            storage.new_path("1.2", "..", "1.4")
