@@ -79,6 +79,20 @@ ATTRIBUTES: tuple[Attribute, ...] = (
 
 BY_KEYWORD: dict[str, Attribute] = {a.keyword: a for a in ATTRIBUTES}
 
+# Attributes the archive computes (PS3.18 Table 10.6.3-3/-4), kept in columns by db/index.py, never extracted.
+AGGREGATES: tuple[Attribute, ...] = (
+    Attribute("ModalitiesInStudy", Level.STUDY, "modalities_in_study", "text_list"),
+    Attribute("NumberOfStudyRelatedSeries", Level.STUDY, "number_of_study_related_series", "int"),
+    Attribute("NumberOfStudyRelatedInstances", Level.STUDY, "number_of_study_related_instances", "int"),
+    Attribute("NumberOfSeriesRelatedInstances", Level.SERIES, "number_of_series_related_instances", "int"),
+)
+
+# Attributes kept in a sequence: (sequence keyword, item keyword) per indexed array column (sequence matching).
+SEQUENCE_PARENT = {
+    "ScheduledProcedureStepID": "RequestAttributesSequence",
+    "RequestedProcedureID": "RequestAttributesSequence",
+}
+
 
 def columns(level: Level) -> tuple[Attribute, ...]:
     return tuple(a for a in ATTRIBUTES if a.level is level)
@@ -106,7 +120,7 @@ def _person_name(value: Any) -> str | None:
     return _text(value)
 
 
-def _date(value: Any) -> datetime.date | None:
+def parse_date(value: Any) -> datetime.date | None:
     text = str(value).strip() if value is not None else ""
     if len(text) == 10 and text[4] == "." and text[7] == ".":  # ACR-NEMA "YYYY.MM.DD" (PS3.5 Table 6.2-1 note)
         text = text.replace(".", "")
@@ -116,7 +130,7 @@ def _date(value: Any) -> datetime.date | None:
         return None
 
 
-def _time(value: Any) -> datetime.time | None:
+def parse_time(value: Any) -> datetime.time | None:
     # PS3.5 Table 6.2-1 TM: HH[MM[SS[.F{1-6}]]], the old "HH:MM:SS" form tolerated.
     text = (str(value).strip() if value is not None else "").replace(":", "")
     whole, _, fraction = text.partition(".")
@@ -141,8 +155,8 @@ CONVERT: dict[Kind, Callable[[Any], Any]] = {
     "text": _text,
     "uid": _text,
     "pn": _person_name,
-    "date": _date,
-    "time": _time,
+    "date": parse_date,
+    "time": parse_time,
     "int": _int,
 }
 

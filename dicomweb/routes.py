@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import health, stow
+from . import health, qido, stow
 
 DICOMWEB_ROUTES: list[BaseRoute] = [
+    # Store (PS3.18 §10.5)
     Route("/studies", stow.store_instances, methods=["POST"]),
     Route("/studies/{StudyInstanceUID}", stow.store_instances, methods=["POST"]),
+    # Search (PS3.18 §10.6)
+    Route("/studies", qido.search_studies, methods=["GET"]),
+    Route("/studies/{StudyInstanceUID}/series", qido.search_series, methods=["GET"]),
+    Route("/series", qido.search_series, methods=["GET"]),
+    Route("/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances", qido.search_instances, methods=["GET"]),
+    Route("/studies/{StudyInstanceUID}/instances", qido.search_instances, methods=["GET"]),
+    Route("/instances", qido.search_instances, methods=["GET"]),
 ]
 
 ROUTES: list[BaseRoute] = [
