@@ -219,7 +219,8 @@ def _range(attribute: Attribute, value: str, parameter: str) -> MatchKey:
         return MatchKey(attribute, Matching.SINGLE, (parsed[0],), parameter)
     if parsed[0] is None and parsed[1] is None:
         raise BadRequest(f"{parameter}: a range needs at least one end, got {value!r}")
-    if parsed[0] is not None and parsed[1] is not None and parsed[0] > parsed[1]:
+    if vr == "DA" and parsed[0] is not None and parsed[1] is not None and parsed[0] > parsed[1]:
+        # (A TM range may "end before it starts" when it combines with a StudyDate range, C.2.2.2.5.1.)
         raise BadRequest(f"{parameter}: the range {value!r} ends before it starts")
     return MatchKey(attribute, Matching.RANGE, (parsed[0], parsed[1]), parameter)
 

@@ -56,6 +56,7 @@ def ct_instance(
     patient_name: str = "Doe^Jane",
     size: int = 64,
     sop_instance_uid: str | None = None,
+    **attributes: object,
 ) -> bytes:
     """A synthetic CT Image Storage instance (PS3.10 file bytes) with fresh UIDs unless given."""
     meta = FileMetaDataset()
@@ -87,6 +88,11 @@ def ct_instance(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.PixelData = bytes(range(256)) * (size * size * 2 // 256)
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
