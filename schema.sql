@@ -28,6 +28,30 @@ CREATE UNIQUE INDEX patient_identity ON patient (patient_id, issuer_of_patient_i
 CREATE INDEX patient_name_folded ON patient (patient_name_folded text_pattern_ops);
 CREATE INDEX patient_id_pattern ON patient (patient_id text_pattern_ops);
 
+-- Every suffix (up to 32 characters) of each folded patient name, so that infix wildcards (PatientName=*mül*) and
+-- fuzzy matching (each word starts a component) become btree prefix scans: pg_trgm is not available in the embedded
+-- PostgreSQL. word_start marks suffixes that begin a name component (after ^, =, space or -). Kept by a trigger.
+CREATE TABLE patient_name_suffix (
+    patient_pk  bigint NOT NULL REFERENCES patient (pk) ON DELETE CASCADE,
+    suffix      text NOT NULL,
+    word_start  boolean NOT NULL
+);
+CREATE INDEX patient_name_suffix_prefix ON patient_name_suffix (suffix text_pattern_ops, word_start);
+CREATE INDEX patient_name_suffix_patient ON patient_name_suffix (patient_pk);
+
+CREATE FUNCTION patient_name_suffixes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO patient_name_suffix (patient_pk, suffix, word_start)
+    SELECT DISTINCT NEW.pk, substr(NEW.patient_name_folded, i, 32),
+           i = 1 OR substr(NEW.patient_name_folded, i - 1, 1) IN ('^', '=', ' ', '-')
+    FROM generate_series(1, length(NEW.patient_name_folded)) AS i
+    WHERE substr(NEW.patient_name_folded, i, 1) NOT IN ('^', '=', ' ', '-');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER patient_name_suffixes AFTER INSERT ON patient
+    FOR EACH ROW WHEN (NEW.patient_name_folded IS NOT NULL) EXECUTE FUNCTION patient_name_suffixes();
+
 CREATE TABLE study (
     pk                                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     patient_pk                          bigint NOT NULL REFERENCES patient (pk),

@@ -225,7 +225,29 @@ def _range(attribute: Attribute, value: str, parameter: str) -> MatchKey:
     return MatchKey(attribute, Matching.RANGE, (parsed[0], parsed[1]), parameter)
 
 
+def like_escape(text: str) -> str:
+    """``text`` as literal characters in a LIKE pattern (backslash is PostgreSQL's default LIKE escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def like_pattern(value: str) -> str:
     """A DICOM wildcard value as a LIKE pattern: ``*`` → ``%``, ``?`` → ``_``, LIKE's own characters escaped."""
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
+    return like_escape(value).replace("*", "%").replace("?", "_")
+
+
+def like_literals(pattern: str) -> list[str]:
+    """The literal runs of a LIKE pattern made by ``like_pattern``, unescaped (``%mül_er%`` → ``["mül", "er"]``)."""
+    runs, current, escaped = [], [], False
+    for char in pattern:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in "%_":
+            runs.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    runs.append("".join(current))
+    return [run for run in runs if run]

@@ -31,7 +31,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, command_timeout=60, reset=_keep_session)
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        command_timeout=60,
+        reset=_keep_session,
+        # asyncpg prepares every statement; a generic plan cannot use an index for "name LIKE $1" (the prefix is
+        # unknown), so searches would silently turn into scans after a few calls. Plan each execution instead.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
+    )
     assert pool is not None
     return pool
 

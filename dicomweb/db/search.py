@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 
 from ..attributes import AGGREGATES, ATTRIBUTES, Attribute, Level
-from ..query import LEVEL_ORDER, Matching, MatchKey, Query, like_pattern
+from ..query import LEVEL_ORDER, Matching, MatchKey, Query, like_escape, like_literals, like_pattern
 
+SUFFIX_LENGTH = 32  # characters of each name suffix kept in patient_name_suffix (schema.sql)
 ALIAS = {Level.PATIENT: "p", Level.STUDY: "st", Level.SERIES: "se", Level.INSTANCE: "i"}
 FROM = {
     Level.STUDY: "study st JOIN patient p ON p.pk = st.patient_pk",
@@ -69,8 +70,8 @@ def _condition(key: MatchKey, sql: _Sql) -> str:
     col = column(attribute) + ("_folded" if attribute.kind == "pn" else "")
     values = key.values
     if key.matching is Matching.SINGLE:
-        if attribute.kind == "text_list":
-            return f"{sql.bind(values[0])} = ANY({col})"
+        if attribute.kind == "text_list":  # @> and && can use the GIN index on the array column
+            return f"{col} @> ARRAY[{sql.bind(values[0])}]::text[]"
         if attribute.kind == "pn":
             # The whole name, or its alphabetic group when the stored name has ideographic/phonetic groups.
             whole, first_group = sql.bind(values[0]), sql.bind(like_pattern(values[0]) + "=%")
@@ -83,10 +84,22 @@ def _condition(key: MatchKey, sql: _Sql) -> str:
     if key.matching is Matching.WILDCARD:
         if attribute.kind == "text_list":
             return f"EXISTS (SELECT 1 FROM unnest({col}) AS v(x) WHERE v.x LIKE {sql.bind(values[0])})"
-        return f"{col} LIKE {sql.bind(values[0])}"
+        condition = f"{col} LIKE {sql.bind(values[0])}"
+        literals = like_literals(values[0])
+        if attribute.keyword == "PatientName" and literals and not values[0].startswith(literals[0]):
+            # A leading wildcard defeats the btree on the name; find candidates by the longest literal run
+            # through the suffix table, and keep the LIKE as the exact check.
+            condition += " AND " + _by_suffix(max(literals, key=len), word_start=False, sql=sql)
+        return condition
     if key.matching is Matching.FUZZY:
-        # Every query word starts a component of the name (split at ^, space or =), in any order.
-        return " AND ".join(f"{col} ~ {sql.bind('(^|[ ^=])' + _regex_literal(word))}" for word in values)
+        # Every query word starts a component of the name (after ^, =, space or -), in any order.
+        if attribute.keyword == "PatientName":
+            conditions = [_by_suffix(word, word_start=True, sql=sql) for word in values]
+            long_words = [word for word in values if len(word) > SUFFIX_LENGTH]
+        else:
+            conditions, long_words = [], list(values)
+        conditions += [f"{col} ~ {sql.bind('(^|[ ^=-])' + _regex_literal(word))}" for word in long_words]
+        return " AND ".join(conditions)
     low, high = values
     parts = []
     if low is not None:
@@ -94,6 +107,13 @@ def _condition(key: MatchKey, sql: _Sql) -> str:
     if high is not None:
         parts.append(f"{col} <= {sql.bind(high)}")
     return " AND ".join(parts)
+
+
+def _by_suffix(text: str, word_start: bool, sql: _Sql) -> str:
+    """Patients whose folded name has a suffix starting with ``text`` (schema.sql: patient_name_suffix)."""
+    prefix = sql.bind(like_escape(text[:SUFFIX_LENGTH]) + "%")
+    start = " AND word_start" if word_start else ""
+    return f"p.pk IN (SELECT patient_pk FROM patient_name_suffix WHERE suffix LIKE {prefix}{start})"
 
 
 def _regex_literal(word: str) -> str:
