@@ -111,8 +111,8 @@ def parse(params: Iterable[tuple[str, str]], level: Level) -> Query:
             for item in filter(None, (v.strip() for v in value.split(","))):
                 if item == "all":
                     include_all = True
-                else:
-                    includes.add(_keyword(item, INCLUDE))
+                else:  # a path "Sequence.Item" returns the whole sequence
+                    includes.add([_keyword(part, INCLUDE) for part in item.split(".")][0])
         else:
             attribute = _attribute(name)
             if attribute is None or LEVEL_ORDER.index(attribute.level) > LEVEL_ORDER.index(level):
@@ -122,6 +122,7 @@ def parse(params: Iterable[tuple[str, str]], level: Level) -> Query:
                 universal.add(attribute.keyword)
                 continue
             keys.append(_match(attribute, value, name, fuzzy))
+    _check_time_ranges(keys)
     return Query(
         level=level,
         keys=tuple(keys),
@@ -135,14 +136,33 @@ def parse(params: Iterable[tuple[str, str]], level: Level) -> Query:
     )
 
 
+def _check_time_ranges(keys: list[MatchKey]) -> None:
+    """PS3.4 §C.2.2.2.5: a TM range must not end before it starts, unless it is the StudyTime of a combined
+    StudyDate + StudyTime range (C.2.2.2.5.1), where it spans midnight between two dates."""
+    date_range = any(k.attribute.keyword == "StudyDate" and k.matching is Matching.RANGE for k in keys)
+    for key in keys:
+        if key.attribute.kind != "time" or key.matching is not Matching.RANGE:
+            continue
+        low, high = key.values
+        combined = key.attribute.keyword == "StudyTime" and date_range
+        if low is not None and high is not None and low > high and not combined:
+            raise BadRequest(f"{_shown(key.parameter)}: the time range ends before it starts")
+
+
 def _count(name: str, value: str) -> int:
     if not value.isdigit() or not value.isascii():
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     return min(int(value), 2**31 - 1)
 
 
+def _shown(text: str) -> str:
+    """A user-supplied name, shortened for an error message."""
+    return text if len(text) <= 64 else text[:64] + "..."
+
+
 def _keyword(name: str, parameter: str) -> str:
     """The DICOM keyword a parameter names (keyword or 8-digit tag); 400 for anything else."""
+    parameter = _shown(parameter)
     if _TAG.fullmatch(name):
         keyword = keyword_for_tag(int(name, 16))
         if keyword:
@@ -151,17 +171,15 @@ def _keyword(name: str, parameter: str) -> str:
             return name.upper()
         raise BadRequest(f"{parameter}: {name} is not a known DICOM attribute tag")
     if tag_for_keyword(name) is None:
-        shown = name if len(name) <= 64 else name[:64] + "..."
-        raise BadRequest(f"{parameter}: {shown!r} is not a DICOM keyword or tag")
+        raise BadRequest(f"{parameter}: {_shown(name)!r} is not a DICOM keyword or tag")
     return name
 
 
 def _attribute(name: str) -> Attribute | None:
     """The indexed attribute a query key names, None if it is a valid DICOM attribute the index lacks."""
-    path = name.split(".")
-    if len(path) > 2:
+    keywords = [_keyword(part, name) for part in name.split(".")]
+    if len(keywords) > 2:  # nested sequences: not indexed
         return None
-    keywords = [_keyword(part, name) for part in path]
     if len(keywords) == 2:  # sequence matching: Sequence.Item (PS3.18 §8.3.4.1)
         parent, item = keywords
         return QUERYABLE.get(item) if SEQUENCE_PARENT.get(item) == parent else None
@@ -174,6 +192,8 @@ def _match(attribute: Attribute, value: str, parameter: str, fuzzy: bool) -> Mat
     kind = attribute.kind
     if kind == "uid":
         uids = tuple(v for v in re.split(r"[\\,]", value) if v)
+        if not uids:
+            raise BadRequest(f"{_shown(parameter)}: {value!r} lists no UID")
         for uid in uids:
             if not is_valid_uid(uid):
                 raise BadRequest(f"{parameter}: {uid[:80]!r} is not a valid UID (wildcards are not allowed for UIDs)")
@@ -183,8 +203,9 @@ def _match(attribute: Attribute, value: str, parameter: str, fuzzy: bool) -> Mat
     if kind in ("date", "time"):
         return _range(attribute, value, parameter)
     if kind == "int":
-        if not re.fullmatch(r"[+-]?\d{1,10}", value.strip()):
-            raise BadRequest(f"{parameter} must be an integer, got {value[:40]!r}")
+        # IS values are ASCII digits within a signed 32-bit integer (PS3.5 §6.2).
+        if not re.fullmatch(r"[+-]?[0-9]{1,10}", value.strip()) or not -(2**31) <= int(value) < 2**31:
+            raise BadRequest(f"{_shown(parameter)} must be an integer of at most 32 bits, got {value[:40]!r}")
         return MatchKey(attribute, Matching.SINGLE, (int(value),), parameter)
     if kind == "pn":
         folded = normalize_name(value)
@@ -195,7 +216,10 @@ def _match(attribute: Attribute, value: str, parameter: str, fuzzy: bool) -> Mat
                 return MatchKey(attribute, Matching.FUZZY, words, parameter)
         value = folded
     if kind == "text_list" and ("\\" in value or "," in value):
-        return MatchKey(attribute, Matching.LIST, tuple(v for v in re.split(r"[\\,]", value) if v), parameter)
+        items = tuple(v for v in re.split(r"[\\,]", value) if v)
+        if not items or any("*" in v or "?" in v for v in items):
+            raise BadRequest(f"{_shown(parameter)}: {value[:40]!r} must list values without wildcards")
+        return MatchKey(attribute, Matching.LIST, items, parameter)
     if "*" in value or "?" in value:
         return MatchKey(attribute, Matching.WILDCARD, (like_pattern(value),), parameter)
     return MatchKey(attribute, Matching.SINGLE, (value,), parameter)

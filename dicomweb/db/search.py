@@ -86,7 +86,7 @@ def _condition(key: MatchKey, sql: _Sql) -> str:
             return f"EXISTS (SELECT 1 FROM unnest({col}) AS v(x) WHERE v.x LIKE {sql.bind(values[0])})"
         condition = f"{col} LIKE {sql.bind(values[0])}"
         literals = like_literals(values[0])
-        if attribute.keyword == "PatientName" and literals and not values[0].startswith(literals[0]):
+        if attribute.keyword == "PatientName" and literals and values[0][:1] in ("%", "_"):
             # A leading wildcard defeats the btree on the name; find candidates by the longest literal run
             # through the suffix table, and keep the LIKE as the exact check.
             condition += " AND " + _by_suffix(max(literals, key=len), word_start=False, sql=sql)
