@@ -86,6 +86,29 @@ def check_part_type(content_type: str | None) -> bool:
     return content_type is None or MediaType.parse(content_type).type == DICOM
 
 
+def accept_ranges(accept: str) -> list[MediaType]:
+    """The media ranges of an Accept header, highest quality first (stable for equal q), refusals (q=0) dropped."""
+    ranges = [MediaType.parse(part) for part in _split_accept(accept)]
+    return sorted((r for r in ranges if r.quality > 0), key=lambda r: -r.quality)
+
+
+def _split_accept(accept: str) -> list[str]:
+    """Split at commas outside quoted strings (a quoted parameter may hold a comma)."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in accept:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]
+
+
 def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
     """Pick the offered media type the Accept header prefers (RFC 9110 §12.5.1); 406 if it refuses them all.
 
@@ -95,7 +118,7 @@ def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
     """
     if not accept:
         return offered[0]
-    ranges = [MediaType.parse(part) for part in accept.split(",") if part.strip()]
+    ranges = [MediaType.parse(part) for part in _split_accept(accept)]
     best: str | None = None
     best_quality = 0.0
     for candidate in offered:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from .media import DICOM_JSON
 
@@ -17,3 +20,32 @@ class DicomJSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One body part of a multipart/related response: its Content-Type and its bytes, produced lazily."""
+
+    content_type: str
+    chunks: AsyncIterator[bytes]
+    location: str | None = None
+
+
+class MultipartRelatedResponse(StreamingResponse):
+    """``multipart/related`` (RFC 2387), streamed part by part: the first part leaves before the last is read."""
+
+    def __init__(self, parts: AsyncIterator[Part], part_type: str, headers: dict[str, str] | None = None) -> None:
+        self.boundary = uuid.uuid4().hex
+        media_type = f'multipart/related; type="{part_type}"; boundary={self.boundary}'
+        super().__init__(self._body(parts), media_type=media_type, headers=headers)
+
+    async def _body(self, parts: AsyncIterator[Part]) -> AsyncIterator[bytes]:
+        async for part in parts:
+            head = f"--{self.boundary}\r\nContent-Type: {part.content_type}\r\n"
+            if part.location:
+                head += f"Content-Location: {part.location}\r\n"
+            yield (head + "\r\n").encode("latin-1")
+            async for chunk in part.chunks:
+                yield chunk
+            yield b"\r\n"
+        yield f"--{self.boundary}--\r\n".encode("latin-1")

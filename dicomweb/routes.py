@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import health, qido, stow
+from . import health, qido, stow, wado
 
 DICOMWEB_ROUTES: list[BaseRoute] = [
     # Store (PS3.18 §10.5)
@@ -17,6 +17,21 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
     Route("/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances", qido.search_instances, methods=["GET"]),
     Route("/studies/{StudyInstanceUID}/instances", qido.search_instances, methods=["GET"]),
     Route("/instances", qido.search_instances, methods=["GET"]),
+    # Retrieve (PS3.18 §10.4)
+    Route("/studies/{StudyInstanceUID}", wado.retrieve_instances, methods=["GET"]),
+    Route("/studies/{StudyInstanceUID}/metadata", wado.retrieve_metadata, methods=["GET"]),
+    Route("/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}", wado.retrieve_instances, methods=["GET"]),
+    Route("/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/metadata", wado.retrieve_metadata, methods=["GET"]),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}",
+        wado.retrieve_instances,
+        methods=["GET"],
+    ),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/metadata",
+        wado.retrieve_metadata,
+        methods=["GET"],
+    ),
 ]
 
 ROUTES: list[BaseRoute] = [

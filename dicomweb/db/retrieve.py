@@ -1,0 +1,52 @@
+"""Read side for WADO-RS: which stored files and metadata make up a study, series or instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+_SCOPE = """
+FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
+WHERE st.study_instance_uid = $1 AND ($2::text IS NULL OR se.series_instance_uid = $2)
+  AND ($3::text IS NULL OR i.sop_instance_uid = $3)"""
+_ORDER = (
+    "ORDER BY se.series_number NULLS LAST, se.series_instance_uid, i.instance_number NULLS LAST, i.sop_instance_uid"
+)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One stored instance file and what a retrieve needs to know of it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    file_path: str
+    file_size: int
+    number_of_frames: int | None
+
+
+async def files(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[StoredFile]:
+    rows = await conn.fetch(
+        "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
+        f"i.transfer_syntax_uid, i.file_path, i.file_size, i.number_of_frames {_SCOPE} {_ORDER}",
+        study,
+        series,
+        sop,
+    )
+    return [StoredFile(**dict(row)) for row in rows]
+
+
+async def metadata(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[str]:
+    """The stored DICOM JSON of each instance in scope (jsonb text, BulkDataURIs relative), in order."""
+    rows = await conn.fetch(f"SELECT i.metadata::text {_SCOPE} {_ORDER}", study, series, sop)
+    return [row[0] for row in rows]
+
+
+async def version(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> tuple[int, int]:
+    """(number of instances, highest instance key) in scope: changes whenever an instance is added or removed."""
+    row = await conn.fetchrow(f"SELECT count(*), coalesce(max(i.pk), 0) {_SCOPE}", study, series, sop)
+    return int(row[0]), int(row[1])

@@ -1,0 +1,54 @@
+"""Change an instance's transfer syntax for WADO-RS (PS3.18 §8.7.3.5): decode with pydicom's pixel plugins and
+write it again. Blocking: call from a worker thread. Lossless targets only, so the SOP Instance UID is kept."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from pydicom import dcmread, dcmwrite
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+# Transfer syntaxes this archive can produce from any stored one it can decode.
+NATIVE_TARGETS = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+class CannotTranscode(Exception):
+    """The instance cannot be given the requested transfer syntax (no decoder, or an unsupported target)."""
+
+
+def can_transcode(stored: str, target: str) -> bool:
+    """Whether ``transcode`` can turn ``stored`` into ``target`` with the installed plugins."""
+    if stored == target:
+        return True
+    if target not in NATIVE_TARGETS:
+        return False
+    uid = UID(stored)
+    if not uid.is_compressed:
+        return True
+    try:
+        return bool(get_decoder(uid).is_available)
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def transcode(path: Path, target: str) -> bytes:
+    """The PS3.10 bytes of the stored file at ``path`` in ``target`` transfer syntax."""
+    ds = dcmread(path)
+    stored = UID(str(ds.file_meta.TransferSyntaxUID))
+    if not can_transcode(stored, target):
+        raise CannotTranscode(f"cannot convert {stored.name} to {UID(target).name}")
+    if stored.is_compressed and "PixelData" in ds:
+        ds.decompress(generate_instance_uid=False)
+    elif not stored.is_little_endian and "PixelData" in ds:
+        # pydicom writes OW values as they are; big endian pixel words must be swapped by hand (its docs say so).
+        pixels = ds.pixel_array
+        if ds.get("SamplesPerPixel", 1) > 1:
+            ds.PlanarConfiguration = 0  # pixel_array is colour-by-pixel
+        ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    ds.file_meta.TransferSyntaxUID = UID(target)
+    buffer = io.BytesIO()
+    ds.preamble = ds.preamble or b"\x00" * 128  # PS3.10 §7.1; the File Meta Information is kept and rewritten
+    dcmwrite(buffer, ds, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True, force_encoding=True)
+    return buffer.getvalue()

@@ -1,0 +1,189 @@
+"""WADO-RS, the Retrieve transaction (PS3.18 §10.4): instances, metadata and bulk data.
+
+Instances stream from storage part by part (``multipart/related; type="application/dicom"``, or a single
+``application/dicom`` for one instance). ``transfer-syntax=*`` returns the stored bytes untouched; without a
+transfer-syntax parameter the default is Explicit VR Little Endian (PS3.18 §8.7.3.5.2), and instances stored
+otherwise are transcoded losslessly (transcode.py) in a worker thread. Metadata is the DICOM JSON computed at
+store time, served without opening any file; its BulkDataURIs are made absolute for the client that asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from . import media
+from .archive import Archive, archive_of
+from .db import retrieve
+from .errors import DicomwebError, NotAcceptable, NotFound
+from .responses import MultipartRelatedResponse, Part
+from .transcode import CannotTranscode, can_transcode, transcode
+from .uids import require_uid
+from .urls import base_url
+
+log = logging.getLogger("dicomweb")
+
+CHUNK_BYTES = 1024 * 1024  # bytes read from a stored file per worker-thread call
+
+
+@dataclass(frozen=True)
+class Representation:
+    """What the client accepts: multipart or single part, the part's media type, and the transfer syntax
+    (None: as stored, ``transfer-syntax=*``)."""
+
+    multipart: bool
+    part_type: str
+    transfer_syntax: str | None
+
+
+def representation(
+    accept: str | None, part_types: tuple[str, ...], single: bool, default_syntax: str
+) -> Representation:
+    """Choose from the Accept header (PS3.18 §8.7.4); 406 listing what is available when nothing fits."""
+    ranges = media.accept_ranges(accept or "*/*")
+    for range_ in ranges:
+        syntax_param = range_.params.get("transfer-syntax")
+        syntax = None if syntax_param == "*" else (syntax_param or default_syntax)
+        if range_.type == media.MULTIPART_RELATED:
+            part = media.MediaType.parse(range_.params.get("type", part_types[0])).type
+            if part in part_types:
+                return Representation(True, part, syntax)
+        elif range_.type in part_types and single:
+            return Representation(False, range_.type, syntax)
+        elif range_.type in ("*/*", "multipart/*"):
+            return Representation(True, part_types[0], syntax)
+    offered = [f'multipart/related; type="{t}"' for t in part_types] + (list(part_types) if single else [])
+    raise NotAcceptable(f"Accept: {accept} allows none of: {', '.join(offered)}")
+
+
+def _scope(request: Request) -> tuple[str, str | None, str | None]:
+    params = request.path_params
+    study = require_uid(params["StudyInstanceUID"], "StudyInstanceUID")
+    series = params.get("SeriesInstanceUID")
+    sop = params.get("SOPInstanceUID")
+    return (
+        study,
+        require_uid(series, "SeriesInstanceUID") if series is not None else None,
+        require_uid(sop, "SOPInstanceUID") if sop is not None else None,
+    )
+
+
+def _missing(study: str, series: str | None, sop: str | None) -> NotFound:
+    if sop is not None:
+        return NotFound(f"instance {sop} of series {series} in study {study} is not stored")
+    if series is not None:
+        return NotFound(f"series {series} of study {study} is not stored")
+    return NotFound(f"study {study} is not stored")
+
+
+async def retrieve_instances(request: Request) -> Response:
+    """GET /studies/{S}[/series/{E}[/instances/{I}]]."""
+    study, series, sop = _scope(request)
+    wanted = representation(request.headers.get("accept"), (media.DICOM,), sop is not None, ExplicitVRLittleEndian)
+    archive = archive_of(request)
+    async with archive.pool.acquire() as conn:
+        files = await retrieve.files(conn, study, series, sop)
+    if not files:
+        raise _missing(study, series, sop)
+    target = wanted.transfer_syntax
+    convertible = [f for f in files if target is None or can_transcode(f.transfer_syntax_uid, target)]
+    if not convertible:
+        stored = sorted({UID(f.transfer_syntax_uid).name for f in files})
+        raise NotAcceptable(
+            f"stored as {', '.join(stored)}; cannot convert to {UID(target or '').name}: "
+            "ask for transfer-syntax=* (as stored) or Explicit VR Little Endian (1.2.840.10008.1.2.1)"
+        )
+    await _check_files(archive, convertible)
+    headers = {}
+    if len(convertible) < len(files):
+        left_out = [f.sop_instance_uid for f in files if f not in convertible]
+        # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning.
+        headers["warning"] = (
+            f'299 {request.url.netloc} "{len(left_out)} instances left out: cannot convert to {target}"'
+        )
+    if not wanted.multipart:
+        [file] = convertible
+        syntax = target or file.transfer_syntax_uid
+        content_type = f"{media.DICOM}; transfer-syntax={syntax}"
+        if target is not None and target != file.transfer_syntax_uid:
+            # Transcode before answering, so that a failure is a clean error status, not a cut-off body.
+            body = await _transcoded(archive, file, target)
+            return Response(body, media_type=content_type, headers=headers)
+        return StreamingResponse(_content(archive, file, target), media_type=content_type, headers=headers)
+    parts = _parts(archive, convertible, target)
+    return MultipartRelatedResponse(parts, media.DICOM, headers=headers)
+
+
+async def _parts(archive: Archive, files: list[retrieve.StoredFile], target: str | None) -> AsyncIterator[Part]:
+    for file in files:
+        syntax = target or file.transfer_syntax_uid
+        yield Part(f"{media.DICOM}; transfer-syntax={syntax}", _content(archive, file, target))
+
+
+async def _content(archive: Archive, file: retrieve.StoredFile, target: str | None) -> AsyncIterator[bytes]:
+    path = archive.storage.absolute(file.file_path)
+    if target is None or target == file.transfer_syntax_uid:
+        async for chunk in read_chunks(path):
+            yield chunk
+    else:
+        yield await _transcoded(archive, file, target)
+
+
+async def _transcoded(archive: Archive, file: retrieve.StoredFile, target: str) -> bytes:
+    try:
+        return await asyncio.to_thread(transcode, archive.storage.absolute(file.file_path), target)
+    except CannotTranscode as exc:
+        raise NotAcceptable(f"instance {file.sop_instance_uid}: {exc}") from None
+
+
+async def read_chunks(path: Path, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    """The bytes of ``path`` from ``start`` to ``end`` (exclusive), read in worker threads."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        await asyncio.to_thread(handle.seek, start)
+        remaining = None if end is None else end - start
+        while remaining is None or remaining > 0:
+            size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
+            chunk = await asyncio.to_thread(handle.read, size)
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def _check_files(archive: Archive, files: list[retrieve.StoredFile]) -> None:
+    """A stored file gone missing is a server fault (500), found before the response starts, and logged loudly."""
+    paths = [archive.storage.absolute(f.file_path) for f in files]
+    missing = await asyncio.to_thread(lambda: [p for p in paths if not p.is_file()])
+    if missing:
+        log.error("stored files missing: %s", ", ".join(map(str, missing[:20])))
+        raise DicomwebError(f"{len(missing)} stored files are missing from the archive's storage")
+
+
+async def retrieve_metadata(request: Request) -> Response:
+    """GET .../metadata at study, series or instance level: the stored DICOM JSON, with an ETag."""
+    study, series, sop = _scope(request)
+    response_type = media.negotiate(request.headers.get("accept"), (media.DICOM_JSON, media.JSON))
+    archive = archive_of(request)
+    async with archive.pool.acquire() as conn:
+        count, newest = await retrieve.version(conn, study, series, sop)
+        if count == 0:
+            raise _missing(study, series, sop)
+        etag = f'"{count}-{newest}"'
+        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers={"etag": etag})
+        documents = await retrieve.metadata(conn, study, series, sop)
+    base = base_url(request, archive.settings.public_url)
+    # Stored BulkDataURIs are relative to the base URL (dicomjson.py); jsonb text writes them as below.
+    body = ("[" + ",".join(documents) + "]").replace('"BulkDataURI": "', f'"BulkDataURI": "{base}/')
+    return Response(body.encode(), media_type=response_type, headers={"etag": etag})

@@ -1,0 +1,199 @@
+"""WADO-RS (PS3.18 §10.4): instances, metadata, transcoding, errors, against a real server."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+from .conftest import LiveServer
+from .data import (
+    CT,
+    DEFLATED,
+    JPEG2000,
+    JPEG_BASELINE,
+    MR_BIG_ENDIAN,
+    MULTIFRAME_US,
+    RT_DOSE,
+    SR,
+    TEST_FILES,
+    stow_headers,
+)
+from .data import multipart as multipart_body
+
+# (MR_small in its several encodings shares one SOP Instance UID: only the big endian one is stored here.)
+RLE = TEST_FILES / "SC_rgb_rle.dcm"  # MR_small_RLE.dcm shares MR_small's SOP Instance UID
+FILES = [CT, JPEG2000, JPEG_BASELINE, MR_BIG_ENDIAN, RLE, DEFLATED, MULTIFRAME_US, SR, RT_DOSE]
+EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+
+
+@pytest.fixture(scope="module")
+def stored(session_server: LiveServer) -> LiveServer:
+    """The session server with the named test files stored (an earlier test may have stored some already)."""
+    response = httpx.post(
+        session_server.dicomweb + "/studies",
+        content=multipart_body(p.read_bytes() for p in FILES),
+        headers=stow_headers(),
+    )
+    assert response.status_code in (200, 202), response.text
+    return session_server
+
+
+def instance_url(server: LiveServer, path: Path) -> str:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return (
+        f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def parts(response: httpx.Response) -> list[tuple[str, bytes]]:
+    assert response.status_code == 200, response.text
+    decoded = MultipartDecoder(response.content, response.headers["content-type"])
+    return [(p.headers[b"Content-Type"].decode(), p.content) for p in decoded.parts]
+
+
+class TestInstances:
+    """Retrieve instances: stored bytes, or transcoded losslessly."""
+
+    @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+    def test_as_stored_is_byte_exact(self, stored: LiveServer, path: Path) -> None:
+        """transfer-syntax=* returns exactly the bytes STOW received."""
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        [(content_type, body)] = parts(httpx.get(instance_url(stored, path), headers={"Accept": accept}))
+        assert body == path.read_bytes()
+        syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        assert content_type == f"application/dicom; transfer-syntax={syntax}"
+
+    @pytest.mark.parametrize("path", [JPEG2000, JPEG_BASELINE, RLE, MR_BIG_ENDIAN, RT_DOSE, CT], ids=lambda p: p.name)
+    def test_default_is_explicit_little_endian(self, stored: LiveServer, path: Path) -> None:
+        """No transfer-syntax parameter: Explicit VR Little Endian (PS3.18 §8.7.3.5.2), same pixels, same UID."""
+        [(content_type, body)] = parts(
+            httpx.get(instance_url(stored, path), headers={"Accept": 'multipart/related; type="application/dicom"'})
+        )
+        assert content_type == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
+        original, received = pydicom.dcmread(path), pydicom.dcmread(io.BytesIO(body))
+        assert received.file_meta.TransferSyntaxUID == EXPLICIT_LE
+        assert received.SOPInstanceUID == original.SOPInstanceUID
+        assert (received.pixel_array == original.pixel_array).all()
+
+    def test_single_part_implicit(self, stored: LiveServer) -> None:
+        """Accept: application/dicom with a transfer syntax returns one bare PS3.10 file."""
+        response = httpx.get(
+            instance_url(stored, RLE), headers={"Accept": f"application/dicom; transfer-syntax={IMPLICIT_LE}"}
+        )
+        assert response.headers["content-type"] == f"application/dicom; transfer-syntax={IMPLICIT_LE}"
+        received = pydicom.dcmread(io.BytesIO(response.content))
+        assert received.file_meta.TransferSyntaxUID == IMPLICIT_LE
+        assert (received.pixel_array == pydicom.dcmread(RLE).pixel_array).all()
+
+    def test_unconvertible_syntax_is_406(self, stored: LiveServer) -> None:
+        """A lossy target the archive cannot produce: 406 saying what is available."""
+        accept = "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
+        response = httpx.get(instance_url(stored, JPEG2000), headers={"Accept": accept})
+        assert response.status_code == 406
+        assert "transfer-syntax=*" in response.json()["detail"]
+
+    def test_study_and_series(self, stored: LiveServer) -> None:
+        """A whole study and a series stream as multipart/related, every part a stored file."""
+        ds = pydicom.dcmread(MULTIFRAME_US, stop_before_pixels=True)
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        study = parts(httpx.get(f"{stored.dicomweb}/studies/{ds.StudyInstanceUID}", headers={"Accept": accept}))
+        series = parts(
+            httpx.get(
+                f"{stored.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}",
+                headers={"Accept": accept},
+            )
+        )
+        assert MULTIFRAME_US.read_bytes() in [body for _, body in study]
+        assert [body for _, body in series] == [MULTIFRAME_US.read_bytes()]
+
+    def test_dicomweb_client(self, stored: LiveServer) -> None:
+        """dicomweb-client retrieves an instance and a study."""
+        client = DICOMwebClient(stored.dicomweb)
+        ds = pydicom.dcmread(CT)
+        received = client.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        assert received.SOPInstanceUID == ds.SOPInstanceUID
+        assert (received.pixel_array == ds.pixel_array).all()
+        assert len(client.retrieve_study(ds.StudyInstanceUID)) >= 1
+
+
+class TestMetadata:
+    """Metadata from the database, without opening files."""
+
+    def test_series_metadata(self, stored: LiveServer) -> None:
+        """DICOM JSON of each instance; BulkDataURIs absolute and honouring X-Forwarded-*."""
+        ds = pydicom.dcmread(CT, stop_before_pixels=True)
+        url = f"{stored.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata"
+        response = httpx.get(url, headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.org"})
+        assert response.headers["content-type"] == "application/dicom+json"
+        [metadata] = response.json()
+        assert metadata["00080018"]["Value"] == [ds.SOPInstanceUID]
+        assert metadata["00100010"]["Value"] == [{"Alphabetic": str(ds.PatientName)}]
+        bulk = metadata["7FE00010"]["BulkDataURI"]
+        assert bulk.startswith(f"https://pacs.example.org/dicomweb/studies/{ds.StudyInstanceUID}/series/")
+        assert bulk.endswith(f"/instances/{ds.SOPInstanceUID}/bulk/7FE00010")
+
+    def test_round_trip_through_pydicom(self, stored: LiveServer) -> None:
+        """pydicom reads the metadata back with the original values."""
+        client = DICOMwebClient(stored.dicomweb)
+        ds = pydicom.dcmread(RT_DOSE, stop_before_pixels=True)
+        metadata = client.retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        received = pydicom.Dataset.from_json(metadata, bulk_data_uri_handler=lambda *args: b"")
+        assert received.NumberOfFrames == ds.NumberOfFrames
+        assert list(received.GridFrameOffsetVector) == list(ds.GridFrameOffsetVector)
+
+    def test_etag(self, stored: LiveServer) -> None:
+        """An unchanged series answers If-None-Match with 304."""
+        ds = pydicom.dcmread(CT, stop_before_pixels=True)
+        url = f"{stored.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata"
+        etag = httpx.get(url).headers["etag"]
+        again = httpx.get(url, headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.headers["etag"] == etag
+
+    def test_ohif_combined_accept(self, stored: LiveServer) -> None:
+        """OHIF's combined Accept header gets JSON, not 406."""
+        ds = pydicom.dcmread(CT, stop_before_pixels=True)
+        accept = "application/dicom+json, multipart/related; type=application/octet-stream; transfer-syntax=*"
+        response = httpx.get(f"{stored.dicomweb}/studies/{ds.StudyInstanceUID}/metadata", headers={"Accept": accept})
+        assert response.status_code == 200 and response.headers["content-type"] == "application/dicom+json"
+
+
+class TestErrors:
+    """Unknown resources, bad UIDs, missing files."""
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/studies/1.2.3",
+            "/studies/1.2.3/metadata",
+            "/studies/1.2.3/series/1.2.4",
+            "/studies/1.2.3/series/1.2.4/instances/1.2.5",
+        ],
+    )
+    def test_unknown_is_404(self, stored: LiveServer, path: str) -> None:
+        """404 with a body naming what is missing."""
+        response = httpx.get(stored.dicomweb + path)
+        assert response.status_code == 404
+        assert "1.2.3" in response.json()["detail"]
+
+    def test_bad_uid_is_400(self, stored: LiveServer) -> None:
+        """A UID that is not a UID: 400."""
+        assert httpx.get(stored.dicomweb + "/studies/abc/metadata").status_code == 400
+
+    def test_missing_file_is_500(self, server_factory: Any) -> None:
+        """A stored file gone from the disk: 500 for that request, the server keeps serving."""
+        server = server_factory()
+        body = multipart_body([CT.read_bytes()])
+        assert httpx.post(server.dicomweb + "/studies", content=body, headers=stow_headers()).status_code == 200
+        path = server.data_dir / server.db.value("SELECT file_path FROM instance")
+        path.unlink()
+        response = httpx.get(instance_url(server, CT), headers={"Accept": "application/dicom; transfer-syntax=*"})
+        assert response.status_code == 500
+        assert "missing" in response.json()["detail"]
+        assert httpx.get(server.url + "/healthz").status_code == 200
