@@ -8,6 +8,7 @@ The tree::
      ├── NotAcceptable (406)          no representation the Accept header allows
      ├── Conflict (409)               the request clashes with what is stored
      ├── PayloadTooLarge (413)        the body exceeds DICOMWEB_MAX_UPLOAD_MB
+     ├── RangeNotSatisfiable (416)    a Range header outside the value
      ├── UnsupportedMediaType (415)   the Content-Type is not one the resource accepts
      └── ServiceUnavailable (503)     a dependency (database, storage) is not ready; retry later
 
@@ -67,6 +68,15 @@ class PayloadTooLarge(DicomwebError):
     """The request body is larger than ``DICOMWEB_MAX_UPLOAD_MB``; send fewer instances per request."""
 
     status = 413
+
+
+class RangeNotSatisfiable(DicomwebError):
+    """The Range header asks for bytes the value does not have; the response says how long the value is."""
+
+    status = 416
+
+    def __init__(self, detail: str, size: int) -> None:
+        super().__init__(detail, {"content-range": f"bytes */{size}"})
 
 
 class UnsupportedMediaType(DicomwebError):

@@ -12,6 +12,7 @@ DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 JSON = "application/json"
 MULTIPART_RELATED = "multipart/related"
+OCTET_STREAM = "application/octet-stream"
 
 
 @dataclass(frozen=True)

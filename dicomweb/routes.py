@@ -32,6 +32,11 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
         wado.retrieve_metadata,
         methods=["GET"],
     ),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/bulk/{path:path}",
+        wado.retrieve_bulkdata,
+        methods=["GET"],
+    ),
 ]
 
 ROUTES: list[BaseRoute] = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from . import media
+from . import bulkdata, media
 from .archive import Archive, archive_of
 from .db import retrieve
-from .errors import DicomwebError, NotAcceptable, NotFound
+from .errors import DicomwebError, NotAcceptable, NotFound, RangeNotSatisfiable
 from .responses import MultipartRelatedResponse, Part
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import require_uid
@@ -187,3 +188,64 @@ async def retrieve_metadata(request: Request) -> Response:
     # Stored BulkDataURIs are relative to the base URL (dicomjson.py); jsonb text writes them as below.
     body = ("[" + ",".join(documents) + "]").replace('"BulkDataURI": "', f'"BulkDataURI": "{base}/')
     return Response(body.encode(), media_type=response_type, headers={"etag": etag})
+
+
+async def retrieve_bulkdata(request: Request) -> Response:
+    """GET .../instances/{I}/bulk/{path}: a value the metadata gave as a BulkDataURI, with Range support."""
+    study, series, sop = _scope(request)
+    path = request.path_params["path"]
+    wanted = representation(request.headers.get("accept"), (media.OCTET_STREAM,), True, "*")
+    archive = archive_of(request)
+    async with archive.pool.acquire() as conn:
+        files = await retrieve.files(conn, study, series, sop)
+    if not files:
+        raise _missing(study, series, sop)
+    await _check_files(archive, files)
+    file = archive.storage.absolute(files[0].file_path)
+    try:
+        value = await asyncio.to_thread(bulkdata.locate, file, path)
+    except bulkdata.BulkDataNotFound as exc:
+        raise NotFound(f"instance {sop}: {exc}") from None
+    if value.undefined_length:
+        raise NotAcceptable("encapsulated pixel data is served frame by frame: use .../frames/{list}")
+    start, end, status, headers = 0, value.length, 200, {"accept-ranges": "bytes"}
+    if not wanted.multipart and "range" in request.headers:
+        start, end = byte_range(request.headers["range"], value.length)
+        status = 206
+        headers["content-range"] = f"bytes {start}-{end - 1}/{value.length}"
+    chunks = _value_chunks(file, value, start, end)
+    if wanted.multipart:
+        return MultipartRelatedResponse(
+            _one_part(Part(media.OCTET_STREAM, chunks)), media.OCTET_STREAM, headers=headers
+        )
+    headers["content-length"] = str(end - start)
+    return StreamingResponse(chunks, status_code=status, media_type=media.OCTET_STREAM, headers=headers)
+
+
+async def _one_part(part: Part) -> AsyncIterator[Part]:
+    yield part
+
+
+async def _value_chunks(file: Path, value: bulkdata.BulkValue, start: int, end: int) -> AsyncIterator[bytes]:
+    if value.data is not None:
+        yield value.data[start:end]
+        return
+    assert value.offset is not None
+    async for chunk in read_chunks(file, value.offset + start, value.offset + end):
+        yield chunk
+
+
+def byte_range(header: str, size: int) -> tuple[int, int]:
+    """One ``Range: bytes=a-b`` (or ``a-``, ``-n``) as [start, end); 416 when it cannot be satisfied (RFC 9110 §14)."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if match is None or match.group(1) == match.group(2) == "":
+        raise RangeNotSatisfiable(f"unsupported Range {header[:80]!r}: one range of bytes is supported", size)
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        start, end = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        end = min(size, int(last) + 1) if last else size
+    if start >= size or start >= end:
+        raise RangeNotSatisfiable(f"Range {header[:80]!r} is outside the {size} bytes of the value", size)
+    return start, end

@@ -197,3 +197,55 @@ class TestErrors:
         assert response.status_code == 500
         assert "missing" in response.json()["detail"]
         assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+class TestBulkData:
+    """Every BulkDataURI the metadata hands out resolves, with Range support."""
+
+    def bulk_uri(self, server: LiveServer, path: Path, tag: str) -> str:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        url = f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata"
+        [metadata] = [m for m in httpx.get(url).json() if m["00080018"]["Value"] == [ds.SOPInstanceUID]]
+        element = metadata
+        for step in tag.split("/"):
+            element = element["Value"][int(step)] if len(step) < 8 else element[step]
+        return str(element["BulkDataURI"])
+
+    def test_pixel_data_single_part(self, stored: LiveServer) -> None:
+        """Accept: application/octet-stream gets the raw value."""
+        response = httpx.get(self.bulk_uri(stored, CT, "7FE00010"), headers={"Accept": "application/octet-stream"})
+        assert response.status_code == 200
+        assert response.content == pydicom.dcmread(CT).PixelData
+
+    def test_range(self, stored: LiveServer) -> None:
+        """Range: bytes=100-199 gets 206 with Content-Range."""
+        uri = self.bulk_uri(stored, CT, "7FE00010")
+        response = httpx.get(uri, headers={"Accept": "application/octet-stream", "Range": "bytes=100-199"})
+        pixels = pydicom.dcmread(CT).PixelData
+        assert response.status_code == 206
+        assert response.content == pixels[100:200]
+        assert response.headers["content-range"] == f"bytes 100-199/{len(pixels)}"
+        outside = httpx.get(uri, headers={"Accept": "application/octet-stream", "Range": f"bytes={len(pixels)}-"})
+        assert outside.status_code == 416
+
+    def test_multipart_by_default(self, stored: LiveServer) -> None:
+        """Without a single-part Accept the value comes as multipart/related; type=application/octet-stream."""
+        [(content_type, body)] = parts(httpx.get(self.bulk_uri(stored, CT, "7FE00010")))
+        assert content_type == "application/octet-stream"
+        assert body == pydicom.dcmread(CT).PixelData
+
+    def test_value_inside_a_sequence(self, stored: LiveServer) -> None:
+        """WaveformData inside WaveformSequence item 0."""
+        from .data import WAVEFORM
+
+        body = multipart_body([WAVEFORM.read_bytes()])
+        assert httpx.post(stored.dicomweb + "/studies", content=body, headers=stow_headers()).status_code == 200
+        uri = self.bulk_uri(stored, WAVEFORM, "54000100/0/54001010")
+        assert uri.endswith("/bulk/54000100/0/54001010")
+        response = httpx.get(uri, headers={"Accept": "application/octet-stream"})
+        assert response.content == pydicom.dcmread(WAVEFORM).WaveformSequence[0].WaveformData
+
+    def test_unknown_path(self, stored: LiveServer) -> None:
+        """A path naming no element: 404."""
+        uri = self.bulk_uri(stored, CT, "7FE00010").replace("7FE00010", "00091234")
+        assert httpx.get(uri).status_code == 404
