@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import health, qido, stow, wado
+from . import delete, health, qido, stow, wado
 
 DICOMWEB_ROUTES: list[BaseRoute] = [
     # Store (PS3.18 §10.5)
@@ -36,6 +36,14 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
         "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/bulk/{path:path}",
         wado.retrieve_bulkdata,
         methods=["GET"],
+    ),
+    # Delete (not in PS3.18; as Google, Microsoft and dicomweb-client's delete_* do it)
+    Route("/studies/{StudyInstanceUID}", delete.delete, methods=["DELETE"]),
+    Route("/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}", delete.delete, methods=["DELETE"]),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}",
+        delete.delete,
+        methods=["DELETE"],
     ),
 ]
 

@@ -50,3 +50,11 @@ async def version(conn: asyncpg.Connection, study: str, series: str | None, sop:
     """(number of instances, highest instance key) in scope: changes whenever an instance is added or removed."""
     row = await conn.fetchrow(f"SELECT count(*), coalesce(max(i.pk), 0) {_SCOPE}", study, series, sop)
     return int(row[0]), int(row[1])
+
+
+async def instance_keys(
+    conn: asyncpg.Connection, study: str, series: str | None, sop: str | None
+) -> list[tuple[int, str]]:
+    """(pk, file path) of each instance in scope, locked for deletion (FOR UPDATE of the instance rows)."""
+    rows = await conn.fetch(f"SELECT i.pk, i.file_path {_SCOPE} ORDER BY i.pk FOR UPDATE OF i", study, series, sop)
+    return [(int(row[0]), str(row[1])) for row in rows]

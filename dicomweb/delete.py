@@ -1,0 +1,40 @@
+"""DELETE of a study, series or instance: not in PS3.18, but what Google's and Microsoft's DICOMweb services and
+dicomweb-client's ``delete_*`` methods expect (204 on success, 404 for unknown UIDs).
+
+Rows go first, in one transaction that keeps the aggregates exact (db.index.delete_instance); the files are
+unlinked after the commit. A crash in between leaves files no row names (never a row without its file).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .archive import archive_of
+from .db import index, retrieve
+from .errors import NotFound
+from .uids import require_uid
+
+log = logging.getLogger("dicomweb")
+
+
+async def delete(request: Request) -> Response:
+    params = request.path_params
+    study = require_uid(params["StudyInstanceUID"], "StudyInstanceUID")
+    series = params.get("SeriesInstanceUID")
+    sop = params.get("SOPInstanceUID")
+    series = require_uid(series, "SeriesInstanceUID") if series is not None else None
+    sop = require_uid(sop, "SOPInstanceUID") if sop is not None else None
+    archive = archive_of(request)
+    async with archive.pool.acquire() as conn, conn.transaction():
+        instances = await retrieve.instance_keys(conn, study, series, sop)
+        if not instances:
+            what = f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
+            raise NotFound(f"{what} is not stored")
+        for pk, _ in instances:
+            await index.delete_instance(conn, pk)
+    await archive.storage.remove(path for _, path in instances)
+    log.info("deleted %d instances of study %s", len(instances), study)
+    return Response(status_code=204)
