@@ -18,6 +18,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,15 +28,14 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_fragmented_frames
 from pydicom.tag import Tag
 from pydicom.uid import (
-    UID,
+    HTJ2K,
+    JPEG2000,
+    JPEG2000MC,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
-    HTJ2K,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
-    JPEG2000,
     JPEG2000Lossless,
-    JPEG2000MC,
     JPEG2000MCLossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -49,7 +49,7 @@ from pydicom.uid import (
 
 OCTET_STREAM = "application/octet-stream"
 
-# PS3.18 §8.7.3 (Table 8.7.3-5): the media type of a compressed frame follows from its transfer syntax.
+# PS3.18 §8.7.3: the media type of a compressed frame follows from its transfer syntax.
 MEDIA_TYPES: dict[str, str] = {
     JPEGBaseline8Bit: "image/jpeg",
     JPEGExtended12Bit: "image/jpeg",
@@ -89,6 +89,7 @@ SEQUENCE_DELIMITER = 0xFFFEE0DD
 UNDEFINED_LENGTH = 0xFFFFFFFF
 EXPLICIT_VR_LENGTH_32 = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 FRAME_NUMBER = re.compile(r"\s*([0-9]+)\s*")
+VR_BYTES = re.compile(rb"[A-Z]{2}")
 
 
 class FrameError(ValueError):
@@ -141,6 +142,7 @@ def parse_frame_list(text: str) -> list[int]:
     order; spaces around a number are tolerated. Duplicates are refused, which also bounds a response's size.
     """
     numbers: list[int] = []
+    seen: set[int] = set()
     for part in text.split(","):
         match = FRAME_NUMBER.fullmatch(part)
         if match is None:
@@ -154,8 +156,9 @@ def parse_frame_list(text: str) -> list[int]:
         if len(digits) > 10 or int(digits) > MAX_FRAME_NUMBER:
             raise InvalidFrameList(f"invalid frame list {text!r}: frame number {digits} is too large")
         number = int(digits)
-        if number in numbers:
+        if number in seen:
             raise InvalidFrameList(f"invalid frame list {text!r}: frame {number} is listed more than once")
+        seen.add(number)
         numbers.append(number)
     return numbers
 
@@ -186,14 +189,14 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
             return []
         transfer_syntax_uid = str(ds.file_meta.get("TransferSyntaxUID", "") or "").strip()
         if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
-            return _deflated_frames(path, numbers)
+            return _deflated_frames(ds, element, numbers)
         if element.length != UNDEFINED_LENGTH:
             is_little_endian = ds.original_encoding[1] is not False
             swap = 1 if is_little_endian else _swap_unit(element.vr, _bits_allocated(ds))
 
             def read(offset: int, size: int) -> bytes:
                 file.seek(element.value_tell + offset)
-                return file.read(size)
+                return _read_exactly(file, size)
 
             data = _native_frames(ds, read, element.length, swap, numbers)
             return [Frame(frame, OCTET_STREAM, ExplicitVRLittleEndian) for frame in data]
@@ -214,15 +217,15 @@ def _read_header(file: BinaryIO) -> tuple[Dataset, _PixelElement | None]:
 
     pydicom's ``stop_before_pixels`` leaves the file at the pixel data element's header (it steps back over the
     header it peeked at), so that header is parsed here; if a pydicom version ever leaves it elsewhere, the file is
-    read again with ``defer_size``, which walks the fragment headers but loads no large value.
+    read again with ``defer_size``, which walks the fragment headers but loads no large value. A deflated file is
+    read whole (its positions are in the inflated stream), and its element's ``value_tell`` is 0.
     """
     ds = dcmread(file, defer_size=HEADER_DEFER_SIZE, stop_before_pixels=True)
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        # Positions are in the inflated stream, not the file: only the presence of pixel data counts.
         file.seek(0)
-        full = dcmread(file, defer_size=HEADER_DEFER_SIZE)
-        tag = next((tag for tag in PIXEL_DATA_TAGS if tag in full), None)
-        return ds, None if tag is None else _PixelElement(tag, "", 0, 0)
+        ds = dcmread(file)
+        tag = next((tag for tag in PIXEL_DATA_TAGS if tag in ds), None)
+        return ds, None if tag is None else _PixelElement(tag, "", 0, len(ds[tag].value or b""))
     is_implicit_vr, is_little_endian = ds.original_encoding
     endian = "<" if is_little_endian is not False else ">"
     start = file.tell()
@@ -233,9 +236,10 @@ def _read_header(file: BinaryIO) -> tuple[Dataset, _PixelElement | None]:
     tag = group << 16 | element
     if tag not in PIXEL_DATA_TAGS:
         return _locate_deferred(file, ds)
-    if is_implicit_vr:
-        return ds, _PixelElement(tag, "", start + 8, struct.unpack(endian + "L", header[4:8])[0])
     vr = header[4:6]
+    if is_implicit_vr or not VR_BYTES.fullmatch(vr):
+        # Some writers encode an element implicitly in an explicit VR file; pydicom reads those the same way.
+        return ds, _PixelElement(tag, "", start + 8, struct.unpack(endian + "L", header[4:8])[0])
     if vr in EXPLICIT_VR_LENGTH_32:
         if len(header) < 12:
             raise BrokenPixelData("the file ends inside the pixel data element's header")
@@ -281,7 +285,7 @@ def _swap_unit(vr: str, bits_allocated: int) -> int:
     """How many bytes to reverse at a time to turn big endian pixel data little endian.
 
     OB is a byte stream in every transfer syntax; OW holds 16-bit words (PS3.5 §6.2), also when Bits Allocated is 8
-    or 1. Wider pixels (32 or 64 bits, and OF/OD float data) swap whole, as pydicom and DCMTK write them.
+    or 1. Wider pixels (32 or 64 bits, and OF/OD float data) swap whole, as pydicom writes and reads them.
     """
     if vr == "OB":
         return 1
@@ -303,7 +307,7 @@ def _native_frames(
     frame_bits = pixels * bits_allocated
     if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
         frame_bits = frame_bits // 3 * 2
-    frames = []
+    frames: list[bytes] = []
     for number in numbers:
         start_bit = (number - 1) * frame_bits
         end_bit = start_bit + frame_bits
@@ -334,10 +338,8 @@ def _read_little_endian(read: Callable[[int, int], bytes], start: int, end: int,
     return bytes(swapped[start - first : end - first])
 
 
-def _deflated_frames(path: Path, numbers: list[int]) -> list[Frame]:
-    ds = dcmread(path)
-    keyword = next(keyword for keyword in PIXEL_DATA_TAGS.values() if keyword in ds)
-    pixel_data: bytes = ds[keyword].value
+def _deflated_frames(ds: Dataset, element: _PixelElement, numbers: list[int]) -> list[Frame]:
+    pixel_data: bytes = ds[element.tag].value
 
     def read(offset: int, size: int) -> bytes:
         return pixel_data[offset : offset + size]
@@ -359,10 +361,13 @@ def _encapsulated_frames(
     # Offsets count from the first fragment's item tag; the Basic Offset Table is empty when the Extended Offset
     # Table is present (PS3.3 §C.7.6.3.1.8), which also covers pixel data past 4 GiB.
     offsets = _extended_offsets(file, ds) or basic_offsets
-    if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in zip(offsets, offsets[1:], strict=False)):
+    if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in pairwise(offsets)):
         starts = [first_fragment + offset for offset in offsets]
         ends: list[int | None] = [*starts[1:], None]
-        return [_read_fragments(file, starts[n - 1], ends[n - 1]) for n in numbers]
+        try:
+            return [_read_fragments(file, starts[n - 1], ends[n - 1]) for n in numbers]
+        except BrokenPixelData:
+            pass  # an offset that misses an item tag (some writers get the table wrong): find the fragments instead
     if count == 1:
         return [_read_fragments(file, first_fragment, None)]
     fragments = _fragment_positions(file, first_fragment)
@@ -392,7 +397,7 @@ def _item_header(file: BinaryIO) -> tuple[int, int]:
 def _read_exactly(file: BinaryIO, size: int) -> bytes:
     data = file.read(size)
     if len(data) != size:
-        raise BrokenPixelData("the file ends inside the encapsulated pixel data")
+        raise BrokenPixelData("the file ends inside its pixel data")
     return data
 
 
@@ -400,7 +405,7 @@ def _read_fragments(file: BinaryIO, start: int, end: int | None) -> bytes:
     """The values of the fragments whose item tags lie in ``[start, end)``; ``end`` None means up to the end."""
     file.seek(start)
     position = start
-    values = []
+    values: list[bytes] = []
     while end is None or position < end:
         tag, length = _item_header(file)
         if tag == SEQUENCE_DELIMITER:
@@ -410,7 +415,7 @@ def _read_fragments(file: BinaryIO, start: int, end: int | None) -> bytes:
         values.append(_read_exactly(file, length))
         position += 8 + length
     if not values:
-        raise BrokenPixelData(f"no fragment starts at byte {start} of the file, where an offset table points")
+        raise BrokenPixelData(f"no fragment starts at byte {start} of the file")
     return b"".join(values)
 
 
@@ -418,7 +423,7 @@ def _fragment_positions(file: BinaryIO, first_fragment: int) -> list[int]:
     """Where each fragment's item tag is, from the 8-byte item headers alone (each value is skipped)."""
     file.seek(first_fragment)
     position = first_fragment
-    positions = []
+    positions: list[int] = []
     while True:
         tag, length = _item_header(file)
         if tag == SEQUENCE_DELIMITER:
@@ -450,19 +455,3 @@ def _split_frames(file: BinaryIO, element: _PixelElement, count: int, numbers: l
             f"frame {min(missing)} is missing"
         )
     return [found[number] for number in numbers]
-
-
-__all__ = [
-    "MEDIA_TYPES",
-    "BrokenPixelData",
-    "Frame",
-    "FrameError",
-    "FrameNotFound",
-    "FramesNotExtractable",
-    "InvalidFrameList",
-    "NoPixelData",
-    "UID",
-    "frame_count",
-    "parse_frame_list",
-    "read_frames",
-]

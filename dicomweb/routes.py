@@ -33,6 +33,11 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
         methods=["GET"],
     ),
     Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/frames/{frames}",
+        wado.retrieve_frames,
+        methods=["GET"],
+    ),
+    Route(
         "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/bulk/{path:path}",
         wado.retrieve_bulkdata,
         methods=["GET"],

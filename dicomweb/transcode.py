@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from pydicom import dcmread, dcmwrite
+from pydicom.pixels.utils import pixel_array
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -52,3 +53,13 @@ def transcode(path: Path, target: str) -> bytes:
     ds.preamble = ds.preamble or b"\x00" * 128  # PS3.10 §7.1; the File Meta Information is kept and rewritten
     dcmwrite(buffer, ds, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True, force_encoding=True)
     return buffer.getvalue()
+
+
+def decode_frames(path: Path, numbers: list[int]) -> list[bytes]:
+    """Frames of a compressed instance decoded to native little endian bytes (colour as RGB, by pixel), one at a
+    time: pydicom decodes only the frames asked for."""
+    frames = []
+    for number in numbers:
+        pixels = pixel_array(path, index=number - 1)
+        frames.append(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
+    return frames

@@ -20,10 +20,11 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from . import bulkdata, media
+from . import bulkdata, frames, media
+from . import transcode as transcode_module
 from .archive import Archive, archive_of
 from .db import retrieve
-from .errors import DicomwebError, NotAcceptable, NotFound, RangeNotSatisfiable
+from .errors import BadRequest, DicomwebError, NotAcceptable, NotFound, RangeNotSatisfiable
 from .responses import MultipartRelatedResponse, Part
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import require_uid
@@ -249,3 +250,63 @@ def byte_range(header: str, size: int) -> tuple[int, int]:
     if start >= size or start >= end:
         raise RangeNotSatisfiable(f"Range {header[:80]!r} is outside the {size} bytes of the value", size)
     return start, end
+
+
+# Frames: native pixel data as application/octet-stream; compressed frames keep their image media type
+# (frames.py) when the stored syntax is acceptable. Every part names its transfer syntax (Cornerstone reads it).
+FRAME_TYPES = (media.OCTET_STREAM, "image/jpeg", "image/jls", "image/jp2", "image/jpx", "image/jphc",
+               "image/dicom-rle", "image/jxl")  # fmt: skip
+
+
+async def retrieve_frames(request: Request) -> Response:
+    """GET .../instances/{I}/frames/{list}: one part per frame, in the order asked."""
+    study, series, sop = _scope(request)
+    try:
+        numbers = frames.parse_frame_list(request.path_params["frames"])
+    except frames.FrameError as exc:
+        raise BadRequest(f"frame list: {exc}") from None
+    wanted = representation(request.headers.get("accept"), FRAME_TYPES, True, ExplicitVRLittleEndian)
+    archive = archive_of(request)
+    async with archive.pool.acquire() as conn:
+        files = await retrieve.files(conn, study, series, sop)
+    if not files:
+        raise _missing(study, series, sop)
+    await _check_files(archive, files)
+    path = archive.storage.absolute(files[0].file_path)
+    try:
+        found = await asyncio.to_thread(frames.read_frames, path, numbers)
+    except (frames.InvalidFrameList, frames.FrameNotFound) as exc:
+        raise BadRequest(f"instance {sop}: {exc}") from None
+    except frames.NoPixelData as exc:
+        raise NotFound(f"instance {sop}: {exc}") from None
+    except frames.FramesNotExtractable as exc:
+        raise NotAcceptable(f"instance {sop}: {exc}") from None
+    stored_syntax = found[0].transfer_syntax_uid
+    as_stored = wanted.transfer_syntax is None or wanted.transfer_syntax == stored_syntax
+    if as_stored and (wanted.part_type in (media.OCTET_STREAM, found[0].media_type)):
+        payloads = [(f.media_type, f.transfer_syntax_uid, f.data) for f in found]
+    elif wanted.part_type == media.OCTET_STREAM and wanted.transfer_syntax == ExplicitVRLittleEndian:
+        if not can_transcode(files[0].transfer_syntax_uid, ExplicitVRLittleEndian):
+            raise NotAcceptable(f"instance {sop}: no decoder for {UID(stored_syntax).name} is installed")
+        decoded = await asyncio.to_thread(transcode_module.decode_frames, path, numbers)
+        payloads = [(media.OCTET_STREAM, ExplicitVRLittleEndian, d) for d in decoded]
+    else:
+        raise NotAcceptable(
+            f"frames of instance {sop} are stored as {UID(stored_syntax).name} ({found[0].media_type}); ask for "
+            f'multipart/related; type="{found[0].media_type}"; transfer-syntax=* or type=application/octet-stream'
+        )
+    if not wanted.multipart:
+        if len(payloads) != 1:
+            raise NotAcceptable("several frames need multipart/related; ask for one frame or accept multipart")
+        media_type, syntax, data = payloads[0]
+        return Response(data, media_type=f"{media_type}; transfer-syntax={syntax}")
+
+    async def parts() -> AsyncIterator[Part]:
+        for media_type, syntax, data in payloads:
+            yield Part(f"{media_type}; transfer-syntax={syntax}", _bytes(data))
+
+    return MultipartRelatedResponse(parts(), payloads[0][0])
+
+
+async def _bytes(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -249,3 +249,47 @@ class TestBulkData:
         """A path naming no element: 404."""
         uri = self.bulk_uri(stored, CT, "7FE00010").replace("7FE00010", "00091234")
         assert httpx.get(uri).status_code == 404
+
+
+class TestFrames:
+    """Frames as OHIF and Cornerstone3D ask for them."""
+
+    OHIF = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+    def frames_url(self, server: LiveServer, path: Path, frames: str) -> str:
+        return f"{instance_url(server, path)}/frames/{frames}"
+
+    def test_native_frame_as_ohif_asks(self, stored: LiveServer) -> None:
+        """A native frame: octet-stream labelled Explicit VR Little Endian, the exact pixel bytes."""
+        [(content_type, body)] = parts(httpx.get(self.frames_url(stored, CT, "1"), headers={"Accept": self.OHIF}))
+        assert content_type == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
+        assert body == pydicom.dcmread(CT).PixelData
+
+    def test_compressed_frames_as_stored(self, stored: LiveServer) -> None:
+        """JPEG frames keep their bytes and media type, each labelled with its transfer syntax."""
+        ds = pydicom.dcmread(MULTIFRAME_US)
+        expected = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+        received = parts(httpx.get(self.frames_url(stored, MULTIFRAME_US, "3,1,30"), headers={"Accept": self.OHIF}))
+        assert [body for _, body in received] == [expected[2], expected[0], expected[29]]
+        assert {content_type for content_type, _ in received} == {
+            f"image/jpeg; transfer-syntax={ds.file_meta.TransferSyntaxUID}"
+        }
+
+    def test_compressed_frame_decoded_on_request(self, stored: LiveServer) -> None:
+        """type=application/octet-stream without transfer-syntax: the frame decoded to native pixels."""
+        accept = "multipart/related; type=application/octet-stream"
+        [(content_type, body)] = parts(httpx.get(self.frames_url(stored, JPEG2000, "1"), headers={"Accept": accept}))
+        assert content_type == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
+        pixels = pydicom.dcmread(JPEG2000).pixel_array
+        assert body == pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+
+    @pytest.mark.parametrize("frames", ["0", "31", "a", "1,,2", "-1"])
+    def test_bad_frame_lists(self, stored: LiveServer, frames: str) -> None:
+        """0, beyond NumberOfFrames, not a number: 400."""
+        response = httpx.get(self.frames_url(stored, MULTIFRAME_US, frames), headers={"Accept": self.OHIF})
+        assert response.status_code == 400, frames
+        assert "frame" in response.json()["detail"]
+
+    def test_no_pixel_data(self, stored: LiveServer) -> None:
+        """An SR has no frames: 404."""
+        assert httpx.get(self.frames_url(stored, SR, "1"), headers={"Accept": self.OHIF}).status_code == 404
