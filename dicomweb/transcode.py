@@ -7,8 +7,8 @@ import io
 from pathlib import Path
 
 from pydicom import dcmread, dcmwrite
-from pydicom.pixels.utils import pixel_array
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 # Transfer syntaxes this archive can produce from any stored one it can decode.
