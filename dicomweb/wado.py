@@ -295,6 +295,12 @@ async def retrieve_frames(request: Request) -> Response:
             f"frames of instance {sop} are stored as {UID(stored_syntax).name} ({found[0].media_type}); ask for "
             f'multipart/related; type="{found[0].media_type}"; transfer-syntax=* or type=application/octet-stream'
         )
+    if "range" in request.headers and len(payloads) == 1:
+        # Progressive loading (Cornerstone3D): a byte range of one frame, as a single part with Content-Range.
+        media_type, syntax, data = payloads[0]
+        start, end = byte_range(request.headers["range"], len(data))
+        headers = {"content-range": f"bytes {start}-{end - 1}/{len(data)}", "accept-ranges": "bytes"}
+        return Response(data[start:end], 206, headers, f"{media_type}; transfer-syntax={syntax}")
     if not wanted.multipart:
         if len(payloads) != 1:
             raise NotAcceptable("several frames need multipart/related; ask for one frame or accept multipart")

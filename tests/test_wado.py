@@ -293,3 +293,14 @@ class TestFrames:
     def test_no_pixel_data(self, stored: LiveServer) -> None:
         """An SR has no frames: 404."""
         assert httpx.get(self.frames_url(stored, SR, "1"), headers={"Accept": self.OHIF}).status_code == 404
+
+    def test_range_on_one_frame(self, stored: LiveServer) -> None:
+        """Range on a single frame (Cornerstone3D progressive loading): 206 with Content-Range of the frame."""
+        ds = pydicom.dcmread(MULTIFRAME_US)
+        frame = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))[4]
+        headers = {"Accept": self.OHIF, "Range": "bytes=0-1023"}
+        response = httpx.get(self.frames_url(stored, MULTIFRAME_US, "5"), headers=headers)
+        assert response.status_code == 206
+        assert response.content == frame[:1024]
+        assert response.headers["content-range"] == f"bytes 0-1023/{len(frame)}"
+        assert response.headers["content-type"] == f"image/jpeg; transfer-syntax={ds.file_meta.TransferSyntaxUID}"
