@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
@@ -26,6 +27,8 @@ log = logging.getLogger("dicomweb")
 # Worker threads for file I/O and parsing. Most of their time is spent waiting on fsync, so there are more of them
 # than cores: a store waiting for a free thread while it holds row locks would stall every store into its series.
 WORKER_THREADS = 32
+# Processes for transcoding and decoding (per server worker process); started on first use.
+CPU_PROCESSES = 2
 
 
 class State(TypedDict):
@@ -37,6 +40,8 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dicomweb-io")
         asyncio.get_running_loop().set_default_executor(executor)
+        # "spawn": a forked child would inherit the parent's threads' locks in whatever state they were.
+        cpu = ProcessPoolExecutor(max_workers=CPU_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
         embedded: EmbeddedPostgres | None = None
         url = settings.database_url
         if not url:
@@ -50,13 +55,14 @@ def create_app(settings: Settings) -> Starlette:
                 async with pool.acquire() as conn:
                     await ensure_schema(conn)
                 log.info("archive ready: files in %s", storage.root)
-                yield {"archive": Archive(settings, pool, storage)}
+                yield {"archive": Archive(settings, pool, storage, cpu)}
             finally:
                 await pool.close()
         finally:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
             executor.shutdown(wait=False)
+            cpu.shutdown(wait=True, cancel_futures=True)
 
     return Starlette(
         routes=ROUTES,

@@ -140,7 +140,7 @@ async def _content(archive: Archive, file: retrieve.StoredFile, target: str | No
 
 async def _transcoded(archive: Archive, file: retrieve.StoredFile, target: str) -> bytes:
     try:
-        return await asyncio.to_thread(transcode, archive.storage.absolute(file.file_path), target)
+        return await archive.in_process(transcode, archive.storage.absolute(file.file_path), target)
     except CannotTranscode as exc:
         raise NotAcceptable(f"instance {file.sop_instance_uid}: {exc}") from None
 
@@ -288,7 +288,7 @@ async def retrieve_frames(request: Request) -> Response:
     elif wanted.part_type == media.OCTET_STREAM and wanted.transfer_syntax == ExplicitVRLittleEndian:
         if not can_transcode(files[0].transfer_syntax_uid, ExplicitVRLittleEndian):
             raise NotAcceptable(f"instance {sop}: no decoder for {UID(stored_syntax).name} is installed")
-        decoded = await asyncio.to_thread(transcode_module.decode_frames, path, numbers)
+        decoded = await archive.in_process(transcode_module.decode_frames, path, numbers)
         payloads = [(media.OCTET_STREAM, ExplicitVRLittleEndian, d) for d in decoded]
     else:
         raise NotAcceptable(

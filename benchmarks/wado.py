@@ -1,0 +1,191 @@
+"""WADO-RS retrieve benchmark: metadata, instances, whole study, frames, and metadata latency under transcoding.
+
+Stores one study of ``--instances`` synthetic CT instances (512x512 16-bit, ~525 KB each, made by stow.py's
+generator) through STOW-RS, then measures, against any DICOMweb server (ours or Orthanc's plugin):
+
+- study and series metadata (p50/p95),
+- single-instance retrieve, one client, ``transfer-syntax=*`` (instances/s, p50),
+- whole-study retrieve with ``transfer-syntax=*`` by curl (MB/s),
+- ``frames/1`` of every instance with 8 concurrent clients (frames/s),
+- study metadata p50 while 4 clients retrieve the study transcoded to Implicit VR Little Endian (the event loop
+  must stay free while the transcoding runs in worker threads).
+
+Example::
+
+    python benchmarks/wado.py http://127.0.0.1:8080/dicomweb
+    python benchmarks/wado.py http://127.0.0.1:8042/dicom-web     # Orthanc, the same data
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stow import CT_SIZE, UidSource, make_instances, multipart_body
+
+ALL_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+IMPLICIT = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed(call: Callable[[], httpx.Response], runs: int) -> list[float]:
+    """Milliseconds per call; every response must be 200."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        response = call()
+        times.append((time.perf_counter() - start) * 1000)
+        if response.status_code != 200:
+            raise SystemExit(f"{response.request.url}: {response.status_code} {response.text[:200]}")
+    return times
+
+
+def store_study(base: str, count: int) -> tuple[str, str, list[str]]:
+    """STOW a new study of ``count`` CT instances in batches of 50; returns its UIDs."""
+    instances = make_instances(count, CT_SIZE, UidSource(), np.random.default_rng(7))
+
+    first = pydicom.dcmread(__import__("io").BytesIO(instances[0]), stop_before_pixels=True)
+    sops = [
+        str(pydicom.dcmread(__import__("io").BytesIO(i), stop_before_pixels=True).SOPInstanceUID) for i in instances
+    ]
+    boundary = b"wado-bench-boundary"
+    with httpx.Client(timeout=600) as client:
+        for start in range(0, count, 50):
+            body = multipart_body(instances[start : start + 50], boundary)
+            response = client.post(
+                f"{base}/studies",
+                content=body,
+                headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary.decode()}'},
+            )
+            if response.status_code != 200:
+                raise SystemExit(f"STOW failed: {response.status_code} {response.text[:300]}")
+    return str(first.StudyInstanceUID), str(first.SeriesInstanceUID), sops
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base_url", help="DICOMweb root, e.g. http://127.0.0.1:8080/dicomweb")
+    parser.add_argument("--instances", type=int, default=500, help="CT instances in the study (default 500)")
+    parser.add_argument("--runs", type=int, default=20, help="repetitions of each latency measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of the concurrent frame scenario")
+    args = parser.parse_args(argv)
+    base = args.base_url.rstrip("/")
+
+    started = time.perf_counter()
+    study, series, sops = store_study(base, args.instances)
+    print(f"stored {len(sops)} instances in {time.perf_counter() - started:.1f} s (study {study})")
+    client = httpx.Client(timeout=600)
+    results: list[tuple[str, str]] = []
+
+    study_metadata = f"{base}/studies/{study}/metadata"
+    series_metadata = f"{base}/studies/{study}/series/{series}/metadata"
+    client.get(study_metadata)
+    for name, url in (("study metadata", study_metadata), ("series metadata", series_metadata)):
+        times = timed(iter_call(client, [url] * args.runs, "application/dicom+json"), args.runs)
+        results.append((name, f"p50 {statistics.median(times):.1f} ms, p95 {percentile(times, 0.95):.1f} ms"))
+
+    def instance_url(sop: str) -> str:
+        return f"{base}/studies/{study}/series/{series}/instances/{sop}"
+
+    start = time.perf_counter()
+    times = timed(iter_call(client, [instance_url(s) for s in sops], ALL_AS_STORED), len(sops))
+    elapsed = time.perf_counter() - start
+    results.append(
+        ("single instance, 1 client", f"{len(sops) / elapsed:.0f} instances/s, p50 {statistics.median(times):.1f} ms")
+    )
+
+    curl = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", "-H", f"Accept: {ALL_AS_STORED}",
+         f"{base}/studies/{study}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    size, seconds = curl.stdout.split()
+    results.append(("whole study (curl)", f"{int(size) / 1e6 / float(seconds):.0f} MB/s ({int(size) / 1e6:.0f} MB)"))
+
+    frame_urls = [f"{instance_url(s)}/frames/1" for s in sops]
+    count, elapsed, frame_times = concurrent_gets(frame_urls, FRAME_ACCEPT, clients=8, seconds=args.seconds)
+    results.append(
+        ("frames/1, 8 clients", f"{count / elapsed:.0f} frames/s, p50 {statistics.median(frame_times):.1f} ms")
+    )
+
+    stop = threading.Event()
+    transcodes: list[int] = []
+
+    def transcode_load() -> None:
+        with httpx.Client(timeout=600) as load:
+            while not stop.is_set():
+                response = load.get(f"{base}/studies/{study}/series/{series}", headers={"Accept": IMPLICIT})
+                transcodes.append(response.status_code)
+
+    loaders = [threading.Thread(target=transcode_load) for _ in range(4)]
+    for thread in loaders:
+        thread.start()
+    time.sleep(1.0)
+    times = timed(iter_call(client, [study_metadata] * args.runs, "application/dicom+json"), args.runs)
+    stop.set()
+    for thread in loaders:
+        thread.join()
+    results.append(
+        (
+            "study metadata under 4 transcodes",
+            f"p50 {statistics.median(times):.1f} ms (transcode statuses {set(transcodes)})",
+        )
+    )
+
+    width = max(len(name) for name, _ in results)
+    for name, figure in results:
+        print(f"{name:<{width}}  {figure}")
+    return 0
+
+
+def iter_call(client: httpx.Client, urls: list[str], accept: str) -> Callable[[], httpx.Response]:
+    pending = iter(urls)
+    return lambda: client.get(next(pending), headers={"Accept": accept})
+
+
+def concurrent_gets(urls: list[str], accept: str, clients: int, seconds: float) -> tuple[int, float, list[float]]:
+    """GET the URLs round robin from ``clients`` threads for ``seconds``; (requests, elapsed, ms each)."""
+    deadline = time.perf_counter() + seconds
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> int:
+        done = 0
+        with httpx.Client(timeout=60) as client:
+            index = offset
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                response = client.get(urls[index % len(urls)], headers={"Accept": accept})
+                if response.status_code != 200:
+                    raise SystemExit(f"{response.request.url}: {response.status_code}")
+                with lock:
+                    times.append((time.perf_counter() - start) * 1000)
+                done += 1
+                index += clients
+        return done
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        total = sum(pool.map(worker, range(clients)))
+    return total, time.perf_counter() - start, times
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
