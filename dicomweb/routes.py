@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import delete, health, qido, stow, wado
+from . import delete, health, qido, rendered, stow, wado, wado_uri
 
 DICOMWEB_ROUTES: list[BaseRoute] = [
     # Store (PS3.18 §10.5)
@@ -42,6 +42,37 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
         wado.retrieve_bulkdata,
         methods=["GET"],
     ),
+    # Retrieve rendered and thumbnail resources (PS3.18 §10.4.1.1.3, §10.4.1.1.4)
+    Route("/studies/{StudyInstanceUID}/rendered", rendered.retrieve_rendered, methods=["GET"]),
+    Route("/studies/{StudyInstanceUID}/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/rendered", rendered.retrieve_rendered, methods=["GET"]
+    ),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]
+    ),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/rendered",
+        rendered.retrieve_rendered,
+        methods=["GET"],
+    ),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/thumbnail",
+        rendered.retrieve_thumbnail,
+        methods=["GET"],
+    ),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/frames/{frames}/rendered",
+        rendered.retrieve_rendered,
+        methods=["GET"],
+    ),
+    Route(
+        "/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/frames/{frames}/thumbnail",
+        rendered.retrieve_thumbnail,
+        methods=["GET"],
+    ),
+    # WADO-URI (PS3.18 §9), also under the DICOMweb root for clients configured with one base URL
+    Route("/wado", wado_uri.retrieve_wado, methods=["GET"]),
     # Delete (not in PS3.18; as Google, Microsoft and dicomweb-client's delete_* do it)
     Route("/studies/{StudyInstanceUID}", delete.delete, methods=["DELETE"]),
     Route("/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}", delete.delete, methods=["DELETE"]),
@@ -55,5 +86,6 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
 ROUTES: list[BaseRoute] = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/wado", wado_uri.retrieve_wado, methods=["GET"]),  # WADO-URI (PS3.18 §9) at the server root
     Mount("/dicomweb", routes=DICOMWEB_ROUTES),
 ]
