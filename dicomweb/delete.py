@@ -7,7 +7,9 @@ unlinked after the commit. A crash in between leaves files no row names (never a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,5 +38,7 @@ async def delete(request: Request) -> Response:
         for pk, _ in instances:
             await index.delete_instance(conn, pk)
     await archive.storage.remove(path for _, path in instances)
+    # Cached thumbnails are keyed by the stored file, so stale ones are never served; remove the study's anyway.
+    await asyncio.to_thread(shutil.rmtree, archive.storage.root / "cache" / "thumbnails" / study, True)
     log.info("deleted %d instances of study %s", len(instances), study)
     return Response(status_code=204)
