@@ -27,16 +27,8 @@ from . import frames, media
 from .archive import Archive, archive_of
 from .db import retrieve
 from .errors import BadRequest, DicomwebError, NotFound
-from .rendered import (
-    DEFAULT_QUALITY,
-    MAX_VIEWPORT,
-    RENDERED_TYPES,
-    Rendering,
-    make_window,
-    parse_int,
-    parse_number,
-    render_stored,
-)
+from .render_stored import render_stored
+from .rendering import DEFAULT_QUALITY, MAX_VIEWPORT, RENDERED_TYPES, Rendering, make_window, parse_int, parse_number
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import require_uid
 
