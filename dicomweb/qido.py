@@ -11,6 +11,7 @@ the series' (PS3.18 §10.6.3.3). No match: 200 with ``[]`` (PS3.18 2026a Table 1
 from __future__ import annotations
 
 import datetime
+import functools
 from typing import Any
 
 import orjson
@@ -27,8 +28,10 @@ from .responses import DicomJSONResponse
 from .uids import require_uid
 from .urls import base_url
 
-# Server-side caps on one answer; a capped answer says how many more there are (Warning: 299).
+# Server-side caps on one answer; a capped answer says how many more there are (Warning: 299), counting at most
+# COUNT_BOUND matches so that the count never scans a whole large table.
 MAX_RESULTS = {Level.STUDY: 1000, Level.SERIES: 5000, Level.INSTANCE: 10000}
+COUNT_BOUND = 100_000
 
 DEFAULT_KEYWORDS: dict[Level, tuple[str, ...]] = {
     Level.STUDY: (
@@ -76,7 +79,7 @@ async def _search(request: Request, level: Level) -> Response:
         rows = await db.search(conn, query, limit + 1, needs_metadata)
         more = 0
         if len(rows) > limit and (query.limit is None or query.limit > cap):
-            more = await db.count(conn, query) - query.offset - limit
+            more = await db.count(conn, query, COUNT_BOUND) - query.offset - limit
     rows = rows[:limit]
     base = base_url(request, archive.settings.public_url)
     results = [_render(row, level, keywords, query.include_all, base) for row in rows]
@@ -90,8 +93,9 @@ def _scoped(query: Query, scope: dict[str, str]) -> Query:
     return Query(**{**query.__dict__, "keys": (*keys, *query.keys)})
 
 
-def _columns(level: Level) -> set[str]:
-    return {a.keyword for a in db.returned_attributes(level)}
+@functools.cache
+def _columns(level: Level) -> frozenset[str]:
+    return frozenset(a.keyword for a in db.returned_attributes(level))
 
 
 def _keywords(query: Query, scope: dict[str, str]) -> list[str]:
@@ -121,6 +125,7 @@ _LEVEL_OF = {a.keyword: a.level for a in db.returned_attributes(Level.INSTANCE)}
 _ATTRIBUTES = {a.keyword: a for a in db.returned_attributes(Level.INSTANCE)}
 
 
+@functools.cache
 def _tag_of(keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     return f"{tag:08X}" if tag is not None else keyword.upper()
@@ -139,7 +144,7 @@ def _render(row: Any, level: Level, keywords: list[str], include_all: bool, base
         elif tag in metadata:
             result[tag] = _absolute(metadata[tag], base)
         elif tag_for_keyword(keyword) is not None:
-            result[tag] = {"vr": str(dictionary_VR(tag))}
+            result[tag] = {"vr": _vr(keyword)}
     study = row["study_instance_uid"]
     url = f"{base}/studies/{study}"
     if level is not Level.STUDY:
@@ -152,7 +157,7 @@ def _render(row: Any, level: Level, keywords: list[str], include_all: bool, base
 
 
 def _element(attribute: Attribute, value: Any) -> dict[str, Any]:
-    vr = "IS" if attribute.column.startswith("number_of_") else str(dictionary_VR(attribute.keyword))
+    vr = "IS" if attribute.column.startswith("number_of_") else _vr(attribute.keyword)
     if value is None or value == []:
         return {"vr": vr}
     if attribute.kind == "pn":
@@ -166,6 +171,12 @@ def _element(attribute: Attribute, value: Any) -> dict[str, Any]:
     if attribute.kind == "text_list":
         return {"vr": vr, "Value": list(value)}
     return {"vr": vr, "Value": [value]}
+
+
+@functools.cache
+def _vr(keyword: str) -> str:
+    """The dictionary VR of a keyword (looked up once: rendering a page of results asks thousands of times)."""
+    return str(dictionary_VR(keyword))
 
 
 def _format_time(value: datetime.time) -> str:
@@ -191,7 +202,8 @@ def _warnings(request: Request, query: Query, more: int) -> dict[str, str]:
         names = ", ".join(sorted(set(query.ignored)))[:500]
         texts.append(f"The following attributes are not supported for matching and were ignored: {names}")
     if more > 0:
-        texts.append(f"There are {more} additional results that can be requested")
+        at_least = "at least " if more + query.offset >= COUNT_BOUND - MAX_RESULTS[query.level] else ""
+        texts.append(f"There are {at_least}{more} additional results that can be requested")
     if not texts:
         return {}
     return {"warning": ", ".join(f'299 {agent} "{t}"' for t in texts)}

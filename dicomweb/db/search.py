@@ -166,8 +166,9 @@ async def search(conn: asyncpg.Connection, query: Query, limit: int, with_metada
     return list(await conn.fetch(text, *sql.params))
 
 
-async def count(conn: asyncpg.Connection, query: Query) -> int:
-    """How many rows match in all (to say how many a capped answer left out)."""
+async def count(conn: asyncpg.Connection, query: Query, bound: int) -> int:
+    """How many rows match, counting no further than ``bound`` (to say how many a capped answer left out)."""
     sql = _Sql([])
     where = _where(query, sql)
-    return int(await conn.fetchval(f"SELECT count(*) FROM {FROM[query.level]} WHERE {where}", *sql.params))
+    text = f"SELECT count(*) FROM (SELECT 1 FROM {FROM[query.level]} WHERE {where} LIMIT {sql.bind(bound)}) AS matches"
+    return int(await conn.fetchval(text, *sql.params))
