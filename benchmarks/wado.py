@@ -35,6 +35,8 @@ import pydicom
 sys.path.insert(0, str(Path(__file__).parent))
 from stow import CT_SIZE, UidSource, make_instances, multipart_body
 
+# Orthanc gzips answers when asked (httpx asks by default) and we never do: compare uncompressed transfers.
+NO_COMPRESSION = {"Accept-Encoding": "identity"}
 ALL_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 IMPLICIT = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'
@@ -66,7 +68,7 @@ def store_study(base: str, count: int) -> tuple[str, str, list[str]]:
         str(pydicom.dcmread(__import__("io").BytesIO(i), stop_before_pixels=True).SOPInstanceUID) for i in instances
     ]
     boundary = b"wado-bench-boundary"
-    with httpx.Client(timeout=600) as client:
+    with httpx.Client(timeout=600, headers=NO_COMPRESSION) as client:
         for start in range(0, count, 50):
             body = multipart_body(instances[start : start + 50], boundary)
             response = client.post(
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     study, series, sops = store_study(base, args.instances)
     print(f"stored {len(sops)} instances in {time.perf_counter() - started:.1f} s (study {study})")
-    client = httpx.Client(timeout=600)
+    client = httpx.Client(timeout=600, headers=NO_COMPRESSION)
     results: list[tuple[str, str]] = []
 
     study_metadata = f"{base}/studies/{study}/metadata"
@@ -129,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transcodes: list[int] = []
 
     def transcode_load() -> None:
-        with httpx.Client(timeout=600) as load:
+        with httpx.Client(timeout=600, headers=NO_COMPRESSION) as load:
             while not stop.is_set():
                 response = load.get(f"{base}/studies/{study}/series/{series}", headers={"Accept": IMPLICIT})
                 transcodes.append(response.status_code)
@@ -168,7 +170,7 @@ def concurrent_gets(urls: list[str], accept: str, clients: int, seconds: float) 
 
     def worker(offset: int) -> int:
         done = 0
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=60, headers=NO_COMPRESSION) as client:
             index = offset
             while time.perf_counter() < deadline:
                 start = time.perf_counter()

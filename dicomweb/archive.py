@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -12,7 +13,12 @@ import asyncpg
 from starlette.requests import Request
 
 from .config import Settings
+from .db import retrieve
+from .db.retrieve import StoredFile
+from .errors import DicomwebError, NotFound
 from .storage import FileStorage
+
+log = logging.getLogger("dicomweb")
 
 T = TypeVar("T")
 
@@ -26,9 +32,33 @@ class Archive:
     # serves requests nor stalls its event loop.
     cpu: Executor
 
+    async def stored_files(self, study: str, series: str | None, sop: str | None) -> list[StoredFile]:
+        """The stored files in scope, in series and instance order; 404 naming what is not stored."""
+        async with self.pool.acquire() as conn:
+            files = await retrieve.files(conn, study, series, sop)
+        if not files:
+            raise not_stored(study, series, sop)
+        return files
+
+    async def check_files(self, files: list[StoredFile]) -> None:
+        """A stored file gone missing is a server fault (500), found before a response starts, and logged loudly."""
+        paths = [self.storage.absolute(f.file_path) for f in files]
+        missing = await asyncio.to_thread(lambda: [p for p in paths if not p.is_file()])
+        if missing:
+            log.error("stored files missing: %s", ", ".join(map(str, missing[:20])))
+            raise DicomwebError(f"{len(missing)} stored files are missing from the archive's storage")
+
     async def in_process(self, function: Callable[..., T], *args: Any) -> T:
         """Run a picklable top-level function in the CPU process pool."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu, function, *args)
+
+
+def not_stored(study: str, series: str | None, sop: str | None) -> NotFound:
+    if sop is not None:
+        return NotFound(f"instance {sop} of series {series} in study {study} is not stored")
+    if series is not None:
+        return NotFound(f"series {series} of study {study} is not stored")
+    return NotFound(f"study {study} is not stored")
 
 
 def archive_of(request: Request) -> Archive:

@@ -14,27 +14,20 @@ import shutil
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .archive import archive_of
+from .archive import archive_of, not_stored
 from .db import index, retrieve
-from .errors import NotFound
-from .uids import require_uid
+from .uids import scope_of
 
 log = logging.getLogger("dicomweb")
 
 
 async def delete(request: Request) -> Response:
-    params = request.path_params
-    study = require_uid(params["StudyInstanceUID"], "StudyInstanceUID")
-    series = params.get("SeriesInstanceUID")
-    sop = params.get("SOPInstanceUID")
-    series = require_uid(series, "SeriesInstanceUID") if series is not None else None
-    sop = require_uid(sop, "SOPInstanceUID") if sop is not None else None
+    study, series, sop = scope_of(request.path_params)
     archive = archive_of(request)
     async with archive.pool.acquire() as conn, conn.transaction():
         instances = await retrieve.instance_keys(conn, study, series, sop)
         if not instances:
-            what = f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
-            raise NotFound(f"{what} is not stored")
+            raise not_stored(study, series, sop)
         for pk, _ in instances:
             await index.delete_instance(conn, pk)
     await archive.storage.remove(path for _, path in instances)

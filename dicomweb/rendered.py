@@ -28,11 +28,11 @@ from starlette.responses import Response
 from . import frames, media
 from .archive import Archive, archive_of
 from .db import retrieve
-from .errors import BadRequest, NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable
 from .render_stored import render_stored
 from .rendering import JPEG, RENDERED_TYPES, Rendering, rendering_from_query
 from .responses import MultipartRelatedResponse, Part
-from .uids import require_uid
+from .uids import scope_of
 
 log = logging.getLogger("dicomweb")
 
@@ -40,16 +40,6 @@ THUMBNAIL_SIZE = (128, 128)  # pixels (width, height) a thumbnail fits in, unles
 
 
 # Endpoints ------------------------------------------------------------------------------------------------------
-
-
-def _scope(request: Request) -> tuple[str, str | None, str | None]:
-    params = request.path_params
-    series, sop = params.get("SeriesInstanceUID"), params.get("SOPInstanceUID")
-    return (
-        require_uid(params["StudyInstanceUID"], "StudyInstanceUID"),
-        require_uid(series, "SeriesInstanceUID") if series is not None else None,
-        require_uid(sop, "SOPInstanceUID") if sop is not None else None,
-    )
 
 
 def _frame_numbers(request: Request) -> list[int] | None:
@@ -75,19 +65,6 @@ def negotiate(request: Request, multipart: bool) -> tuple[str, bool]:
     return media.negotiate(accept, RENDERED_TYPES), False
 
 
-async def stored_files(archive: Archive, study: str, series: str | None, sop: str | None) -> list[retrieve.StoredFile]:
-    """The stored files in scope, in series and instance order; 404 naming what is not stored."""
-    async with archive.pool.acquire() as conn:
-        files = await retrieve.files(conn, study, series, sop)
-    if files:
-        return files
-    if sop is not None:
-        raise NotFound(f"instance {sop} of series {series} in study {study} is not stored")
-    if series is not None:
-        raise NotFound(f"series {series} of study {study} is not stored")
-    raise NotFound(f"study {study} is not stored")
-
-
 def representatives(files: list[retrieve.StoredFile]) -> list[retrieve.StoredFile]:
     """For each series in order, its middle instance by Instance Number (the lower middle of an even count)."""
     by_series: dict[str, list[retrieve.StoredFile]] = {}
@@ -98,12 +75,12 @@ def representatives(files: list[retrieve.StoredFile]) -> list[retrieve.StoredFil
 
 async def retrieve_rendered(request: Request) -> Response:
     """GET .../rendered of a study, series, instance or frame list."""
-    study, series, sop = _scope(request)
+    study, series, sop = scope_of(request.path_params)
     numbers = _frame_numbers(request)
     media_type, multipart = negotiate(request, multipart=True)
     rendering = rendering_from_query(request.query_params)
     archive = archive_of(request)
-    files = await stored_files(archive, study, series, sop)
+    files = await archive.stored_files(study, series, sop)
     if multipart:
         if numbers is None:
             return await _multipart(archive, [(file, 1) for file in files], rendering, media_type)
@@ -120,12 +97,12 @@ async def retrieve_rendered(request: Request) -> Response:
 
 async def retrieve_thumbnail(request: Request) -> Response:
     """GET .../thumbnail of a study, series, instance or frame list: one small image, cached on disk."""
-    study, series, sop = _scope(request)
+    study, series, sop = scope_of(request.path_params)
     numbers = _frame_numbers(request)
     media_type, _ = negotiate(request, multipart=False)  # a thumbnail is a single image (PS3.18 §10.4.3.3.4)
     rendering = rendering_from_query(request.query_params, THUMBNAIL_SIZE)
     archive = archive_of(request)
-    files = await stored_files(archive, study, series, sop)
+    files = await archive.stored_files(study, series, sop)
     first = numbers[0] if numbers else 1
     candidates = files if sop is not None else representatives(files)
     body = await _first_rendered(archive, [(f, first) for f in candidates], rendering, media_type, cache=True)

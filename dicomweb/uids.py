@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from .errors import BadRequest
 
@@ -22,3 +23,13 @@ def require_uid(value: str, name: str) -> str:
         shown = value if len(value) <= 80 else value[:80] + "..."
         raise BadRequest(f"{name} {shown!r} is not a valid UID (PS3.5 §9.1: digits and dots, at most 64 characters)")
     return value
+
+
+def scope_of(params: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    """(StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID) of a resource path, each checked; absent ones None."""
+    series, sop = params.get("SeriesInstanceUID"), params.get("SOPInstanceUID")
+    return (
+        require_uid(params["StudyInstanceUID"], "StudyInstanceUID"),
+        require_uid(series, "SeriesInstanceUID") if series is not None else None,
+        require_uid(sop, "SOPInstanceUID") if sop is not None else None,
+    )

@@ -22,12 +22,12 @@ from starlette.responses import Response, StreamingResponse
 
 from . import bulkdata, frames, media
 from . import transcode as transcode_module
-from .archive import Archive, archive_of
+from .archive import Archive, archive_of, not_stored
 from .db import retrieve
-from .errors import BadRequest, DicomwebError, NotAcceptable, NotFound, RangeNotSatisfiable
+from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
 from .responses import MultipartRelatedResponse, Part
 from .transcode import CannotTranscode, can_transcode, transcode
-from .uids import require_uid
+from .uids import scope_of
 from .urls import base_url
 
 log = logging.getLogger("dicomweb")
@@ -65,35 +65,12 @@ def representation(
     raise NotAcceptable(f"Accept: {accept} allows none of: {', '.join(offered)}")
 
 
-def _scope(request: Request) -> tuple[str, str | None, str | None]:
-    params = request.path_params
-    study = require_uid(params["StudyInstanceUID"], "StudyInstanceUID")
-    series = params.get("SeriesInstanceUID")
-    sop = params.get("SOPInstanceUID")
-    return (
-        study,
-        require_uid(series, "SeriesInstanceUID") if series is not None else None,
-        require_uid(sop, "SOPInstanceUID") if sop is not None else None,
-    )
-
-
-def _missing(study: str, series: str | None, sop: str | None) -> NotFound:
-    if sop is not None:
-        return NotFound(f"instance {sop} of series {series} in study {study} is not stored")
-    if series is not None:
-        return NotFound(f"series {series} of study {study} is not stored")
-    return NotFound(f"study {study} is not stored")
-
-
 async def retrieve_instances(request: Request) -> Response:
     """GET /studies/{S}[/series/{E}[/instances/{I}]]."""
-    study, series, sop = _scope(request)
+    study, series, sop = scope_of(request.path_params)
     wanted = representation(request.headers.get("accept"), (media.DICOM,), sop is not None, ExplicitVRLittleEndian)
     archive = archive_of(request)
-    async with archive.pool.acquire() as conn:
-        files = await retrieve.files(conn, study, series, sop)
-    if not files:
-        raise _missing(study, series, sop)
+    files = await archive.stored_files(study, series, sop)
     target = wanted.transfer_syntax
     convertible = [f for f in files if target is None or can_transcode(f.transfer_syntax_uid, target)]
     if not convertible:
@@ -102,7 +79,7 @@ async def retrieve_instances(request: Request) -> Response:
             f"stored as {', '.join(stored)}; cannot convert to {UID(target or '').name}: "
             "ask for transfer-syntax=* (as stored) or Explicit VR Little Endian (1.2.840.10008.1.2.1)"
         )
-    await _check_files(archive, convertible)
+    await archive.check_files(convertible)
     headers = {}
     if len(convertible) < len(files):
         left_out = [f.sop_instance_uid for f in files if f not in convertible]
@@ -163,24 +140,15 @@ async def read_chunks(path: Path, start: int = 0, end: int | None = None) -> Asy
         await asyncio.to_thread(handle.close)
 
 
-async def _check_files(archive: Archive, files: list[retrieve.StoredFile]) -> None:
-    """A stored file gone missing is a server fault (500), found before the response starts, and logged loudly."""
-    paths = [archive.storage.absolute(f.file_path) for f in files]
-    missing = await asyncio.to_thread(lambda: [p for p in paths if not p.is_file()])
-    if missing:
-        log.error("stored files missing: %s", ", ".join(map(str, missing[:20])))
-        raise DicomwebError(f"{len(missing)} stored files are missing from the archive's storage")
-
-
 async def retrieve_metadata(request: Request) -> Response:
     """GET .../metadata at study, series or instance level: the stored DICOM JSON, with an ETag."""
-    study, series, sop = _scope(request)
+    study, series, sop = scope_of(request.path_params)
     response_type = media.negotiate(request.headers.get("accept"), (media.DICOM_JSON, media.JSON))
     archive = archive_of(request)
     async with archive.pool.acquire() as conn:
         count, newest = await retrieve.version(conn, study, series, sop)
         if count == 0:
-            raise _missing(study, series, sop)
+            raise not_stored(study, series, sop)
         etag = f'"{count}-{newest}"'
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return Response(status_code=304, headers={"etag": etag})
@@ -193,15 +161,12 @@ async def retrieve_metadata(request: Request) -> Response:
 
 async def retrieve_bulkdata(request: Request) -> Response:
     """GET .../instances/{I}/bulk/{path}: a value the metadata gave as a BulkDataURI, with Range support."""
-    study, series, sop = _scope(request)
+    study, series, sop = scope_of(request.path_params)
     path = request.path_params["path"]
     wanted = representation(request.headers.get("accept"), (media.OCTET_STREAM,), True, "*")
     archive = archive_of(request)
-    async with archive.pool.acquire() as conn:
-        files = await retrieve.files(conn, study, series, sop)
-    if not files:
-        raise _missing(study, series, sop)
-    await _check_files(archive, files)
+    files = await archive.stored_files(study, series, sop)
+    await archive.check_files(files)
     file = archive.storage.absolute(files[0].file_path)
     try:
         value = await asyncio.to_thread(bulkdata.locate, file, path)
@@ -260,18 +225,15 @@ FRAME_TYPES = (media.OCTET_STREAM, "image/jpeg", "image/jls", "image/jp2", "imag
 
 async def retrieve_frames(request: Request) -> Response:
     """GET .../instances/{I}/frames/{list}: one part per frame, in the order asked."""
-    study, series, sop = _scope(request)
+    study, series, sop = scope_of(request.path_params)
     try:
         numbers = frames.parse_frame_list(request.path_params["frames"])
     except frames.FrameError as exc:
         raise BadRequest(f"frame list: {exc}") from None
     wanted = representation(request.headers.get("accept"), FRAME_TYPES, True, ExplicitVRLittleEndian)
     archive = archive_of(request)
-    async with archive.pool.acquire() as conn:
-        files = await retrieve.files(conn, study, series, sop)
-    if not files:
-        raise _missing(study, series, sop)
-    await _check_files(archive, files)
+    files = await archive.stored_files(study, series, sop)
+    await archive.check_files(files)
     path = archive.storage.absolute(files[0].file_path)
     try:
         found = await asyncio.to_thread(frames.read_frames, path, numbers)

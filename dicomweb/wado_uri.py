@@ -26,7 +26,7 @@ from starlette.responses import FileResponse, Response
 from . import frames, media
 from .archive import Archive, archive_of
 from .db import retrieve
-from .errors import BadRequest, DicomwebError, NotFound
+from .errors import BadRequest, DicomwebError
 from .render_stored import render_stored
 from .rendering import DEFAULT_QUALITY, MAX_VIEWPORT, RENDERED_TYPES, Rendering, make_window, parse_int, parse_number
 from .transcode import CannotTranscode, can_transcode, transcode
@@ -57,10 +57,7 @@ async def retrieve_wado(request: Request) -> Response:
     media_type = _media_type(request)
     rendering, frame = _rendering(params) if media_type != media.DICOM else (Rendering(), 1)
     archive = archive_of(request)
-    async with archive.pool.acquire() as conn:
-        files = await retrieve.files(conn, study, series, sop)
-    if not files:
-        raise NotFound(f"instance {sop} of series {series} in study {study} is not stored")
+    files = await archive.stored_files(study, series, sop)
     if media_type == media.DICOM:
         return await _dicom(archive, files[0], params.get("transferSyntax"))
     try:
