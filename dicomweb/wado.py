@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
@@ -123,21 +124,30 @@ async def _transcoded(archive: Archive, file: retrieve.StoredFile, target: str) 
 
 
 async def read_chunks(path: Path, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-    """The bytes of ``path`` from ``start`` to ``end`` (exclusive), read in worker threads."""
-    handle = await asyncio.to_thread(open, path, "rb")
+    """The bytes of ``path`` from ``start`` to ``end`` (exclusive), read in worker threads: one hand-off for a
+    file that fits in a chunk (opening, seeking and the first read happen together)."""
+    remaining = None if end is None else end - start
+    size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
+    handle, chunk = await asyncio.to_thread(_open_and_read, path, start, size)
     try:
-        await asyncio.to_thread(handle.seek, start)
-        remaining = None if end is None else end - start
-        while remaining is None or remaining > 0:
-            size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
-            chunk = await asyncio.to_thread(handle.read, size)
-            if not chunk:
-                break
+        while chunk:
+            yield chunk
             if remaining is not None:
                 remaining -= len(chunk)
-            yield chunk
+                if remaining <= 0:
+                    break
+            if len(chunk) < size:  # a short read is the end of the file
+                break
+            size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
+            chunk = await asyncio.to_thread(handle.read, size)
     finally:
-        await asyncio.to_thread(handle.close)
+        handle.close()
+
+
+def _open_and_read(path: Path, start: int, size: int) -> tuple[BinaryIO, bytes]:
+    handle = open(path, "rb")
+    handle.seek(start)
+    return handle, handle.read(size)
 
 
 async def retrieve_metadata(request: Request) -> Response:
