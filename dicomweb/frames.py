@@ -14,6 +14,7 @@ Deflated files are the exception: the pixel data is inside the deflate stream, s
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Callable
@@ -172,10 +173,32 @@ def frame_count(path: Path) -> int:
     return _number_of_frames(ds)
 
 
+HEADER_CACHE_SIZE = 256  # parsed headers of recently read instances (a viewer asks for each frame separately)
+
+
+@functools.lru_cache(maxsize=HEADER_CACHE_SIZE)
+def _cached_header(path: Path) -> tuple[Dataset, _PixelElement | None] | None:
+    """The header of a stored file, parsed once: stored files never change (storage.py gives every store a new
+    name). Every element is converted here, so that threads sharing the cached data set only read it. None for a
+    deflated file, whose data set holds all its pixel data and is not kept."""
+    with path.open("rb") as file:
+        ds, element = _read_header(file)
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return None
+    for _ in ds.iterall():
+        pass
+    return ds, element
+
+
+def _header(file: BinaryIO, path: Path) -> tuple[Dataset, _PixelElement | None]:
+    cached = _cached_header(path)
+    return cached if cached is not None else _read_header(file)
+
+
 def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
     """The frames numbered ``numbers`` (1-based, in that order) of the PS3.10 file at ``path``."""
     with path.open("rb") as file:
-        ds, element = _read_header(file)
+        ds, element = _header(file, path)
         if element is None:
             raise NoPixelData("the instance has no pixel data, so it has no frames")
         count = _number_of_frames(ds)

@@ -49,3 +49,13 @@ class MultipartRelatedResponse(StreamingResponse):
                 yield chunk
             yield b"\r\n"
         yield f"--{self.boundary}--\r\n".encode("latin-1")
+
+
+def multipart_related(parts: list[tuple[str, bytes]]) -> tuple[str, bytes]:
+    """(Content-Type, body) of a small multipart/related response built in memory, e.g. a few frames."""
+    boundary = uuid.uuid4().hex
+    chunks = []
+    for content_type, data in parts:
+        chunks += [f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1"), data, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
+    return f'multipart/related; type="{parts[0][0].split(";")[0]}"; boundary={boundary}', b"".join(chunks)

@@ -26,7 +26,7 @@ from . import transcode as transcode_module
 from .archive import Archive, archive_of, not_stored
 from .db import retrieve
 from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
-from .responses import MultipartRelatedResponse, Part
+from .responses import MultipartRelatedResponse, Part, multipart_related
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import scope_of
 from .urls import base_url
@@ -243,10 +243,12 @@ async def retrieve_frames(request: Request) -> Response:
     wanted = representation(request.headers.get("accept"), FRAME_TYPES, True, ExplicitVRLittleEndian)
     archive = archive_of(request)
     files = await archive.stored_files(study, series, sop)
-    await archive.check_files(files)
     path = archive.storage.absolute(files[0].file_path)
     try:
         found = await asyncio.to_thread(frames.read_frames, path, numbers)
+    except FileNotFoundError:
+        await archive.check_files(files)  # logs and raises the 500
+        raise
     except (frames.InvalidFrameList, frames.FrameNotFound) as exc:
         raise BadRequest(f"instance {sop}: {exc}") from None
     except frames.NoPixelData as exc:
@@ -279,12 +281,5 @@ async def retrieve_frames(request: Request) -> Response:
         media_type, syntax, data = payloads[0]
         return Response(data, media_type=f"{media_type}; transfer-syntax={syntax}")
 
-    async def parts() -> AsyncIterator[Part]:
-        for media_type, syntax, data in payloads:
-            yield Part(f"{media_type}; transfer-syntax={syntax}", _bytes(data))
-
-    return MultipartRelatedResponse(parts(), payloads[0][0])
-
-
-async def _bytes(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+    content_type, body = multipart_related([(f"{m}; transfer-syntax={t}", d) for m, t, d in payloads])
+    return Response(body, media_type=content_type)
