@@ -47,6 +47,18 @@ class TestErrorShape:
             ("PUT", "/dicomweb/studies", 405),
             ("POST", "/dicomweb/studies", 415),
             ("POST", "/dicomweb/studies/not-a-uid", 400),
+            ("GET", "/dicomweb/studies?PatientNam=x", 400),
+            ("GET", "/dicomweb/series?limit=-1", 400),
+            ("GET", "/dicomweb/instances?StudyDate=2024", 400),
+            ("GET", "/dicomweb/studies/1.2.3", 404),
+            ("GET", "/dicomweb/studies/1.2.3/metadata", 404),
+            ("GET", "/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/frames/1", 404),
+            ("GET", "/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/frames/0", 400),
+            ("GET", "/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/bulk/7FE00010", 404),
+            ("GET", "/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/rendered", 404),
+            ("GET", "/dicomweb/studies/1.2.3/thumbnail", 404),
+            ("DELETE", "/dicomweb/studies/1.2.3", 404),
+            ("GET", "/wado?requestType=WADO", 400),
         ],
     )
     def test_shape(self, session_server: LiveServer, method: str, path: str, status: int) -> None:
