@@ -15,7 +15,8 @@ wait_ready() {  # URL
 }
 
 echo "== dicomweb (embedded PostgreSQL, fsync on)"
-DICOMWEB_DATA_DIR="$work/dicomweb" DICOMWEB_LOG_LEVEL=warning DICOMWEB_PORT=8080 dicomweb serve &
+# Authentication off (loopback only) so that both servers answer the same unauthenticated requests.
+DICOMWEB_AUTH=disabled DICOMWEB_DATA_DIR="$work/dicomweb" DICOMWEB_LOG_LEVEL=warning DICOMWEB_PORT=8080 dicomweb serve &
 server=$!
 wait_ready http://127.0.0.1:8080/readyz
 "$python" "$here/stow.py" http://127.0.0.1:8080/dicomweb --server-pid "$server" --json "$work/dicomweb.json" "$@" \

@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 
 from .accesslog import AccessLogMiddleware
 from .archive import Archive
+from .auth import AuthMiddleware, verifier_for
 from .config import Settings
 from .db.embedded import EmbeddedPostgres
 from .db.pool import create_pool, ensure_schema
@@ -64,9 +65,10 @@ def create_app(settings: Settings) -> Starlette:
             executor.shutdown(wait=False)
             cpu.shutdown(wait=True, cancel_futures=True)
 
+    verifier = verifier_for(settings)
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AccessLogMiddleware)],
+        middleware=[Middleware(AccessLogMiddleware), Middleware(AuthMiddleware, verifier=verifier, routes=ROUTES)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

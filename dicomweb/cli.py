@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from .auth import check_bind
 from .config import SETTINGS, Settings
+from .permissions import Role
+from .tokens import create_token, load_or_create_secret
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
             "--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})"
         )
     importer.add_argument("paths", nargs="+", type=Path, help="files and folders to import (walked recursively)")
+    token = sub.add_parser("token", help="print a bearer token signed with the server's secret (<data-dir>/jwt-secret)")
+    token.add_argument(
+        "--role", action="append", required=True, choices=[r.value for r in Role], help="role (repeatable)"
+    )
+    token.add_argument("--subject", required=True, help="who the token is for (the audit trail names them)")
+    token.add_argument("--ttl", default="8h", help="lifetime: seconds, or a number with s, m, h or d (default 8h)")
+    token.add_argument("--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})")
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -40,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings.replace(**overrides)
     settings.configure_logging()
     if args.command == "serve":
+        try:
+            check_bind(settings)
+        except ValueError as exc:
+            print(f"dicomweb: {exc}", file=sys.stderr)
+            return 2
         return serve(settings)
+    if args.command == "token":
+        return print_token(settings, args.subject, args.role, args.ttl)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"dicomweb: {', '.join(missing)} does not exist", file=sys.stderr)
@@ -79,6 +97,19 @@ def serve(settings: Settings) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+    return 0
+
+
+def print_token(settings: Settings, subject: str, roles: list[str], ttl: str) -> int:
+    """``dicomweb token``: an HS256 token from the data folder's secret, for the quick start and for scripts."""
+    match = re.fullmatch(r"(\d+)([smhd]?)", ttl.strip())
+    if match is None:
+        print(f"dicomweb: --ttl {ttl!r} is not a duration like 3600, 30m, 8h or 7d", file=sys.stderr)
+        return 2
+    seconds = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    secret = load_or_create_secret(settings.data_dir)
+    audience = settings.jwt_audience or None
+    print(create_token(secret, subject, [Role(r) for r in roles], seconds, settings.jwt_issuer, audience))
     return 0
 
 

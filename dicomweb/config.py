@@ -18,6 +18,7 @@ from typing import Literal
 ENV_PREFIX = "DICOMWEB_"
 
 DuplicatePolicy = Literal["reject", "overwrite"]
+AuthMode = Literal["enabled", "disabled"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,31 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool (per worker process)."),
     Setting("log_level", "info", "Log level: debug, info, warning or error."),
+    Setting(
+        "auth",
+        "enabled",
+        "Bearer token authentication: 'enabled', or 'disabled' for local demos only (the "
+        "server then refuses to listen on anything but loopback).",
+    ),
+    Setting(
+        "jwt_issuer",
+        "dicomweb",
+        "The issuer (iss) accepted tokens must name; 'dicomweb' for the tokens 'dicomweb token' makes.",
+    ),
+    Setting("jwt_audience", "", "The audience (aud) accepted tokens must name; empty: tokens must not name one."),
+    Setting(
+        "jwt_public_key",
+        "",
+        "PEM file of an identity provider's RS256 or ES256 public key. Empty (and no JWKS "
+        "file): HS256 with the secret in <data-dir>/jwt-secret, created on first start.",
+    ),
+    Setting("jwt_jwks_file", "", "JWKS file (JSON Web Key Set) of an identity provider's public keys."),
+    Setting(
+        "jwt_roles_claim",
+        "roles",
+        "The token claim listing the caller's roles; a dotted path such as "
+        "realm_access.roles (Keycloak) reads a nested claim.",
+    ),
 )
 
 
@@ -84,6 +110,12 @@ class Settings:
     workers: int = 0
     db_pool_size: int = 8
     log_level: str = "info"
+    auth: AuthMode = "enabled"
+    jwt_issuer: str = "dicomweb"
+    jwt_audience: str = ""
+    jwt_public_key: str = ""
+    jwt_jwks_file: str = ""
+    jwt_roles_claim: str = "roles"
 
     @property
     def max_upload_bytes(self) -> int:
@@ -125,6 +157,8 @@ def _parse(setting: Setting, raw: str) -> object:
         return Path(raw)
     if setting.name == "duplicates" and raw not in ("reject", "overwrite"):
         raise ValueError(f"{setting.env} must be 'reject' or 'overwrite', got {raw!r}")
+    if setting.name == "auth" and raw not in ("enabled", "disabled"):
+        raise ValueError(f"{setting.env} must be 'enabled' or 'disabled', got {raw!r}")
     if setting.name == "log_level" and raw.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError(f"{setting.env} must be debug, info, warning or error, got {raw!r}")
     return raw.lower() if setting.name == "log_level" else raw

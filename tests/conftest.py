@@ -25,6 +25,9 @@ import uvicorn
 from dicomweb.app import create_app
 from dicomweb.config import Settings
 
+# Most tests exercise DICOMweb itself; tests/test_auth.py turns authentication on where it is the subject.
+NO_AUTH: dict[str, str] = {"DICOMWEB_AUTH": "disabled"}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -145,7 +148,7 @@ def session_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) 
     name = f"test_session_{uuid.uuid4().hex[:8]}"
     run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
     db = Database(_with_database(postgres_url, name))
-    settings = Settings(data_dir=tmp_path_factory.mktemp("archive"))
+    settings = Settings(data_dir=tmp_path_factory.mktemp("archive"), auth="disabled")
     with serve_in_thread(settings, db) as live:
         yield live
     run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -157,7 +160,7 @@ def server_factory(new_database: Any, tmp_path: Path) -> Iterator[Any]:
     with_stack: list[Any] = []
 
     def start(**changes: Any) -> LiveServer:
-        settings = Settings(data_dir=tmp_path / f"archive{len(with_stack)}").replace(**changes)
+        settings = Settings(data_dir=tmp_path / f"archive{len(with_stack)}", auth="disabled").replace(**changes)
         manager = serve_in_thread(settings, new_database())
         with_stack.append(manager)
         return manager.__enter__()
@@ -189,7 +192,7 @@ def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[ServerProc
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "dicomweb", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-            env={**os.environ, **env},
+            env={**os.environ, **NO_AUTH, **env},
             stdout=subprocess.DEVNULL,
             stderr=log,
         )

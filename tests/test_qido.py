@@ -60,7 +60,7 @@ def archive(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     name = f"test_qido_{uuid.uuid4().hex[:8]}"
     run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
     db = Database(_with_database(postgres_url, name))
-    settings = Settings(data_dir=tmp_path_factory.mktemp("qido"))
+    settings = Settings(data_dir=tmp_path_factory.mktemp("qido"), auth="disabled")
     with serve_in_thread(settings, db) as server:
         studies: dict[str, str] = {}
         series: dict[str, str] = {}
