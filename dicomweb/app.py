@@ -12,6 +12,7 @@ from typing import TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from .accesslog import AccessLogMiddleware
 from .archive import Archive
@@ -66,9 +67,26 @@ def create_app(settings: Settings) -> Starlette:
             cpu.shutdown(wait=True, cancel_futures=True)
 
     verifier = verifier_for(settings)
+    middleware = [Middleware(AccessLogMiddleware)]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # Outside authentication, so that preflights and 401/403 answers carry CORS headers too (a browser shows
+        # an error without them as a CORS failure). Range, If-None-Match and Authorization are what OHIF and
+        # Cornerstone send; Content-Range, ETag and Warning are what they read.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Accept", "Content-Type", "Range", "If-None-Match"],
+                expose_headers=["Content-Type", "Content-Range", "Content-Length", "ETag", "Warning"],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(AuthMiddleware, verifier=verifier, routes=ROUTES))
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AccessLogMiddleware), Middleware(AuthMiddleware, verifier=verifier, routes=ROUTES)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

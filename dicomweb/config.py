@@ -93,6 +93,12 @@ SETTINGS: tuple[Setting, ...] = (
         "The token claim listing the caller's roles; a dotted path such as "
         "realm_access.roles (Keycloak) reads a nested claim.",
     ),
+    Setting(
+        "cors_origins",
+        "",
+        "Comma-separated origins allowed to call the server from a browser (e.g. https://viewer.example.org); "
+        "'*' for any. Empty: no CORS headers.",
+    ),
 )
 
 
@@ -116,6 +122,7 @@ class Settings:
     jwt_public_key: str = ""
     jwt_jwks_file: str = ""
     jwt_roles_claim: str = "roles"
+    cors_origins: str = ""
 
     @property
     def max_upload_bytes(self) -> int:
