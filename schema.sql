@@ -125,4 +125,29 @@ CREATE TABLE instance (
 CREATE INDEX instance_series ON instance (series_pk, instance_number);
 CREATE INDEX instance_sop_class ON instance (sop_class_uid);
 
+-- Audit trail: one row per request that touches patient data (every route with a permission), written before the
+-- answer leaves; if it cannot be written the request fails (dicomweb/audit.py).
+CREATE TABLE audit_event (
+    pk                      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    occurred_at             timestamptz NOT NULL DEFAULT now(),
+    request_id              text NOT NULL,
+    subject                 text,
+    roles                   text[] NOT NULL DEFAULT '{}',
+    action                  text NOT NULL,
+    method                  text NOT NULL,
+    route                   text NOT NULL,
+    path                    text NOT NULL,
+    query                   text,
+    patient_id              text,
+    study_instance_uid      text,
+    series_instance_uid     text,
+    sop_instance_uid        text,
+    status                  integer NOT NULL,
+    client                  text
+);
+CREATE INDEX audit_event_time ON audit_event (occurred_at DESC);
+CREATE INDEX audit_event_subject ON audit_event (subject, occurred_at DESC);
+CREATE INDEX audit_event_patient ON audit_event (patient_id, occurred_at DESC);
+CREATE INDEX audit_event_study ON audit_event (study_instance_uid, occurred_at DESC);
+
 INSERT INTO schema_version (version) VALUES (1);

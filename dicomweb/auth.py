@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .audit import audited
 from .config import Settings
 from .errors import error_response
 from .permissions import allowed, permission_for
@@ -74,7 +75,7 @@ class AuthMiddleware:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.verifier is None or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         template = route_template(self.routes, scope)
@@ -82,21 +83,23 @@ class AuthMiddleware:
             permission = permission_for(scope["method"], template) if template else None
         except KeyError:  # a method the route does not have: the router answers 405
             permission = None
-        if permission is None:
+        if permission is None or template is None:
             await self.app(scope, receive, send)
             return
-        principal, problem = self._principal(scope)
-        if principal is None:
-            challenge = 'Bearer realm="dicomweb"' + (', error="invalid_token"' if problem != _NO_TOKEN else "")
-            response = error_response(401, problem, {"www-authenticate": challenge})
-        elif not allowed(principal.roles, permission):
-            roles = ", ".join(sorted(principal.roles))
-            response = error_response(403, f"{permission} is needed; the token grants roles {roles}")
-        else:
+        principal: Principal | None = None
+        if self.verifier is not None:
+            principal, problem = self._principal(scope)
+            if principal is None:
+                challenge = 'Bearer realm="dicomweb"' + (', error="invalid_token"' if problem != _NO_TOKEN else "")
+                await error_response(401, problem, {"www-authenticate": challenge})(scope, receive, send)
+                return
+            if not allowed(principal.roles, permission):
+                roles = ", ".join(sorted(principal.roles))
+                response = error_response(403, f"{permission} is needed; the token grants roles {roles}")
+                await response(scope, receive, send)
+                return
             scope.setdefault("state", {})["principal"] = principal
-            await self.app(scope, receive, send)
-            return
-        await response(scope, receive, send)
+        await self.app(scope, receive, audited(scope, send, template, permission, principal))
 
     def _principal(self, scope: Scope) -> tuple[Principal | None, str]:
         assert self.verifier is not None

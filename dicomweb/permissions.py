@@ -65,6 +65,8 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Permission | None] = MappingProxyTyp
         # Probes for load balancers and orchestrators: no patient data.
         ("GET", "/healthz"): None,
         ("GET", "/readyz"): None,
+        # The audit trail (security issue): only for managers.
+        ("GET", "/api/audit"): Permission.MANAGE,
         # Store (PS3.18 §10.5)
         ("POST", _STUDIES): Permission.UPLOAD,
         ("POST", _STUDY): Permission.UPLOAD,

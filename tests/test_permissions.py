@@ -73,9 +73,11 @@ class TestRoutePermissions:
 
     @pytest.mark.parametrize(("method", "path"), sorted(ROUTE_PERMISSIONS))
     def test_permission_by_kind_of_route(self, method: str, path: str) -> None:
-        """Probes are public, STOW needs upload, DELETE needs manage, every other route needs view."""
+        """Probes are public, STOW needs upload, DELETE and the audit trail need manage, every other route view."""
         if path in ("/healthz", "/readyz"):
             expected = None
+        elif path == "/api/audit":
+            expected = Permission.MANAGE
         elif method == "POST":
             expected = Permission.UPLOAD
         elif method == "DELETE":

@@ -1,0 +1,159 @@
+"""The audit trail: every request to a route that touches patient data leaves an event before its answer leaves.
+
+The event is written when the response starts (its status is known then); if it cannot be written, the client
+gets a 500 instead of the data: no unaudited access. Events record who (token subject and roles), what (action,
+method, route, path, query), which data (patient, study, series, instance UIDs of the path) and the outcome.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Scope, Send
+
+from .archive import archive_of
+from .db import audit as db
+from .errors import BadRequest, error_response
+from .permissions import Permission
+from .tokens import Principal
+
+log = logging.getLogger("dicomweb")
+
+SEARCH_ROUTES = ("/studies", "/series", "/instances")
+
+
+def action_of(method: str, template: str, permission: Permission) -> str:
+    """A short verb for the event: search, retrieve, store, delete or audit."""
+    if template.startswith("/api/audit"):
+        return "audit"
+    if permission is Permission.UPLOAD:
+        return "store"
+    if method == "DELETE":
+        return "delete"
+    return "search" if template.endswith(SEARCH_ROUTES) else "retrieve"
+
+
+def audited(scope: Scope, send: Send, template: str, permission: Permission, principal: Principal | None) -> Send:
+    """``send`` that writes the audit event before the response starts, and answers 500 if it cannot."""
+    request_id = uuid.uuid4().hex
+    failed = False
+
+    async def send_audited(message: Message) -> None:
+        nonlocal failed
+        if failed:
+            return
+        if message["type"] == "http.response.start":
+            params = scope.get("path_params") or {}
+            client = scope.get("client")
+            event = db.Event(
+                request_id=request_id,
+                subject=principal.subject if principal else None,
+                roles=sorted(principal.roles) if principal else [],
+                action=action_of(scope["method"], template, permission),
+                method=scope["method"],
+                route=template,
+                path=scope.get("path", ""),
+                query=scope.get("query_string", b"").decode("latin-1") or None,
+                study_instance_uid=params.get("StudyInstanceUID") or _param(scope, "studyUID"),
+                series_instance_uid=params.get("SeriesInstanceUID") or _param(scope, "seriesUID"),
+                sop_instance_uid=params.get("SOPInstanceUID") or _param(scope, "objectUID"),
+                status=int(message["status"]),
+                client=f"{client[0]}" if client else None,
+            )
+            try:
+                archive = scope["state"]["archive"]
+                async with archive.pool.acquire() as conn:
+                    await db.record(conn, event)
+            except Exception:
+                log.exception("audit event for request %s could not be written; refusing the request", request_id)
+                failed = True
+                response = error_response(500, "the access could not be audited, so it is refused; try again later")
+                await response(scope, _receive_nothing, send)
+                return
+            message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+        await send(message)
+
+    return send_audited
+
+
+def _param(scope: Scope, name: str) -> str | None:
+    """A WADO-URI query parameter (studyUID, seriesUID, objectUID) for the event."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+async def _receive_nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def search_audit(request: Request) -> Response:
+    """GET /api/audit?user=&patient=&study=&action=&since=&until=&limit=&offset= (radiology:manage)."""
+    params = request.query_params
+    unknown = set(params) - {"user", "patient", "study", "action", "since", "until", "limit", "offset"}
+    if unknown:
+        raise BadRequest(f"unknown parameters: {', '.join(sorted(unknown))}")
+    filters = db.Filters(
+        subject=params.get("user"),
+        patient_id=params.get("patient"),
+        study_instance_uid=params.get("study"),
+        action=params.get("action"),
+        since=_timestamp(params, "since"),
+        until=_timestamp(params, "until"),
+        limit=_count(params, "limit", 100, MAX_AUDIT_PAGE),
+        offset=_count(params, "offset", 0, 2**31 - 1),
+    )
+    archive = archive_of(request)
+    async with archive.pool.acquire() as conn:
+        events = await db.search(conn, filters)
+    return JSONResponse([_json(event) for event in events])
+
+
+MAX_AUDIT_PAGE = 1000  # events per page of GET /api/audit
+
+
+def _timestamp(params: Mapping[str, str], name: str) -> datetime.datetime | None:
+    value = params.get(name)
+    if not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date or time, got {value[:40]!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+def _count(params: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not value.isascii() or not value.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
+    return min(int(value), maximum)
+
+
+def _json(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "occurredAt": event["occurred_at"].isoformat(),
+        "requestId": event["request_id"],
+        "user": event["subject"],
+        "roles": list(event["roles"]),
+        "action": event["action"],
+        "method": event["method"],
+        "route": event["route"],
+        "path": event["path"],
+        "query": event["query"],
+        "patientId": event["patient_id"],
+        "studyInstanceUID": event["study_instance_uid"],
+        "seriesInstanceUID": event["series_instance_uid"],
+        "sopInstanceUID": event["sop_instance_uid"],
+        "status": event["status"],
+        "client": event["client"],
+    }
