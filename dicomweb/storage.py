@@ -140,6 +140,16 @@ class FileStorage:
         for folder in sorted(changed, key=lambda p: len(p.parts), reverse=True):
             _fsync_dir(folder)
 
+    async def unplace(self, moves: list[tuple[Path, str]]) -> None:
+        """Undo ``place``: rename files back to their temp paths (those never placed are skipped)."""
+        if moves:
+            await asyncio.to_thread(self._unplace, [(source, self.absolute(target)) for source, target in moves])
+
+    def _unplace(self, moves: list[tuple[Path, Path]]) -> None:
+        for source, target in moves:
+            if target.exists():
+                os.rename(target, source)
+
     async def remove(self, relative_paths: Iterable[str]) -> None:
         paths = [self.absolute(p) for p in relative_paths]
         if paths:

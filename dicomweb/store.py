@@ -2,7 +2,7 @@
 
 Shared by STOW-RS and ``dicomweb import``. ``commit`` stores a batch (the instances of one request) in one database
 transaction, in the order and phases ``db.index`` describes: rows first, then the files are renamed into place,
-then the aggregates, then COMMIT. If anything fails before the commit, the placed files are removed and each
+then the aggregates, then COMMIT. If anything fails before the commit, the placed files go back to tmp/ and each
 instance is retried in a transaction of its own, so one bad instance never costs the others.
 
 Duplicates (same SOP Instance UID): identical bytes are a success and nothing is written; different bytes are
@@ -111,7 +111,7 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
     """One transaction for the whole batch; raises _Retry (with nothing stored) if it cannot commit."""
     storage = archive.storage
     results: dict[int, StoreResult] = {}
-    placed: list[str] = []
+    placed: list[tuple[Path, str]] = []
     replaced: list[str] = []
     order = sorted(
         range(len(batch)),
@@ -181,7 +181,7 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                 results[i] = StoreResult(*uids, instance=instance)
             # Files first, then the aggregates: their row locks serialise stores into one series, so they are
             # taken last and held only for two UPDATEs and the COMMIT.
-            placed = [target for _, target in moves]
+            placed = moves
             await storage.place(moves)
             await index.add_counts(
                 conn,
@@ -189,7 +189,9 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                 {uid: (pk, n, s) for uid, (pk, n, s) in study_counts.items()},
             )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        await storage.remove(placed)
+        log.warning("storing a batch of %d instances failed (%r); retrying them one by one", len(batch), exc)
+        # Back to tmp/, not deleted: the one-by-one retry places them again.
+        await storage.unplace(placed)
         raise _Retry from exc
     if replaced:
         await storage.remove(replaced)

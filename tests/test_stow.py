@@ -451,3 +451,34 @@ class TestStoragePaths:
         assert storage.new_path("1.2", "1.3", "1.4").startswith("files/1.2/1.3/1.4.")
         with pytest.raises(ValueError, match="invalid UID"):
             storage.new_path("1.2", "..", "1.4")
+
+
+class TestBatchRetry:
+    """A batch transaction that fails after its files were placed is retried instance by instance."""
+
+    def test_failure_after_placing(self, server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The first COUNT update fails: every instance is still stored, once, with its file and exact counts."""
+        import asyncpg
+
+        from dicomweb.db import index
+
+        original = index.add_counts
+        calls = []
+
+        async def failing_once(*args: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise asyncpg.exceptions.SerializationError("simulated failure after the files were placed")
+            await original(*args)
+
+        monkeypatch.setattr(index, "add_counts", failing_once)
+        server = server_factory()
+        study = pydicom.uid.generate_uid()
+        response = post(server, multipart([ct_instance(study) for _ in range(3)]))
+        assert response.status_code == 200, response.text
+        assert len(calls) == 4  # the batch, then each instance alone
+        rows = server.db.fetch("SELECT file_path FROM instance")
+        assert len(rows) == 3 and all((server.data_dir / r[0]).is_file() for r in rows)
+        assert server.db.value("SELECT number_of_study_related_instances FROM study") == 3
+        assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 3
+        assert not temp_files(server)
