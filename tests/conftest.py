@@ -142,16 +142,24 @@ def serve_in_thread(settings: Settings, db: Database) -> Iterator[LiveServer]:
         thread.join(timeout=30)
 
 
+@contextmanager
+def shared_server(postgres_url: str, data_dir: Path, **changes: Any) -> Iterator[LiveServer]:
+    """A server with a database of its own, for a module or the session (dropped afterwards)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+    settings = Settings(data_dir=data_dir, auth="disabled").replace(**changes)
+    try:
+        with serve_in_thread(settings, Database(_with_database(postgres_url, name))) as live:
+            yield live
+    finally:
+        run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def session_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server shared by the tests that only add data under fresh UIDs."""
-    name = f"test_session_{uuid.uuid4().hex[:8]}"
-    run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
-    db = Database(_with_database(postgres_url, name))
-    settings = Settings(data_dir=tmp_path_factory.mktemp("archive"), auth="disabled")
-    with serve_in_thread(settings, db) as live:
+    with shared_server(postgres_url, tmp_path_factory.mktemp("archive")) as live:
         yield live
-    run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from dicomweb.permissions import ROLE_PERMISSIONS, ROUTE_PERMISSIONS, Permission, Role
 from dicomweb.tokens import create_token, load_or_create_secret
 
-from .conftest import LiveServer
+from .conftest import LiveServer, shared_server
 from .data import ct_instance, multipart, stow_headers
 
 # One concrete request per route template: placeholders filled with UIDs that need not exist (a 404 proves the
@@ -43,19 +43,8 @@ def token(server: LiveServer, *roles: Role, subject: str = "alice", ttl: int = 6
 @pytest.fixture(scope="module")
 def secured(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A server with authentication on (the default)."""
-    import uuid
-
-    from dicomweb.config import Settings
-
-    from .conftest import Database, _admin, _with_database, run, serve_in_thread
-
-    name = f"test_auth_{uuid.uuid4().hex[:8]}"
-    run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
-    settings = Settings(data_dir=tmp_path_factory.mktemp("secured"))
-    assert settings.auth == "enabled"
-    with serve_in_thread(settings, Database(_with_database(postgres_url, name))) as server:
+    with shared_server(postgres_url, tmp_path_factory.mktemp("secured"), auth="enabled") as server:
         yield server
-    run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 class TestAuthentication:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +13,8 @@ from pydicom.uid import generate_uid
 
 from dicomweb import qido
 from dicomweb.attributes import Level
-from dicomweb.config import Settings
 
-from .conftest import Database, LiveServer, _admin, _with_database, run, serve_in_thread
+from .conftest import LiveServer, shared_server
 from .data import CHARSET_FILES, ct_instance, multipart, stow_headers
 
 
@@ -57,11 +55,7 @@ STUDIES: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def archive(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
-    name = f"test_qido_{uuid.uuid4().hex[:8]}"
-    run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
-    db = Database(_with_database(postgres_url, name))
-    settings = Settings(data_dir=tmp_path_factory.mktemp("qido"), auth="disabled")
-    with serve_in_thread(settings, db) as server:
+    with shared_server(postgres_url, tmp_path_factory.mktemp("qido")) as server:
         studies: dict[str, str] = {}
         series: dict[str, str] = {}
         instances: dict[str, list[str]] = {}
@@ -85,7 +79,6 @@ def archive(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         charset = [(CHARSET_FILES / n).read_bytes() for n in ("chrX1.dcm", "chrH31.dcm", "chrGerm.dcm")]
         assert httpx.post(server.dicomweb + "/studies", content=multipart(charset), headers=stow_headers()).is_success
         yield Archive(server, studies, series, instances)
-    run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def values(result: dict[str, Any], tag: str) -> list[Any]:
