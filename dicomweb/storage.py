@@ -16,8 +16,10 @@ All blocking file work runs in worker threads (``asyncio.to_thread``); nothing h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +29,9 @@ from typing import BinaryIO
 from .uids import is_valid_uid
 
 TEMP_SUFFIX = ".part"
+# Temp files older than this are leftovers of a crash, swept at start-up. Younger ones may belong to an upload in
+# flight in another worker process of the same server (each runs this sweep when it starts), so they stay.
+STALE_TEMP_SECONDS = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -95,11 +100,14 @@ class FileStorage:
         self.tmp = self.root / "tmp"
 
     def prepare(self) -> None:
-        """Create the folders and sweep temp files a crash may have left behind."""
+        """Create the folders and sweep temp files a crash left behind (STALE_TEMP_SECONDS old)."""
         self.files.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - STALE_TEMP_SECONDS
         for leftover in self.tmp.glob("*" + TEMP_SUFFIX):
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink(missing_ok=True)
 
     def temp_writer(self) -> TempWriter:
         return TempWriter(self.tmp / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")

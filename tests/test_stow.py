@@ -482,3 +482,24 @@ class TestBatchRetry:
         assert server.db.value("SELECT number_of_study_related_instances FROM study") == 3
         assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 3
         assert not temp_files(server)
+
+
+class TestTempSweep:
+    """Start-up sweeps crash leftovers from tmp/, never a file another worker is writing."""
+
+    def test_sweep_keeps_recent_files(self, tmp_path: Path) -> None:
+        """An old .part file goes; a fresh one (an upload in flight in another worker) stays."""
+        import os
+        import time
+
+        from dicomweb.storage import STALE_TEMP_SECONDS, FileStorage
+
+        storage = FileStorage(tmp_path)
+        storage.prepare()
+        old, fresh = storage.tmp / "old.part", storage.tmp / "fresh.part"
+        old.write_bytes(b"x")
+        fresh.write_bytes(b"y")
+        past = time.time() - STALE_TEMP_SECONDS - 60
+        os.utime(old, (past, past))
+        storage.prepare()
+        assert not old.exists() and fresh.exists()
