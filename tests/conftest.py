@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,3 +227,11 @@ def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[ServerProc
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def store(server: LiveServer, parts: Iterable[bytes]) -> None:
+    """STOW the parts to a shared server; an earlier test may have stored some of them already (202/409 ok)."""
+    from .data import multipart, stow_headers
+
+    response = httpx.post(server.dicomweb + "/studies", content=multipart(parts), headers=stow_headers(), timeout=60)
+    assert response.status_code in (200, 202), response.text

@@ -12,7 +12,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
-from .conftest import LiveServer
+from .conftest import LiveServer, store
 from .data import (
     CT,
     DEFLATED,
@@ -36,12 +36,7 @@ EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 @pytest.fixture(scope="module")
 def stored(session_server: LiveServer) -> LiveServer:
     """The session server with the named test files stored (an earlier test may have stored some already)."""
-    response = httpx.post(
-        session_server.dicomweb + "/studies",
-        content=multipart_body(p.read_bytes() for p in FILES),
-        headers=stow_headers(),
-    )
-    assert response.status_code in (200, 202), response.text
+    store(session_server, (p.read_bytes() for p in FILES))
     return session_server
 
 

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from .conftest import LiveServer
+from .conftest import LiveServer, store
 from .data import CT, JPEG2000, JPEG_BASELINE, MR_BIG_ENDIAN, MULTIFRAME_US, SR, stow_headers
 from .data import multipart as multipart_body
 
@@ -23,12 +23,7 @@ EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 @pytest.fixture(scope="module")
 def stored(session_server: LiveServer) -> LiveServer:
     """The session server with the named test files stored (an earlier module may have stored some already)."""
-    response = httpx.post(
-        session_server.dicomweb + "/studies",
-        content=multipart_body(p.read_bytes() for p in FILES),
-        headers=stow_headers(),
-    )
-    assert response.status_code in (200, 202), response.text
+    store(session_server, (p.read_bytes() for p in FILES))
     return session_server
 
 
