@@ -57,8 +57,12 @@ class Instance:
 
     @property
     def path(self) -> str:
-        """The instance's URL path relative to the DICOMweb base URL (PS3.18 §10.4.1)."""
-        return f"studies/{self.study_instance_uid}/series/{self.series_instance_uid}/instances/{self.sop_instance_uid}"
+        return instance_path(self.study_instance_uid, self.series_instance_uid, self.sop_instance_uid)
+
+
+def instance_path(study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
+    """An instance's URL path relative to the DICOMweb base URL (PS3.18 §10.4.1)."""
+    return f"studies/{study_instance_uid}/series/{series_instance_uid}/instances/{sop_instance_uid}"
 
 
 def read_instance(path: Path, expected_study_instance_uid: str | None = None) -> Instance:
@@ -97,12 +101,10 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
     transfer_syntax_uid = str(ds.file_meta.get("TransferSyntaxUID", "") or "").strip()
     if not is_valid_uid(transfer_syntax_uid):
         raise fail(FailureReason.CANNOT_UNDERSTAND, "File Meta Information has no valid TransferSyntaxUID")
-    instance_path = (
-        f"studies/{uids['StudyInstanceUID']}/series/{uids['SeriesInstanceUID']}/instances/{uids['SOPInstanceUID']}"
-    )
+    url_path = instance_path(uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"])
     try:
         columns = extract(ds)
-        metadata = orjson.dumps(dataset_to_json(ds, instance_path)).decode()
+        metadata = orjson.dumps(dataset_to_json(ds, url_path)).decode()
     except Exception as exc:
         raise fail(FailureReason.CANNOT_UNDERSTAND, f"cannot decode the data set: {exc}") from None
     return Instance(

@@ -44,10 +44,6 @@ class MediaType:
             return 1 if offered.split("/")[0] == self.type[:-2] else -1
         return 0 if self.type in ("*/*", "*") else -1
 
-    def matches(self, offered: str) -> bool:
-        """True when this (Accept) range covers the offered ``type/subtype``."""
-        return self.specificity(offered) >= 0
-
 
 @dataclass(frozen=True)
 class StowBody:

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from . import media
 from .archive import archive_of
-from .attributes import Attribute, Level
+from .attributes import SEQUENCE_PARENT, Attribute, Level
 from .db import search as db
 from .query import LEVEL_ORDER, QUERYABLE, Matching, MatchKey, Query, parse
 from .responses import DicomJSONResponse
@@ -106,9 +106,8 @@ def _keywords(query: Query, scope: dict[str, str]) -> list[str]:
         wanted.update(DEFAULT_KEYWORDS[Level.STUDY])
     if level is Level.INSTANCE and "SeriesInstanceUID" not in scope:
         wanted.update(DEFAULT_KEYWORDS[Level.SERIES])
-    wanted.update(k.attribute.keyword for k in query.keys if k.attribute.keyword not in _SEQUENCE_ITEMS)
-    if any(k.attribute.keyword in _SEQUENCE_ITEMS for k in query.keys):
-        wanted.add("RequestAttributesSequence")
+    # A key on a sequence item (RequestAttributesSequence.ScheduledProcedureStepID) returns the whole sequence.
+    wanted.update(SEQUENCE_PARENT.get(k.attribute.keyword, k.attribute.keyword) for k in query.keys)
     wanted.update(query.universal)
     wanted.update(query.includes)
     if query.include_all:
@@ -116,11 +115,10 @@ def _keywords(query: Query, scope: dict[str, str]) -> list[str]:
     depth = LEVEL_ORDER.index(level)
     # Indexed attributes of lower levels are not returned (PS3.18 §10.6.3.3: e.g. no series attributes on studies).
     wanted = {k for k in wanted if k not in _LEVEL_OF or LEVEL_ORDER.index(_LEVEL_OF[k]) <= depth}
-    wanted -= _SEQUENCE_ITEMS
+    wanted -= SEQUENCE_PARENT.keys()
     return sorted(wanted, key=_tag_of)
 
 
-_SEQUENCE_ITEMS = {"ScheduledProcedureStepID", "RequestedProcedureID"}
 _LEVEL_OF = {a.keyword: a.level for a in db.returned_attributes(Level.INSTANCE)}
 _ATTRIBUTES = {a.keyword: a for a in db.returned_attributes(Level.INSTANCE)}
 
