@@ -1,6 +1,9 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 1
+-- schema_version: 2
+--
+-- A database of an older version is brought up to date by the sections after its version: each section starts
+-- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
 --
 -- Archive index: patient → study → series → instance. The attributes QIDO-RS must match and return
 -- (PS3.18 Table 10.6.3-3/-4/-5) are typed, indexed columns; their keyword → column map is dicomweb/attributes.py.
@@ -151,3 +154,143 @@ CREATE INDEX audit_event_patient ON audit_event (patient_id, occurred_at DESC);
 CREATE INDEX audit_event_study ON audit_event (study_instance_uid, occurred_at DESC);
 
 INSERT INTO schema_version (version) VALUES (1);
+
+-- migrate to version 2
+-- The radiology workflow (reporting/): scheduled studies, their series, image annotations, reports and templates.
+-- A workflow study names its archive study by StudyInstanceUID; series and images are the archive's (by UID), so
+-- counts and sizes are read from the archive and cannot drift from it.
+
+CREATE TABLE radiology_study (
+    id                      uuid PRIMARY KEY,
+    order_id                text,
+    patient_id              text NOT NULL,
+    patient_name            text,
+    accession_number        text NOT NULL UNIQUE,
+    study_instance_uid      text NOT NULL UNIQUE,
+    modality                text NOT NULL,
+    study_description       text,
+    body_part               text,
+    referring_physician     text,
+    performing_technician   text,
+    scheduled_at            timestamptz,
+    study_date              date,
+    status                  text NOT NULL DEFAULT 'scheduled'
+                            CHECK (status IN ('scheduled', 'in_progress', 'completed', 'reported', 'cancelled')),
+    created_by              text NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX radiology_study_listing ON radiology_study (created_at DESC, id);
+CREATE INDEX radiology_study_status ON radiology_study (status);
+CREATE INDEX radiology_study_patient ON radiology_study (patient_id);
+CREATE INDEX radiology_study_date ON radiology_study (study_date);
+
+-- Series announced through the API before (or while) their images arrive; the archive's series table has the rest.
+CREATE TABLE radiology_series (
+    series_instance_uid     text PRIMARY KEY,
+    study_id                uuid NOT NULL REFERENCES radiology_study (id) ON DELETE CASCADE,
+    series_number           integer,
+    modality                text NOT NULL,
+    series_description      text,
+    body_part               text,
+    created_by              text NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (study_id, series_number)
+);
+
+-- The first instance of a scheduled study moves it to in_progress, whichever way it arrives (STOW-RS, import, the
+-- reporting API): matched by StudyInstanceUID, else by AccessionNumber, whose study then takes the archive's UID.
+CREATE FUNCTION radiology_study_arrived() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE radiology_study SET status = 'in_progress', updated_at = now()
+     WHERE study_instance_uid = NEW.study_instance_uid AND status = 'scheduled';
+    IF NOT FOUND AND coalesce(NEW.accession_number, '') <> '' THEN
+        UPDATE radiology_study
+           SET status = 'in_progress', study_instance_uid = NEW.study_instance_uid, updated_at = now()
+         WHERE accession_number = NEW.accession_number AND status = 'scheduled'
+           AND NOT EXISTS (SELECT 1 FROM radiology_study r WHERE r.study_instance_uid = NEW.study_instance_uid);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER radiology_study_arrived AFTER INSERT ON study
+    FOR EACH ROW EXECUTE FUNCTION radiology_study_arrived();
+
+CREATE TABLE radiology_annotation (
+    id                      uuid PRIMARY KEY,
+    sop_instance_uid        text NOT NULL,
+    frame_number            integer CHECK (frame_number >= 1),
+    type                    text NOT NULL CHECK (type IN ('text', 'arrow', 'circle', 'measurement', 'roi')),
+    coordinates             jsonb NOT NULL,
+    label                   text,
+    color                   text,
+    created_by              text NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX radiology_annotation_image ON radiology_annotation (sop_instance_uid, created_at);
+
+-- An image's annotations go with it. Checked at commit (a deferred constraint trigger), so that an instance
+-- replaced under DICOMWEB_DUPLICATES=overwrite (deleted, then inserted again in one transaction) keeps them.
+CREATE FUNCTION radiology_annotation_orphans() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM radiology_annotation a
+     WHERE a.sop_instance_uid = OLD.sop_instance_uid
+       AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.sop_instance_uid = OLD.sop_instance_uid);
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER radiology_annotation_orphans AFTER DELETE ON instance
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION radiology_annotation_orphans();
+
+CREATE TABLE radiology_report_template (
+    id                      uuid PRIMARY KEY,
+    name                    text NOT NULL,
+    modality                text,
+    body_part               text,
+    content                 text NOT NULL,
+    is_active               boolean NOT NULL DEFAULT true,
+    deleted_at              timestamptz,
+    created_by              text NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX radiology_report_template_listing ON radiology_report_template (modality, body_part)
+    WHERE deleted_at IS NULL;
+
+CREATE TABLE radiology_report (
+    id                      uuid PRIMARY KEY,
+    study_id                uuid NOT NULL REFERENCES radiology_study (id) ON DELETE CASCADE,
+    -- The final report an addendum corrects or completes.
+    parent_report_id        uuid REFERENCES radiology_report (id) ON DELETE CASCADE,
+    report_type             text NOT NULL CHECK (report_type IN ('preliminary', 'final', 'addendum')),
+    status                  text NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'preliminary', 'final')),
+    findings                text NOT NULL DEFAULT '',
+    impression              text NOT NULL DEFAULT '',
+    recommendations         text NOT NULL DEFAULT '',
+    template_id             uuid REFERENCES radiology_report_template (id),
+    author                  text NOT NULL,
+    verified_by             text,
+    verified_at             timestamptz,
+    -- Optimistic concurrency: an update names the version it read, and fails with 409 if another came first.
+    version                 integer NOT NULL DEFAULT 1,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    CHECK ((report_type = 'addendum') = (parent_report_id IS NOT NULL))
+);
+CREATE INDEX radiology_report_study ON radiology_report (study_id, created_at);
+CREATE INDEX radiology_report_parent ON radiology_report (parent_report_id);
+
+-- Every state of every report, so that nothing a radiologist wrote is lost.
+CREATE TABLE radiology_report_version (
+    report_id               uuid NOT NULL REFERENCES radiology_report (id) ON DELETE CASCADE,
+    version                 integer NOT NULL,
+    action                  text NOT NULL,
+    changed_by              text NOT NULL,
+    changed_at              timestamptz NOT NULL DEFAULT now(),
+    status                  text NOT NULL,
+    findings                text NOT NULL,
+    impression              text NOT NULL,
+    recommendations         text NOT NULL,
+    PRIMARY KEY (report_id, version)
+);
+
+INSERT INTO schema_version (version) VALUES (2);

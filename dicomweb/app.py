@@ -13,6 +13,7 @@ from typing import TypedDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 
 from .accesslog import AccessLogMiddleware
 from .archive import Archive
@@ -35,6 +36,13 @@ CPU_PROCESSES = 2
 
 class State(TypedDict):
     archive: Archive
+
+
+def all_routes() -> list[BaseRoute]:
+    """The archive's routes and the reporting API's: the one place where dicomweb meets reporting."""
+    from reporting.routes import routes as reporting_routes
+
+    return [*ROUTES, *reporting_routes()]
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -66,6 +74,7 @@ def create_app(settings: Settings) -> Starlette:
             executor.shutdown(wait=False)
             cpu.shutdown(wait=True, cancel_futures=True)
 
+    routes = all_routes()
     verifier = verifier_for(settings)
     middleware = [Middleware(AccessLogMiddleware)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
@@ -77,15 +86,15 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(
                 CORSMiddleware,
                 allow_origins=origins,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Accept", "Content-Type", "Range", "If-None-Match"],
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Accept", "Content-Type", "Range", "If-None-Match", "If-Match"],
                 expose_headers=["Content-Type", "Content-Range", "Content-Length", "ETag", "Warning"],
                 max_age=600,
             )
         )
-    middleware.append(Middleware(AuthMiddleware, verifier=verifier, routes=ROUTES))
+    middleware.append(Middleware(AuthMiddleware, verifier=verifier, routes=routes))
     return Starlette(
-        routes=ROUTES,
+        routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import asyncpg
 from starlette.requests import Request
 
 from .config import Settings
-from .db import retrieve
+from .db import index, retrieve
 from .db.retrieve import StoredFile
 from .errors import DicomwebError, NotFound
 from .storage import FileStorage
@@ -48,9 +49,25 @@ class Archive:
             log.error("stored files missing: %s", ", ".join(map(str, missing[:20])))
             raise DicomwebError(f"{len(missing)} stored files are missing from the archive's storage")
 
+    async def remove_files(self, study: str, paths: list[str]) -> None:
+        """After the commit of a deletion: unlink the instances' files and the study's cached thumbnails."""
+        await self.storage.remove(paths)
+        # Cached thumbnails are keyed by the stored file, so stale ones are never served; remove the study's anyway.
+        await asyncio.to_thread(shutil.rmtree, self.storage.root / "cache" / "thumbnails" / study, True)
+
     async def in_process(self, function: Callable[..., T], *args: Any) -> T:
         """Run a picklable top-level function in the CPU process pool."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu, function, *args)
+
+
+async def delete_rows(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[str]:
+    """Delete the rows of the instances in scope (aggregates kept exact); their file paths, for ``remove_files``
+    once the transaction has committed. A crash in between leaves files no row names, never a row without its file.
+    """
+    instances = await retrieve.instance_keys(conn, study, series, sop)
+    for pk, _ in instances:
+        await index.delete_instance(conn, pk)
+    return [path for _, path in instances]
 
 
 def not_stored(study: str, series: str | None, sop: str | None) -> NotFound:

@@ -26,6 +26,15 @@ from .tokens import Principal
 log = logging.getLogger("dicomweb")
 
 SEARCH_ROUTES = ("/studies", "/series", "/instances")
+# Keys of request.state an endpoint sets when its path names no UID (see ``note_study``).
+AUDIT_PATIENT_ID = "audit_patient_id"
+AUDIT_STUDY_INSTANCE_UID = "audit_study_instance_uid"
+
+
+def note_study(request: Request, study_instance_uid: str | None, patient_id: str | None = None) -> None:
+    """Name the study (and patient) a request touched, for its audit event."""
+    setattr(request.state, AUDIT_STUDY_INSTANCE_UID, study_instance_uid)
+    setattr(request.state, AUDIT_PATIENT_ID, patient_id)
 
 
 def action_of(method: str, template: str, permission: Permission) -> str:
@@ -36,6 +45,8 @@ def action_of(method: str, template: str, permission: Permission) -> str:
         return "store"
     if method == "DELETE":
         return "delete"
+    if template.startswith("/api/"):
+        return {"POST": "create", "PUT": "update"}.get(method, "read")
     return "search" if template.endswith(SEARCH_ROUTES) else "retrieve"
 
 
@@ -50,6 +61,8 @@ def audited(scope: Scope, send: Send, template: str, permission: Permission, pri
             return
         if message["type"] == "http.response.start":
             params = scope.get("path_params") or {}
+            # Routes whose path names no UID (the reporting API's ids) name the study they touched in the state.
+            state = scope.get("state") or {}
             client = scope.get("client")
             event = db.Event(
                 request_id=request_id,
@@ -60,7 +73,10 @@ def audited(scope: Scope, send: Send, template: str, permission: Permission, pri
                 route=template,
                 path=scope.get("path", ""),
                 query=scope.get("query_string", b"").decode("latin-1") or None,
-                study_instance_uid=params.get("StudyInstanceUID") or _param(scope, "studyUID"),
+                patient_id=state.get(AUDIT_PATIENT_ID),
+                study_instance_uid=params.get("StudyInstanceUID")
+                or state.get(AUDIT_STUDY_INSTANCE_UID)
+                or _param(scope, "studyUID"),
                 series_instance_uid=params.get("SeriesInstanceUID") or _param(scope, "seriesUID"),
                 sop_instance_uid=params.get("SOPInstanceUID") or _param(scope, "objectUID"),
                 status=int(message["status"]),

@@ -4,22 +4,27 @@ The tree::
 
     DicomwebError (500)
      ├── BadRequest (400)             the request itself is malformed: fix the request and retry
+     │    └── InvalidFields (400)     a JSON body or query of the reporting API fails validation, field by field
      ├── NotFound (404)               no such resource (unknown UID or path)
      ├── NotAcceptable (406)          no representation the Accept header allows
      ├── Conflict (409)               the request clashes with what is stored
      ├── PayloadTooLarge (413)        the body exceeds DICOMWEB_MAX_UPLOAD_MB
      ├── RangeNotSatisfiable (416)    a Range header outside the value
+     ├── PreconditionRequired (428)   an update must name the version it read (If-Match or "version")
      ├── UnsupportedMediaType (415)   the Content-Type is not one the resource accepts
      └── ServiceUnavailable (503)     a dependency (database, storage) is not ready; retry later
 
 Every error body has one shape, ``{"status": 400, "error": "Bad Request", "detail": "..."}``, served as
-``application/json`` (``tests/test_error_shape.py`` pins it).
+``application/json``; some errors add fields that say more (``errors``: each invalid field and why;
+``allowedTransitions``: the states a workflow may move to). ``tests/test_error_shape.py`` pins the shape.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -34,16 +39,27 @@ class DicomwebError(Exception):
 
     status = 500
 
-    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, headers: dict[str, str] | None = None, extra: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.extra = extra or {}
 
 
 class BadRequest(DicomwebError):
     """The request is malformed (bad parameter, broken multipart framing); the detail names what is wrong."""
 
     status = 400
+
+
+class InvalidFields(BadRequest):
+    """A reporting API request body or query fails validation; ``errors`` lists each field (a dotted path) and why."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        fields = ", ".join(e["field"] for e in errors)
+        super().__init__(f"invalid request: {fields}", extra={"errors": errors})
 
 
 class NotFound(DicomwebError):
@@ -79,6 +95,13 @@ class RangeNotSatisfiable(DicomwebError):
         super().__init__(detail, {"content-range": f"bytes */{size}"})
 
 
+class PreconditionRequired(DicomwebError):
+    """An update of a versioned resource (a report) does not say which version it read (RFC 6585 §3): send
+    ``If-Match`` with the ETag, or ``version`` in the body, so that a concurrent edit is a 409, not a lost update."""
+
+    status = 428
+
+
 class UnsupportedMediaType(DicomwebError):
     """The request's Content-Type is not one this resource accepts; the detail names the accepted ones."""
 
@@ -91,15 +114,17 @@ class ServiceUnavailable(DicomwebError):
     status = 503
 
 
-def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int, detail: str, headers: dict[str, str] | None = None, extra: Mapping[str, Any] | None = None
+) -> Response:
     """The single error body shape used by every endpoint."""
-    body = {"status": status, "error": HTTPStatus(status).phrase, "detail": detail}
+    body = {**(extra or {}), "status": status, "error": HTTPStatus(status).phrase, "detail": detail}
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
 async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DicomwebError)
-    return error_response(exc.status, exc.detail, exc.headers)
+    return error_response(exc.status, exc.detail, exc.headers, exc.extra)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

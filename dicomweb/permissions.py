@@ -57,6 +57,7 @@ _STUDY = _STUDIES + "/{StudyInstanceUID}"
 _SERIES = _STUDY + "/series/{SeriesInstanceUID}"
 _INSTANCE = _SERIES + "/instances/{SOPInstanceUID}"
 _FRAMES = _INSTANCE + "/frames/{frames}"
+_API = "/api/radiology"
 
 # (HTTP method, path template as routes.py spells it, mount prefix included) → the permission it needs;
 # None marks a public route (no token). HEAD is answered as GET (RFC 9110 §9.3.2) and needs what GET needs.
@@ -102,6 +103,15 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Permission | None] = MappingProxyTyp
         ("DELETE", _STUDY): Permission.MANAGE,
         ("DELETE", _SERIES): Permission.MANAGE,
         ("DELETE", _INSTANCE): Permission.MANAGE,
+        # The reporting API (reporting/routes.py): workflow studies and series
+        ("POST", _API + "/studies"): Permission.CREATE,
+        ("GET", _API + "/studies"): Permission.VIEW,
+        ("GET", _API + "/studies/{id}"): Permission.VIEW,
+        ("PUT", _API + "/studies/{id}/status"): Permission.EDIT,
+        ("DELETE", _API + "/studies/{id}"): Permission.MANAGE,
+        ("GET", _API + "/studies/{id}/images"): Permission.VIEW,
+        ("POST", _API + "/studies/{studyId}/series"): Permission.CREATE,
+        ("GET", _API + "/modalities"): Permission.VIEW,
     }
 )
 

@@ -9,7 +9,7 @@ import pytest
 
 from dicomweb.db.pool import SchemaError, ensure_schema, schema_version
 
-from .conftest import Database, run
+from .conftest import Database, _admin, run
 
 
 async def _ensure(url: str) -> None:
@@ -27,11 +27,25 @@ class TestSchema:
         """An empty database gets the schema and its version; a second start changes nothing."""
         db: Database = new_database()
         run(_ensure(db.url))
-        assert db.value("SELECT version FROM schema_version") == schema_version()
+        assert db.value("SELECT max(version) FROM schema_version") == schema_version()
         tables = {r[0] for r in db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"patient", "study", "series", "instance", "schema_version"} <= tables
+        versions = [r[0] for r in db.fetch("SELECT version FROM schema_version ORDER BY version")]
         run(_ensure(db.url))
-        assert db.value("SELECT count(*) FROM schema_version") == 1
+        assert [r[0] for r in db.fetch("SELECT version FROM schema_version ORDER BY version")] == versions
+
+    def test_older_version_migrated(self, new_database: Any) -> None:
+        """A database made by the first schema version is brought up to date, its data kept."""
+        from dicomweb.db.pool import schema_sql
+
+        db: Database = new_database()
+        version_1 = schema_sql().split("-- migrate to version 2")[0]
+        run(_admin(db.url, version_1))
+        db.fetch("INSERT INTO patient (patient_id) VALUES ('kept')")
+        run(_ensure(db.url))
+        assert db.value("SELECT max(version) FROM schema_version") == schema_version()
+        assert db.value("SELECT patient_id FROM patient") == "kept"
+        assert db.value("SELECT to_regclass('radiology_report')") is not None
 
     def test_newer_version_refused(self, new_database: Any) -> None:
         """A database of a newer schema version: a clear error, nothing changed."""

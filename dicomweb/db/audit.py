@@ -12,7 +12,8 @@ INSERT = """
 INSERT INTO audit_event (request_id, subject, roles, action, method, route, path, query, patient_id,
                          study_instance_uid, series_instance_uid, sop_instance_uid, status, client)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-        (SELECT p.patient_id FROM study st JOIN patient p ON p.pk = st.patient_pk WHERE st.study_instance_uid = $9),
+        coalesce($14, (SELECT p.patient_id FROM study st JOIN patient p ON p.pk = st.patient_pk
+                        WHERE st.study_instance_uid = $9)),
         $9, $10, $11, $12, $13)"""
 
 
@@ -28,6 +29,7 @@ class Event:
     route: str
     path: str
     query: str | None
+    patient_id: str | None
     study_instance_uid: str | None
     series_instance_uid: str | None
     sop_instance_uid: str | None
@@ -40,7 +42,7 @@ async def record(conn: asyncpg.Connection, event: Event) -> None:
         INSERT,
         event.request_id, event.subject, event.roles, event.action, event.method, event.route, event.path,
         event.query, event.study_instance_uid, event.series_instance_uid, event.sop_instance_uid, event.status,
-        event.client,
+        event.client, event.patient_id,
     )  # fmt: skip
 
 

@@ -63,9 +63,24 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
             await conn.execute(sql)
             return
         found = await conn.fetchval("SELECT max(version) FROM schema_version")
-        if found != expected:
-            newer = found is not None and found > expected
+        if found is None or found > expected:
             raise SchemaError(
                 f"the database schema is version {found}, this server needs version {expected}"
-                + ("; upgrade the server" if newer else "; this version is unknown, no migration exists")
+                + ("; upgrade the server" if found is not None else "; this version is unknown, no migration exists")
             )
+        for _, section in migrations(sql, since=found):
+            await conn.execute(section)
+
+
+_MIGRATION = re.compile(r"^-- migrate to version (\d+)$", re.MULTILINE)
+
+
+def migrations(sql: str, since: int) -> list[tuple[int, str]]:
+    """The sections of schema.sql that bring a database at version ``since`` up to date, oldest first."""
+    markers = list(_MIGRATION.finditer(sql))
+    sections = []
+    for marker, following in zip(markers, [*markers[1:], None], strict=True):
+        version = int(marker.group(1))
+        if version > since:
+            sections.append((version, sql[marker.start() : following.start() if following else len(sql)]))
+    return sections

@@ -1,0 +1,1 @@
+"""The radiology workflow JSON API (/api/radiology): scheduled studies, uploads, annotations, reports, templates."""

@@ -1,0 +1,420 @@
+"""The request and response bodies of /api/radiology, as pydantic models: they validate what comes in, shape what
+goes out (camelCase), and are the source of the OpenAPI document, so the documentation cannot drift from the code.
+
+Lengths follow the DICOM value representations the values end up in (PS3.5 §6.2 Table 6.2-1): AccessionNumber is
+SH (16), StudyDescription LO (64), BodyPartExamined CS (16), person names PN (64 per component group).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from dicomweb.uids import is_valid_uid
+
+from .workflow import Modality, ReportStatus, ReportType, StudyStatus, unknown_placeholders
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are refused (a typo is not silently dropped)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class _Out(BaseModel):
+    """A response body: camelCase on the wire, built from database rows (whose other columns are not shown)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+def _uid(value: str) -> str:
+    if not is_valid_uid(value):
+        raise ValueError("not a valid DICOM UID (PS3.5 §9.1: digits and dots, at most 64 characters)")
+    return value
+
+
+def _dicom_text(value: str) -> str:
+    # Backslash separates values in DICOM strings, and control characters are not allowed in SH/LO/CS (PS3.5 §6.2).
+    if "\\" in value or any(ord(c) < 32 for c in value):
+        raise ValueError("must not contain backslashes or control characters")
+    return value
+
+
+UID = Annotated[str, AfterValidator(_uid)]
+ShortString = Annotated[str, Field(min_length=1, max_length=16), AfterValidator(_dicom_text)]
+LongString = Annotated[str, Field(max_length=64), AfterValidator(_dicom_text)]
+PersonName = Annotated[str, Field(max_length=64), AfterValidator(_dicom_text)]
+Reference = Annotated[str, Field(min_length=1, max_length=128)]
+Text = Annotated[str, Field(max_length=100_000)]
+Colour = Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$", examples=["#FF8800"])]
+
+# ---------------------------------------------------------------------------------------------------- studies
+
+
+class StudyCreate(_Model):
+    """A study to schedule; accessionNumber and studyInstanceUID are generated when not given."""
+
+    order_id: Reference | None = None
+    patient_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_dicom_text)]
+    patient_name: PersonName | None = None
+    accession_number: ShortString | None = None
+    study_instance_uid: UID | None = Field(default=None, alias="studyInstanceUID")
+    modality: Modality
+    study_description: LongString | None = None
+    body_part: ShortString | None = None
+    referring_physician: PersonName | None = None
+    performing_technician: PersonName | None = None
+    scheduled_at: datetime.datetime | None = None
+    study_date: datetime.date | None = None
+
+
+class StudyStatusChange(_Model):
+    status: StudyStatus
+
+
+class Study(_Out):
+    id: uuid.UUID
+    order_id: str | None
+    patient_id: str
+    patient_name: str | None
+    accession_number: str
+    study_instance_uid: str = Field(alias="studyInstanceUID")
+    modality: Modality
+    study_description: str | None
+    body_part: str | None
+    referring_physician: str | None
+    performing_technician: str | None
+    scheduled_at: datetime.datetime | None
+    study_date: datetime.date | None
+    status: StudyStatus
+    number_of_series: int
+    number_of_images: int
+    storage_bytes: int
+    created_by: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class StudyQuery(_Model):
+    """Filters of GET /api/radiology/studies; dates bound studyDate (or the scheduled day when there is none)."""
+
+    status: StudyStatus | None = None
+    modality: Modality | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    limit: int = Field(default=20, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _range(self) -> StudyQuery:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError("dateFrom is after dateTo")
+        return self
+
+
+T = TypeVar("T")
+
+
+class Page(_Out, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    limit: int
+
+
+# ---------------------------------------------------------------------------------------------------- series
+
+
+class SeriesCreate(_Model):
+    """A series to expect in a study; seriesInstanceUID is generated when not given, modality defaults to the
+    study's, seriesNumber to the next free number."""
+
+    series_instance_uid: UID | None = Field(default=None, alias="seriesInstanceUID")
+    series_number: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    modality: Modality | None = None
+    series_description: LongString | None = None
+    body_part: ShortString | None = None
+
+
+class Series(_Out):
+    """A series of the study: announced through the API, arrived in the archive, or both."""
+
+    id: str  # the SeriesInstanceUID
+    series_instance_uid: str = Field(alias="seriesInstanceUID")
+    series_number: int | None
+    modality: str | None
+    series_description: str | None
+    body_part: str | None
+    number_of_images: int
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+
+class ImageLinks(_Out):
+    """Where a viewer fetches the image: DICOMweb (PS3.18 §10.4) and WADO-URI (§9) URLs, absolute."""
+
+    metadata: str
+    frames: str  # the first frame; replace the trailing 1 with a frame number or a comma list
+    rendered: str
+    thumbnail: str
+    file: str
+    wado_uri: str = Field(alias="wadoURI")
+
+
+class Image(_Out):
+    id: str  # the SOPInstanceUID
+    sop_instance_uid: str = Field(alias="sopInstanceUID")
+    series_instance_uid: str = Field(alias="seriesInstanceUID")
+    study_instance_uid: str = Field(alias="studyInstanceUID")
+    sop_class_uid: str = Field(alias="sopClassUID")
+    series_number: int | None
+    instance_number: int | None
+    number_of_frames: int
+    rows: int | None
+    columns: int | None
+    transfer_syntax_uid: str = Field(alias="transferSyntaxUID")
+    file_size: int
+    links: ImageLinks
+
+
+class UploadResult(_Out):
+    image: Image
+    converted_from: Literal["image/jpeg", "image/png"] | None = Field(
+        description="the media type of an uploaded picture stored as a Secondary Capture instance; null for DICOM"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- annotations
+
+
+class Point(_Model):
+    """Image coordinates in pixels: x along columns, y along rows, from the top left corner of the image."""
+
+    x: float = Field(ge=0, allow_inf_nan=False)
+    y: float = Field(ge=0, allow_inf_nan=False)
+
+
+class PointsShape(_Model):
+    points: list[Point]
+
+
+class CircleShape(_Model):
+    center: Point
+    radius: float = Field(gt=0, allow_inf_nan=False)
+
+
+class _AnnotationBase(_Model):
+    frame_number: int | None = Field(default=None, ge=1, description="for multi-frame images; null is frame 1")
+    label: Annotated[str, Field(max_length=1000)] | None = None
+    color: Colour | None = None
+
+
+def _count(points: list[Point], low: int, high: int | None, what: str) -> None:
+    if len(points) < low or (high is not None and len(points) > high):
+        raise ValueError(what)
+
+
+class TextAnnotation(_AnnotationBase):
+    type: Literal["text"]
+    coordinates: PointsShape
+
+    @field_validator("coordinates")
+    @classmethod
+    def _one(cls, shape: PointsShape) -> PointsShape:
+        _count(shape.points, 1, 1, "a text annotation has exactly one point (where the text is anchored)")
+        return shape
+
+
+class ArrowAnnotation(_AnnotationBase):
+    type: Literal["arrow"]
+    coordinates: PointsShape
+
+    @field_validator("coordinates")
+    @classmethod
+    def _two(cls, shape: PointsShape) -> PointsShape:
+        _count(shape.points, 2, 2, "an arrow has exactly two points (tail, then head)")
+        if shape.points[0] == shape.points[1]:
+            raise ValueError("an arrow's two points must differ")
+        return shape
+
+
+class CircleAnnotation(_AnnotationBase):
+    type: Literal["circle"]
+    coordinates: CircleShape
+
+
+class MeasurementAnnotation(_AnnotationBase):
+    type: Literal["measurement"]
+    coordinates: PointsShape
+
+    @field_validator("coordinates")
+    @classmethod
+    def _path(cls, shape: PointsShape) -> PointsShape:
+        _count(shape.points, 2, None, "a measurement has two or more points")
+        return shape
+
+
+class RoiAnnotation(_AnnotationBase):
+    type: Literal["roi"]
+    coordinates: PointsShape
+
+    @field_validator("coordinates")
+    @classmethod
+    def _polygon(cls, shape: PointsShape) -> PointsShape:
+        points = shape.points
+        if len(points) > 1 and points[0] == points[-1]:
+            points = points[:-1]  # a polygon given closed (last point = first) is the same polygon
+        distinct = {(p.x, p.y) for p in points}
+        if len(distinct) < 3:
+            raise ValueError("a region of interest is a closed polygon of at least three distinct points")
+        return PointsShape(points=points)
+
+
+AnnotationInput = Annotated[
+    TextAnnotation | ArrowAnnotation | CircleAnnotation | MeasurementAnnotation | RoiAnnotation,
+    Field(discriminator="type"),
+]
+
+
+class Annotation(_Out):
+    id: uuid.UUID
+    image_id: str
+    frame_number: int | None
+    type: Literal["text", "arrow", "circle", "measurement", "roi"]
+    coordinates: PointsShape | CircleShape
+    label: str | None
+    color: str | None
+    created_by: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+# ---------------------------------------------------------------------------------------------------- reports
+
+
+class ReportCreate(_Model):
+    """A new report (a draft unless status says preliminary); templateId fills the findings from the template."""
+
+    report_type: Literal[ReportType.PRELIMINARY, ReportType.FINAL] = ReportType.PRELIMINARY
+    status: Literal[ReportStatus.DRAFT, ReportStatus.PRELIMINARY] = ReportStatus.DRAFT
+    findings: Text | None = None
+    impression: Text = ""
+    recommendations: Text = ""
+    template_id: uuid.UUID | None = None
+
+
+class ReportUpdate(_Model):
+    """Changes to a report that is not final; ``version`` (or If-Match) is the version the writer read."""
+
+    status: Literal[ReportStatus.DRAFT, ReportStatus.PRELIMINARY, ReportStatus.FINAL] | None = None
+    findings: Text | None = None
+    impression: Text | None = None
+    recommendations: Text | None = None
+    version: int | None = Field(default=None, ge=1)
+
+
+class AddendumCreate(_Model):
+    findings: Text = ""
+    impression: Text = ""
+    recommendations: Text = ""
+
+
+class ReportVersion(_Out):
+    version: int
+    action: str
+    changed_by: str
+    changed_at: datetime.datetime
+    status: ReportStatus
+    findings: str
+    impression: str
+    recommendations: str
+
+
+class Report(_Out):
+    id: uuid.UUID
+    study_id: uuid.UUID
+    parent_report_id: uuid.UUID | None
+    report_type: ReportType
+    status: ReportStatus
+    findings: str
+    impression: str
+    recommendations: str
+    template_id: uuid.UUID | None
+    author: str
+    verified_by: str | None
+    verified_at: datetime.datetime | None
+    version: int
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class ReportDetail(Report):
+    versions: list[ReportVersion]
+    addenda: list[Report]
+
+
+class StudyDetail(Study):
+    series: list[Series]
+    reports: list[Report]
+
+
+# ---------------------------------------------------------------------------------------------------- templates
+
+
+def _known_placeholders(content: str) -> str:
+    unknown = unknown_placeholders(content)
+    if unknown:
+        names = ", ".join("{{" + name + "}}" for name in unknown)
+        raise ValueError(f"unknown placeholders {names}; GET /api/radiology/report-templates lists the known ones")
+    return content
+
+
+TemplateContent = Annotated[str, Field(min_length=1, max_length=100_000), AfterValidator(_known_placeholders)]
+
+
+class TemplateCreate(_Model):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    modality: Modality | None = None
+    body_part: ShortString | None = None
+    content: TemplateContent
+    is_active: bool = True
+
+
+class TemplateUpdate(_Model):
+    """Changes to a template; fields left out keep their value."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    modality: Modality | None = None
+    body_part: ShortString | None = None
+    content: TemplateContent | None = None
+    is_active: bool | None = None
+
+
+class Template(_Out):
+    id: uuid.UUID
+    name: str
+    modality: Modality | None
+    body_part: str | None
+    content: str
+    is_active: bool
+    created_by: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class TemplateQuery(_Model):
+    modality: Modality | None = None
+    body_part: str | None = None
+    is_active: bool | None = None
+
+
+class ModalityInfo(_Out):
+    code: Modality
+    name: str
