@@ -1,5 +1,5 @@
 """One log line per request on stderr: method, path, status, duration, client (a pure ASGI middleware, so that
-streamed bodies are measured to their last byte)."""
+streamed bodies are measured to their last byte). Tokens in the query (``access_token``) are redacted."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import redact_access_tokens
 
 log = logging.getLogger("dicomweb.access")
 
@@ -32,7 +34,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             client = scope.get("client")
-            query = scope.get("query_string", b"").decode("latin-1")
+            query = redact_access_tokens(scope.get("query_string", b"")).decode("latin-1")
             log.info(
                 '%s "%s %s%s" %s %.1fms',
                 f"{client[0]}:{client[1]}" if client else "-",

@@ -4,23 +4,33 @@ The route a request will reach is found in the route table, its permission in ``
 public routes (/healthz, /readyz) and unknown paths (404 from the router) pass. Otherwise: no or an invalid token
 is 401 with ``WWW-Authenticate: Bearer``, a valid token whose roles lack the permission is 403. The verified
 ``Principal`` is left in ``request.state.principal`` for the endpoints (and the audit trail).
+
+The token comes in the ``Authorization`` header (RFC 6750 §2.1) or, for viewers that cannot send headers
+(``<img>`` tags, OHIF's ``thumbnailDirect``), in the ``access_token`` query parameter (§2.3), with two limits
+against tokens leaking from URLs into logs (§5.3): only for GET and HEAD, and only a study-scoped token
+(``dicomweb token --study``) that expires within the hour. A study-scoped token, however it is sent, reads only
+its study (the path's StudyInstanceUID, or WADO-URI's studyUID): anything else is 403 ``insufficient_scope``.
+The parameter is removed from the query string the endpoints and the audit trail see; the access log redacts it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote_plus
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .audit import audited
 from .config import Settings
 from .errors import error_response
-from .permissions import allowed, permission_for
+from .permissions import Permission, allowed, permission_for
 from .tokens import (
     Principal,
     TokenError,
@@ -33,6 +43,12 @@ from .tokens import (
 
 log = logging.getLogger("dicomweb")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# The URI query parameter for a bearer token (RFC 6750 §2.3), for clients that cannot send headers (<img>).
+ACCESS_TOKEN_PARAMETER = "access_token"
+# A study-scoped token only reads, and only a request of these methods may carry a token in its URL.
+READ_METHODS = frozenset({"GET", "HEAD"})
+# WADO-URI names its study in the studyUID query parameter, not in the path (PS3.18 Table 9.1.2-1).
+WADO_URI_ROUTES = frozenset({"/wado", "/dicomweb/wado"})
 
 
 def verifier_for(settings: Settings) -> Verifier | None:
@@ -55,17 +71,69 @@ def verifier_for(settings: Settings) -> Verifier | None:
     return Verifier(keys, settings.jwt_issuer, settings.jwt_audience or None, settings.jwt_roles_claim or "roles")
 
 
-def route_template(routes: Sequence[BaseRoute], scope: Scope, prefix: str = "") -> str | None:
-    """The path template of the route a request will reach (``/dicomweb/studies/{StudyInstanceUID}``), if any."""
+@dataclass(frozen=True)
+class RouteMatch:
+    """The route a request will reach: its path template (``/dicomweb/studies/{StudyInstanceUID}``) and the
+    values of its path parameters."""
+
+    template: str
+    path_params: Mapping[str, str]
+
+
+def match_route(routes: Sequence[BaseRoute], scope: Scope, prefix: str = "") -> RouteMatch | None:
+    """The route of the table a request will reach, if any."""
     for route in routes:
         match, child = route.matches(scope)
         if match is Match.NONE:
             continue
         path = str(getattr(route, "path", ""))
         if isinstance(route, Mount):
-            return route_template(route.routes, {**scope, **child}, prefix + path)
-        return prefix + path
+            return match_route(route.routes, {**scope, **child}, prefix + path)
+        return RouteMatch(prefix + path, child.get("path_params", {}))
     return None
+
+
+def split_access_tokens(query_string: bytes) -> tuple[bytes, list[str]]:
+    """The query string without its ``access_token`` parameters, and their values."""
+    items = query_string.split(b"&")
+    tokens = [unquote_plus(item.partition(b"=")[2].decode("latin-1")) for item in items if _is_access_token(item)]
+    if not tokens:
+        return query_string, []
+    return b"&".join(item for item in items if not _is_access_token(item)), tokens
+
+
+def redact_access_tokens(query_string: bytes) -> bytes:
+    """The query string with the value of every ``access_token`` parameter replaced, for logs."""
+    redacted = f"{ACCESS_TOKEN_PARAMETER}=[redacted]".encode()
+    return b"&".join(redacted if _is_access_token(item) else item for item in query_string.split(b"&"))
+
+
+def _is_access_token(item: bytes) -> bool:
+    return unquote_plus(item.partition(b"=")[0].decode("latin-1")) == ACCESS_TOKEN_PARAMETER
+
+
+def requested_studies(match: RouteMatch, query_string: bytes) -> list[str]:
+    """The StudyInstanceUIDs a request names: the path's, or WADO-URI's studyUID parameters; none for a search
+    across studies."""
+    if "StudyInstanceUID" in match.path_params:
+        return [match.path_params["StudyInstanceUID"]]
+    if match.template in WADO_URI_ROUTES:
+        return [v for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if k == "studyUID"]
+    return []
+
+
+def scope_refusal(principal: Principal, method: str, permission: Permission, match: RouteMatch, query: bytes) -> str:
+    """Why a study-scoped token may not make this request; empty when it may (or the token is not scoped)."""
+    if principal.study is None:
+        return ""
+    if method not in READ_METHODS or permission is not Permission.VIEW:
+        return f"the token only allows reading study {principal.study}"
+    studies = requested_studies(match, query)
+    if not studies:
+        return f"the token only allows reading study {principal.study}; this request names no study"
+    if any(study != principal.study for study in studies):
+        return f"the token only allows reading study {principal.study}, not another one"
+    return ""
 
 
 class AuthMiddleware:
@@ -78,43 +146,75 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        template = route_template(self.routes, scope)
+        query_string, query_tokens = split_access_tokens(scope.get("query_string", b""))
+        if query_tokens:  # the endpoints and the audit trail never see the token
+            scope = {**scope, "query_string": query_string}
+        match = match_route(self.routes, scope)
         try:
-            permission = permission_for(scope["method"], template) if template else None
+            permission = permission_for(scope["method"], match.template) if match else None
         except KeyError:  # a method the route does not have: the router answers 405
             permission = None
-        if permission is None or template is None:
+        if permission is None or match is None:
             await self.app(scope, receive, send)
             return
         principal: Principal | None = None
         if self.verifier is not None:
-            principal, problem = self._principal(scope)
-            if principal is None:
-                challenge = 'Bearer realm="dicomweb"' + (', error="invalid_token"' if problem != _NO_TOKEN else "")
-                await error_response(401, problem, {"www-authenticate": challenge})(scope, receive, send)
+            authenticated = self._authenticate(scope, query_tokens)
+            if isinstance(authenticated, Response):
+                await authenticated(scope, receive, send)
                 return
+            principal = authenticated
             if not allowed(principal.roles, permission):
                 roles = ", ".join(sorted(principal.roles))
                 response = error_response(403, f"{permission} is needed; the token grants roles {roles}")
                 await response(scope, receive, send)
                 return
+            refusal = scope_refusal(principal, scope["method"], permission, match, query_string)
+            if refusal:
+                # RFC 6750 §3.1: a valid token that does not reach this far is insufficient_scope, 403.
+                await _challenge(403, "insufficient_scope", refusal)(scope, receive, send)
+                return
             scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, audited(scope, send, template, permission, principal))
+        await self.app(scope, receive, audited(scope, send, match.template, permission, principal))
 
-    def _principal(self, scope: Scope) -> tuple[Principal | None, str]:
+    def _authenticate(self, scope: Scope, query_tokens: list[str]) -> Principal | Response:
+        """The caller, or the 400/401 answer that says why there is none (RFC 6750 §3.1)."""
         assert self.verifier is not None
-        headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
-        value = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = value.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None, _NO_TOKEN
+        header = dict(scope.get("headers") or []).get(b"authorization")
+        if query_tokens:
+            if header is not None or len(query_tokens) > 1:
+                # RFC 6750 §2: "Clients MUST NOT use more than one method to transmit the token in each request."
+                detail = f"send one token: in the Authorization header or as one {ACCESS_TOKEN_PARAMETER} parameter"
+                return _challenge(400, "invalid_request", detail)
+            if scope["method"] not in READ_METHODS:
+                detail = f"{ACCESS_TOKEN_PARAMETER} is accepted for GET and HEAD only; send Authorization: Bearer"
+                return _challenge(401, "", detail)
+            token = query_tokens[0]
+        else:
+            scheme, _, token = (header or b"").decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return _challenge(401, "", _NO_TOKEN)
         try:
-            return self.verifier.verify(token.strip()), ""
+            principal = self.verifier.verify(token.strip())
+            if query_tokens:
+                if principal.study is None:
+                    log.warning("an unscoped token of %r came as a query parameter (refused)", principal.subject)
+                principal.check_query_token()
         except TokenError as exc:
-            return None, f"invalid token: {exc}"
+            return _challenge(401, "invalid_token", f"invalid token: {exc}")
+        return principal
 
 
-_NO_TOKEN = "authentication required: send Authorization: Bearer <token> (see 'dicomweb token')"
+def _challenge(status: int, error: str, detail: str) -> Response:
+    """An error answer with the ``WWW-Authenticate: Bearer`` challenge (RFC 6750 §3), naming the error if any."""
+    challenge = 'Bearer realm="dicomweb"' + (f', error="{error}"' if error else "")
+    return error_response(status, detail, {"www-authenticate": challenge})
+
+
+_NO_TOKEN = (
+    "authentication required: send Authorization: Bearer <token> (see 'dicomweb token'), "
+    f"or a study-scoped token as {ACCESS_TOKEN_PARAMETER}"
+)
 
 
 def check_bind(settings: Settings) -> None:

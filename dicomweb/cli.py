@@ -1,4 +1,4 @@
-"""The ``dicomweb`` command: ``serve`` runs the server, ``import`` stores files from disk."""
+"""The ``dicomweb`` command: ``serve`` runs the server, ``import`` stores files from disk, ``token`` prints one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from typing import Any
 from .auth import check_bind
 from .config import SETTINGS, Settings
 from .permissions import Role
-from .tokens import create_token, load_or_create_secret
+from .tokens import MAX_QUERY_TOKEN_TTL_SECONDS, create_token, load_or_create_secret
+
+DEFAULT_TTL = "8h"
+DEFAULT_STUDY_TTL = "5m"  # a study-scoped token rides in URLs: short by default, at most an hour
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +37,16 @@ def _parser() -> argparse.ArgumentParser:
         "--role", action="append", required=True, choices=[r.value for r in Role], help="role (repeatable)"
     )
     token.add_argument("--subject", required=True, help="who the token is for (the audit trail names them)")
-    token.add_argument("--ttl", default="8h", help="lifetime: seconds, or a number with s, m, h or d (default 8h)")
+    token.add_argument(
+        "--study",
+        metavar="StudyInstanceUID",
+        help="make a study-scoped token: reads only this study, and may be sent as the access_token query parameter",
+    )
+    token.add_argument(
+        "--ttl",
+        help=f"lifetime: seconds, or a number with s, m, h or d (default {DEFAULT_TTL}; with --study "
+        f"{DEFAULT_STUDY_TTL}, at most {MAX_QUERY_TOKEN_TTL_SECONDS // 60}m)",
+    )
     token.add_argument("--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})")
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -58,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return serve(settings)
     if args.command == "token":
-        return print_token(settings, args.subject, args.role, args.ttl)
+        return print_token(settings, args.subject, args.role, args.ttl, args.study)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"dicomweb: {', '.join(missing)} does not exist", file=sys.stderr)
@@ -100,8 +112,9 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def print_token(settings: Settings, subject: str, roles: list[str], ttl: str) -> int:
+def print_token(settings: Settings, subject: str, roles: list[str], ttl: str | None, study: str | None = None) -> int:
     """``dicomweb token``: an HS256 token from the data folder's secret, for the quick start and for scripts."""
+    ttl = ttl or (DEFAULT_TTL if study is None else DEFAULT_STUDY_TTL)
     match = re.fullmatch(r"(\d+)([smhd]?)", ttl.strip())
     if match is None:
         print(f"dicomweb: --ttl {ttl!r} is not a duration like 3600, 30m, 8h or 7d", file=sys.stderr)
@@ -109,7 +122,14 @@ def print_token(settings: Settings, subject: str, roles: list[str], ttl: str) ->
     seconds = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     secret = load_or_create_secret(settings.data_dir)
     audience = settings.jwt_audience or None
-    print(create_token(secret, subject, [Role(r) for r in roles], seconds, settings.jwt_issuer, audience))
+    try:
+        token = create_token(
+            secret, subject, [Role(r) for r in roles], seconds, settings.jwt_issuer, audience, study=study
+        )
+    except ValueError as exc:
+        print(f"dicomweb: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

@@ -8,6 +8,10 @@ send back (it never names a key or echoes the token).
 
 The server's own secret lives in ``<data-dir>/jwt-secret`` (mode 0600), created on first use by
 ``load_or_create_secret``; ``create_token`` signs HS256 tokens with it for ``dicomweb token``.
+
+A study-scoped token carries a ``study`` claim (a StudyInstanceUID): it is good only for reading that one study,
+and only such a token, living at most ``MAX_QUERY_TOKEN_TTL_SECONDS``, may travel in a URL (``access_token``, for
+``<img>`` tags and OHIF's ``thumbnailDirect``, which cannot send headers); ``auth.py`` enforces both.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .permissions import Role
+from .uids import is_valid_uid
 
 Algorithm = Literal["HS256", "RS256", "ES256"]
 AsymmetricAlgorithm = Literal["RS256", "ES256"]
@@ -51,6 +56,11 @@ DEFAULT_ROLES_CLAIM = "roles"
 # Claims every accepted token carries: who issued it (iss), who it names (sub, for the audit trail) and until when
 # (exp: no everlasting tokens). RFC 7519 §4.1 leaves them optional; "the application" (we) may require them.
 REQUIRED_CLAIMS = ("exp", "iss", "sub")
+# The private claim (RFC 7519 §4.3) naming the one study a study-scoped token may read.
+STUDY_CLAIM = "study"
+# Longest remaining lifetime of a token sent in a URL, in seconds: URLs end up in proxy logs and browser history
+# (RFC 6750 §5.3: "issue short-lived bearer tokens"), so a leaked one must expire soon.
+MAX_QUERY_TOKEN_TTL_SECONDS = 3600
 
 
 class TokenError(Exception):
@@ -60,11 +70,26 @@ class TokenError(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    """The verified caller: the token's subject, the known roles it grants, and all of its claims."""
+    """The verified caller: the token's subject, the known roles it grants, all of its claims, and the one study
+    a study-scoped token is limited to (None: not scoped)."""
 
     subject: str
     roles: frozenset[Role]
     claims: Mapping[str, Any] = field(hash=False)
+    study: str | None = None
+
+    def check_query_token(self, now: float | None = None) -> None:
+        """Raise ``TokenError`` unless this token may travel in a URL: study-scoped and expiring soon."""
+        if self.study is None:
+            raise TokenError(
+                "only a study-scoped token ('dicomweb token --study') may be sent as a query parameter; "
+                "send this one in the Authorization header"
+            )
+        remaining = float(self.claims["exp"]) - (time.time() if now is None else now)
+        if remaining > MAX_QUERY_TOKEN_TTL_SECONDS + LEEWAY_SECONDS:
+            raise TokenError(
+                f"a token sent as a query parameter must expire within {MAX_QUERY_TOKEN_TTL_SECONDS} seconds"
+            )
 
 
 @dataclass(frozen=True)
@@ -122,7 +147,10 @@ class Verifier:
         subject = claims["sub"]
         if not subject:
             raise TokenError("token has an empty subject (sub)")
-        return Principal(subject, self._roles(claims), MappingProxyType(claims))
+        study = claims.get(STUDY_CLAIM)
+        if study is not None and not (isinstance(study, str) and is_valid_uid(study)):
+            raise TokenError(f"token {STUDY_CLAIM} claim is not a StudyInstanceUID")
+        return Principal(subject, self._roles(claims), MappingProxyType(claims), study)
 
     def _key_for(self, header: Mapping[str, Any]) -> VerificationKey:
         # The algorithm comes from our keys, never from the token: "none" (RFC 7518 §3.6) and any algorithm not
@@ -212,8 +240,11 @@ def create_token(
     ttl_seconds: int,
     issuer: str,
     audience: str | None = None,
+    *,
+    study: str | None = None,
 ) -> str:
-    """An HS256 token for ``subject`` with ``roles``, valid for ``ttl_seconds`` from now (``dicomweb token``)."""
+    """An HS256 token for ``subject`` with ``roles``, valid for ``ttl_seconds`` from now (``dicomweb token``);
+    with ``study``, a study-scoped token that reads only that study and may be sent as a query parameter."""
     role_names = sorted({Role(role).value for role in roles})
     if not subject:
         raise ValueError("a token needs a subject")
@@ -221,6 +252,11 @@ def create_token(
         raise ValueError("a token needs at least one role")
     if ttl_seconds <= 0:
         raise ValueError("a token's lifetime must be positive")
+    if study is not None:
+        if not is_valid_uid(study):
+            raise ValueError(f"{study[:80]!r} is not a StudyInstanceUID")
+        if ttl_seconds > MAX_QUERY_TOKEN_TTL_SECONDS:
+            raise ValueError(f"a study-scoped token lives at most {MAX_QUERY_TOKEN_TTL_SECONDS} seconds")
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -233,6 +269,8 @@ def create_token(
     }
     if audience is not None:
         claims["aud"] = audience
+    if study is not None:
+        claims[STUDY_CLAIM] = study
     return jwt.encode(claims, _secret_bytes(secret), algorithm="HS256")
 
 

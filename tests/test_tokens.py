@@ -23,6 +23,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from dicomweb.permissions import Role
 from dicomweb.tokens import (
     LEEWAY_SECONDS,
+    MAX_QUERY_TOKEN_TTL_SECONDS,
     MAX_TOKEN_BYTES,
     MIN_SECRET_BYTES,
     SECRET_FILE,
@@ -505,6 +506,56 @@ class TestCreateToken:
         """A short secret, no subject, no role or a non-positive lifetime is refused."""
         with pytest.raises(ValueError):
             create_token(secret, subject, roles, ttl, ISSUER)
+
+
+STUDY = "1.2.826.0.1.3680043.8.498.77"
+
+
+class TestStudyScopedTokens:
+    """Tokens limited to one study, the only ones that may travel in a URL."""
+
+    def test_round_trip(self, hs256: Verifier) -> None:
+        """create_token(study=...) carries the study claim; the principal names the study."""
+        token = create_token(SECRET, "viewer", [Role.DOCTOR], 300, ISSUER, study=STUDY)
+        assert jwt.decode(token, SECRET, algorithms=["HS256"], issuer=ISSUER)["study"] == STUDY
+        principal = hs256.verify(token)
+        assert principal.study == STUDY
+        principal.check_query_token()
+
+    def test_unscoped_principal(self, hs256: Verifier) -> None:
+        """A token without the claim is not scoped, and may not travel in a URL."""
+        principal = hs256.verify(create_token(SECRET, "alice", [Role.DOCTOR], 300, ISSUER))
+        assert principal.study is None
+        with pytest.raises(TokenError, match="Authorization header"):
+            principal.check_query_token()
+
+    @pytest.mark.parametrize("study", ["../../etc", "", 12, ["1.2.3"], "1.2.03", "1." * 40])
+    def test_invalid_study_claim(self, hs256: Verifier, study: object) -> None:
+        """A study claim that is not a StudyInstanceUID: the token is refused, not treated as unscoped."""
+        with pytest.raises(TokenError, match="study claim"):
+            hs256.verify(jwt.encode(claims(study=study), SECRET, algorithm="HS256"))
+
+    def test_long_lived_not_for_urls(self, hs256: Verifier) -> None:
+        """A scoped token (from an identity provider) living past the cap verifies, but not for a URL."""
+        now = int(time.time())
+        token = jwt.encode(claims(study=STUDY, exp=now + 2 * MAX_QUERY_TOKEN_TTL_SECONDS), SECRET, algorithm="HS256")
+        principal = hs256.verify(token)
+        with pytest.raises(TokenError, match=f"within {MAX_QUERY_TOKEN_TTL_SECONDS} seconds"):
+            principal.check_query_token()
+        principal.check_query_token(now=now + MAX_QUERY_TOKEN_TTL_SECONDS + 1)
+
+    @pytest.mark.parametrize(
+        ("study", "ttl", "words"),
+        [
+            (STUDY, MAX_QUERY_TOKEN_TTL_SECONDS + 1, "at most"),
+            ("1.2.abc", 60, "StudyInstanceUID"),
+            ("", 60, "StudyInstanceUID"),
+        ],
+    )
+    def test_create_refuses(self, study: str, ttl: int, words: str) -> None:
+        """create_token refuses a study that is not a UID and a lifetime over the cap."""
+        with pytest.raises(ValueError, match=words):
+            create_token(SECRET, "viewer", [Role.DOCTOR], ttl, ISSUER, study=study)
 
 
 class TestSecretFile:
