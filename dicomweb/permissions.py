@@ -103,6 +103,9 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Permission | None] = MappingProxyTyp
         ("DELETE", _STUDY): Permission.MANAGE,
         ("DELETE", _SERIES): Permission.MANAGE,
         ("DELETE", _INSTANCE): Permission.MANAGE,
+        # The reporting API's OpenAPI document and its page: no patient data.
+        ("GET", "/api/openapi.json"): None,
+        ("GET", "/api-docs"): None,
         # The reporting API (reporting/routes.py): workflow studies and series
         ("POST", _API + "/studies"): Permission.CREATE,
         ("GET", _API + "/studies"): Permission.VIEW,

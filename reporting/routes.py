@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import models, studies
+from . import models, openapi, studies
 
 API_ROOT = "/api/radiology"
 
@@ -77,4 +77,9 @@ ENDPOINTS: list[Endpoint] = [
 
 
 def routes() -> list[BaseRoute]:
-    return [Mount(API_ROOT, routes=[Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS])]
+    openapi_json, api_docs = openapi.handlers(openapi.document(ENDPOINTS, API_ROOT))
+    return [
+        Route("/api/openapi.json", openapi_json, methods=["GET"]),
+        Route("/api-docs", api_docs, methods=["GET"]),
+        Mount(API_ROOT, routes=[Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]),
+    ]

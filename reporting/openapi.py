@@ -1,0 +1,209 @@
+"""The OpenAPI 3.1 document of the reporting API and a readable page of it, both generated from the route table
+and its pydantic models at start-up, so that neither can drift from the code."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import TypeAdapter
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from dicomweb import __version__
+from dicomweb.permissions import permission_for
+
+if TYPE_CHECKING:
+    from .routes import Endpoint
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_REF = "#/components/schemas/{model}"
+_ERROR_STATUSES = {
+    "400": "Invalid request: the body lists each invalid field (errors[].field, errors[].message)",
+    "401": "No token, or a token that is not valid (WWW-Authenticate: Bearer)",
+    "403": "The token's roles lack the permission this operation needs",
+    "404": "No such resource",
+    "409": "The change conflicts with the workflow or with a concurrent change",
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["status", "error", "detail"],
+    "properties": {
+        "status": {"type": "integer"},
+        "error": {"type": "string"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+        "allowedTransitions": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def _schema(annotation: Any, components: dict[str, Any], mode: str) -> dict[str, Any]:
+    schema: dict[str, Any] = TypeAdapter(annotation).json_schema(by_alias=True, ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+    components.update(schema.pop("$defs", {}))
+    if "title" in schema and "properties" in schema:  # a model: refer to it, as its fields are shown once
+        components[schema["title"]] = schema
+        return {"$ref": _REF.format(model=schema["title"])}
+    return schema
+
+
+def _parameters(endpoint: Endpoint, components: dict[str, Any]) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", endpoint.path)
+    ]
+    if endpoint.query is not None:
+        schema = TypeAdapter(endpoint.query).json_schema(by_alias=True, ref_template=_REF)
+        components.update(schema.pop("$defs", {}))
+        required = set(schema.get("required", []))
+        for name, prop in schema["properties"].items():
+            parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+    return parameters
+
+
+def _operation(endpoint: Endpoint, path: str, components: dict[str, Any]) -> dict[str, Any]:
+    permission = permission_for(endpoint.method, path)
+    success: dict[str, Any] = {"description": "Success"}
+    if endpoint.response is not None:
+        success["content"] = {"application/json": {"schema": _schema(endpoint.response, components, "serialization")}}
+    responses: dict[str, Any] = {str(endpoint.status): success}
+    for status, description in _ERROR_STATUSES.items():
+        responses[status] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+        }
+    operation: dict[str, Any] = {
+        "summary": endpoint.summary,
+        "description": (endpoint.handler.__doc__ or "").strip(),
+        "operationId": endpoint.handler.__name__,
+        "tags": [endpoint.path.strip("/").split("/")[0]],
+        "parameters": _parameters(endpoint, components),
+        "responses": responses,
+        "security": [{"bearer": []}],
+        "x-permission": str(permission) if permission else None,
+    }
+    if endpoint.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _schema(endpoint.body, components, "validation")}},
+        }
+    return operation
+
+
+def document(endpoints: Sequence[Endpoint], root: str) -> dict[str, Any]:
+    """The OpenAPI document of the endpoints mounted at ``root``."""
+    components: dict[str, Any] = {"Error": _ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        path = root + endpoint.path
+        paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, path, components)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Radiology reporting API",
+            "version": __version__,
+            "description": "Scheduled studies, uploads, annotations, reports and templates around the DICOMweb "
+            "archive. Every operation needs a bearer token (JWT) whose roles grant the permission named in "
+            "x-permission. Errors have one shape: {status, error, detail}, plus errors[] for invalid fields.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def handlers(doc: dict[str, Any]) -> tuple[Handler, Handler]:
+    """The endpoints serving the document as JSON (/api/openapi.json) and as a page to read (/api-docs: no
+    scripts, nothing loaded from elsewhere); both rendered once, as the route table does not change."""
+    body, page = orjson.dumps(doc), _page(doc)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    async def api_docs(request: Request) -> Response:
+        return HTMLResponse(page)
+
+    return openapi_json, api_docs
+
+
+def _type(schema: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return f'<a href="#schema-{html.escape(name)}">{html.escape(name)}</a>'
+    if "anyOf" in schema:
+        return " | ".join(_type(s) for s in schema["anyOf"])
+    if "oneOf" in schema:
+        return " | ".join(_type(s) for s in schema["oneOf"])
+    if schema.get("type") == "array":
+        return f"list of {_type(schema.get('items', {}))}"
+    if "enum" in schema:
+        return " | ".join(html.escape(repr(v)) for v in schema["enum"])
+    if "const" in schema:
+        return html.escape(repr(schema["const"]))
+    kind = str(schema.get("type", "any"))
+    if "format" in schema:
+        kind += f" ({schema['format']})"
+    return html.escape(kind)
+
+
+def _page(doc: dict[str, Any]) -> str:
+    out = [
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Radiology reporting API</title>",
+        "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}"
+        "code,td{font-family:ui-monospace,monospace;font-size:13px}table{border-collapse:collapse;margin:.5rem 0}"
+        "td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;vertical-align:top}"
+        ".m{font-weight:bold;display:inline-block;width:4.5rem}h3{margin-bottom:.2rem}</style>",
+        f"<h1>{html.escape(doc['info']['title'])} <small>{html.escape(doc['info']['version'])}</small></h1>",
+        f"<p>{html.escape(doc['info']['description'])}</p>",
+        '<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> (OpenAPI 3.1).</p>',
+        "<h2>Operations</h2>",
+    ]
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            out.append(f"<h3><span class=m>{method.upper()}</span><code>{html.escape(path)}</code></h3>")
+            out.append(f"<p>{html.escape(op['summary'])}. Needs <code>{op['x-permission']}</code>.</p>")
+            if op["description"]:
+                out.append(f"<p><small>{html.escape(op['description'])}</small></p>")
+            query = [p for p in op["parameters"] if p["in"] == "query"]
+            if query:
+                out.append("<table><tr><th>query parameter<th>type")
+                out.extend(f"<tr><td>{html.escape(p['name'])}<td>{_type(p['schema'])}" for p in query)
+                out.append("</table>")
+            if "requestBody" in op:
+                body = op["requestBody"]["content"]["application/json"]["schema"]
+                out.append(f"<p>Body: {_type(body)}</p>")
+            for status, response in op["responses"].items():
+                if status.startswith("2"):
+                    content = response.get("content", {}).get("application/json")
+                    shown = _type(content["schema"]) if content else "no body"
+                    out.append(f"<p>Answer: {status}, {shown}</p>")
+    out.append("<h2>Schemas</h2>")
+    for name, schema in doc["components"]["schemas"].items():
+        out.append(f'<h3 id="schema-{html.escape(name)}">{html.escape(name)}</h3>')
+        if schema.get("description"):
+            out.append(f"<p>{html.escape(schema['description'])}</p>")
+        properties = schema.get("properties", {})
+        if properties:
+            required = set(schema.get("required", []))
+            out.append("<table><tr><th>field<th>type<th>required<th>notes")
+            for field, prop in properties.items():
+                notes = html.escape(str(prop.get("description", "")))
+                out.append(
+                    f"<tr><td>{html.escape(field)}<td>{_type(prop)}<td>{'yes' if field in required else ''}<td>{notes}"
+                )
+            out.append("</table>")
+        elif "enum" in schema:
+            out.append(f"<p>One of {_type(schema)}.</p>")
+    return "\n".join(out)

@@ -1,0 +1,57 @@
+"""reporting/openapi.py: the document covers every endpoint, its references resolve, the page shows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from dicomweb.permissions import permission_for
+from reporting.routes import API_ROOT, ENDPOINTS
+
+from .conftest import Api
+
+
+def references(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(references(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(references(v) for v in node))
+    return set()
+
+
+class TestDocument:
+    """GET /api/openapi.json and /api-docs, without a token (they hold no patient data)."""
+
+    def test_every_endpoint_with_its_permission(self, api: Api) -> None:
+        doc = httpx.get(api.server.url + "/api/openapi.json").json()
+        assert doc["openapi"].startswith("3.1")
+        operations = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+        assert operations == {(e.method, API_ROOT + e.path) for e in ENDPOINTS}
+        for endpoint in ENDPOINTS:
+            path = API_ROOT + endpoint.path
+            operation = doc["paths"][path][endpoint.method.lower()]
+            assert operation["x-permission"] == permission_for(endpoint.method, path)
+            assert str(endpoint.status) in operation["responses"]
+
+    def test_references_resolve(self, api: Api) -> None:
+        doc = httpx.get(api.server.url + "/api/openapi.json").json()
+        schemas = doc["components"]["schemas"]
+        for ref in references(doc["paths"]) | references(schemas):
+            assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+
+    def test_models_in_camel_case(self, api: Api) -> None:
+        """Field names on the wire are the API's (camelCase), with DICOM's UID spelling."""
+        schemas = httpx.get(api.server.url + "/api/openapi.json").json()["components"]["schemas"]
+        assert {"patientId", "accessionNumber", "studyInstanceUID", "scheduledAt"} <= set(
+            schemas["StudyCreate"]["properties"]
+        )
+        assert "patientId" in schemas["StudyCreate"]["required"]
+
+    def test_page(self, api: Api) -> None:
+        response = httpx.get(api.server.url + "/api-docs")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+        for endpoint in ENDPOINTS:
+            assert f"<code>{API_ROOT + endpoint.path}</code>" in response.text
+        assert 'id="schema-StudyCreate"' in response.text and "<script" not in response.text
