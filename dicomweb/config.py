@@ -17,6 +17,9 @@ from typing import Literal
 
 ENV_PREFIX = "DICOMWEB_"
 
+# Settings that are limits: a value below 1 would refuse every request.
+POSITIVE = frozenset({"max_upload_mb", "max_parts", "max_part_header_bytes"})
+
 DuplicatePolicy = Literal["reject", "overwrite"]
 AuthMode = Literal["enabled", "disabled"]
 
@@ -54,6 +57,17 @@ SETTINGS: tuple[Setting, ...] = (
         "per request from Forwarded / X-Forwarded-* / Host and the port the request arrived on.",
     ),
     Setting("max_upload_mb", "4096", "Largest STOW-RS request body accepted, in MiB; larger requests get 413."),
+    Setting(
+        "max_parts",
+        "10000",
+        "Most instances (multipart parts) in one STOW-RS request; more get 413, and the client can split the request.",
+    ),
+    Setting(
+        "max_part_header_bytes",
+        "16384",
+        "Most bytes of headers in one part of a STOW-RS multipart body, and of preamble before its first boundary; "
+        "more get 400.",
+    ),
     Setting(
         "duplicates",
         "reject",
@@ -112,6 +126,8 @@ class Settings:
     database_url: str = ""
     public_url: str = ""
     max_upload_mb: int = 4096
+    max_parts: int = 10000
+    max_part_header_bytes: int = 16384
     duplicates: DuplicatePolicy = "reject"
     workers: int = 0
     db_pool_size: int = 8
@@ -157,9 +173,12 @@ def _parse(setting: Setting, raw: str) -> object:
     field_type = {f.name: f.type for f in dataclasses.fields(Settings)}[setting.name]
     if field_type == "int":
         try:
-            return int(raw)
+            number = int(raw)
         except ValueError:
             raise ValueError(f"{setting.env} must be an integer, got {raw!r}") from None
+        if setting.name in POSITIVE and number < 1:
+            raise ValueError(f"{setting.env} must be at least 1, got {number}")
+        return number
     if field_type == "Path":
         return Path(raw)
     if setting.name == "duplicates" and raw not in ("reject", "overwrite"):

@@ -5,6 +5,13 @@ Guarantees: server memory stays bounded whatever the request size (a part's byte
 closing boundary, or that is not multipart at all, raises ``BadRequest``; more than ``max_bytes`` raises
 ``PayloadTooLarge``. The caller owns the spooled files and must discard them on failure; on an exception the
 reader removes the part it was writing.
+
+Limits (``DICOMWEB_MAX_PARTS``, ``DICOMWEB_MAX_PART_HEADER_BYTES``): more than ``max_parts`` parts raises
+``PayloadTooLarge`` (413: the content is more than the server is willing to process, RFC 9110 §15.5.14, and
+PS3.18's Store transaction lists 413 among its status codes; the request is well-formed, so not 400, and the
+client's remedy is the same as for too many bytes: split it). More than ``max_header_bytes`` of headers in one
+part, or of preamble before the first boundary (RFC 2046 §5.1.1 allows one and says to ignore it), raises
+``BadRequest``: no real client sends that much, and it would otherwise be held in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from .errors import BadRequest, PayloadTooLarge
 from .storage import FileStorage, SpooledFile, TempWriter
 
 PART_BUFFER_BYTES = 1024 * 1024  # bytes of one part held in memory before they go to its temp file
-MAX_PART_HEADER_BYTES = 16 * 1024  # bytes of headers allowed per part
+MAX_PART_HEADERS = 100  # header lines in one part (a STOW part has one to four); the byte limit applies as well
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,12 @@ class _PartState:
 class _Events:
     """Collects the parser's callbacks during one ``write``; the async side acts on them afterwards."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_parts: int, max_header_bytes: int) -> None:
         self.parts: list[_PartState] = []
         self.finished = False
+        self.count = 0
+        self.max_parts = max_parts
+        self.max_header_bytes = max_header_bytes
 
     @property
     def current(self) -> _PartState:
@@ -64,12 +74,21 @@ class _Events:
         }
 
     def on_part_begin(self) -> None:
+        self.count += 1
+        if self.count > self.max_parts:
+            raise PayloadTooLarge(
+                f"the request has more than {self.max_parts} parts; store at most {self.max_parts} instances "
+                "per request"
+            )
         self.parts.append(_PartState())
+
+    def header_limit(self) -> BadRequest:
+        return BadRequest(f"a multipart part has more than {self.max_header_bytes} bytes of headers")
 
     def _count_header(self, size: int) -> None:
         self.current.header_bytes += size
-        if self.current.header_bytes > MAX_PART_HEADER_BYTES:
-            raise BadRequest(f"a multipart part has more than {MAX_PART_HEADER_BYTES} bytes of headers")
+        if self.current.header_bytes > self.max_header_bytes:
+            raise self.header_limit()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._count_header(end - start)
@@ -98,12 +117,54 @@ class _Events:
         self.finished = True
 
 
+class _Preamble:
+    """Drops what comes before the first boundary delimiter (RFC 2046 §5.1.1: the preamble "is to be ignored"),
+    holding at most ``limit`` bytes of it; the parser itself accepts none."""
+
+    def __init__(self, boundary: bytes, limit: int) -> None:
+        self.delimiter = b"--" + boundary
+        self.limit = limit
+        self.pending: bytearray | None = bytearray()
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The body from its first delimiter on, once it has arrived; empty before."""
+        if self.pending is None:
+            return chunk
+        self.pending += chunk
+        # The first delimiter begins the body or follows a CRLF (RFC 2046 §5.1.1).
+        if self.pending.startswith(self.delimiter):
+            size = start = 0
+        else:
+            size = self.pending.find(b"\r\n" + self.delimiter)
+            start = size + 2
+        # Not found yet: the end of what arrived may be the start of the delimiter, which is not preamble.
+        if size > self.limit or (size < 0 and len(self.pending) > self.limit + len(self.delimiter) + 2):
+            raise BadRequest(f"the multipart body has more than {self.limit} bytes before its first boundary")
+        if size < 0:
+            return b""
+        body = bytes(self.pending[start:])
+        self.pending = None
+        return body
+
+
 async def read_multipart(
-    chunks: AsyncIterable[bytes], boundary: bytes, storage: FileStorage, max_bytes: int
+    chunks: AsyncIterable[bytes],
+    boundary: bytes,
+    storage: FileStorage,
+    max_bytes: int,
+    *,
+    max_parts: int,
+    max_header_bytes: int,
 ) -> AsyncIterator[ReceivedPart]:
     """Yield each part of a multipart body as soon as it is complete and spooled to disk."""
-    events = _Events()
-    parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
+    events = _Events(max_parts, max_header_bytes)
+    parser = MultipartParser(
+        boundary,
+        events.callbacks(),  # type: ignore[arg-type]
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=max_header_bytes,
+    )
+    preamble = _Preamble(boundary, max_header_bytes)
     writer: TempWriter | None = None
     received = 0
     try:
@@ -112,8 +173,13 @@ async def read_multipart(
             if received > max_bytes:
                 raise PayloadTooLarge(f"request body exceeds the {max_bytes // (1024 * 1024)} MiB limit")
             try:
-                parser.write(chunk)
+                parser.write(preamble.feed(chunk))
             except MultipartParseError as exc:
+                # The parser's own limits, set from ours, in our words.
+                if str(exc).startswith("Maximum header size"):
+                    raise events.header_limit() from None
+                if str(exc).startswith("Maximum header count"):
+                    raise BadRequest(f"a multipart part has more than {MAX_PART_HEADERS} headers") from None
                 raise BadRequest(f"malformed multipart body: {exc}") from None
             while events.parts:
                 part = events.parts[0]
@@ -127,6 +193,8 @@ async def read_multipart(
                 spooled = await writer.close(_take(part))
                 writer = None
                 yield ReceivedPart(spooled, part.headers.get("content-type"))
+        if preamble.pending is not None:
+            raise BadRequest(f"the body has no multipart boundary --{boundary.decode('latin-1')}")
         if not events.finished:
             raise BadRequest("multipart body ends before its closing boundary (truncated request?)")
     finally:

@@ -58,7 +58,14 @@ async def store_instances(request: Request) -> Response:
     if body.boundary is None:
         parts = _one(read_single(request.stream(), archive.storage, limit))
     else:
-        parts = read_multipart(request.stream(), body.boundary, archive.storage, limit)
+        parts = read_multipart(
+            request.stream(),
+            body.boundary,
+            archive.storage,
+            limit,
+            max_parts=archive.settings.max_parts,
+            max_header_bytes=archive.settings.max_part_header_bytes,
+        )
     try:
         results = await _store_parts(archive, parts, study_instance_uid)
     except ClientDisconnect:

@@ -28,8 +28,21 @@ class TestSettings:
         )
         assert (settings.port, settings.data_dir, settings.duplicates) == (9000, Path("/srv/pacs"), "overwrite")
 
+    def test_request_limits(self) -> None:
+        """The STOW-RS part limits are read as integers."""
+        settings = Settings.from_env({"DICOMWEB_MAX_PARTS": "50", "DICOMWEB_MAX_PART_HEADER_BYTES": "4096"})
+        assert (settings.max_parts, settings.max_part_header_bytes) == (50, 4096)
+
     @pytest.mark.parametrize(
-        ("name", "value"), [("DICOMWEB_PORT", "eighty"), ("DICOMWEB_DUPLICATES", "maybe"), ("DICOMWEB_LOG_LEVEL", "x")]
+        ("name", "value"),
+        [
+            ("DICOMWEB_PORT", "eighty"),
+            ("DICOMWEB_DUPLICATES", "maybe"),
+            ("DICOMWEB_LOG_LEVEL", "x"),
+            ("DICOMWEB_MAX_PARTS", "0"),
+            ("DICOMWEB_MAX_PART_HEADER_BYTES", "-1"),
+            ("DICOMWEB_MAX_UPLOAD_MB", "0"),
+        ],
     )
     def test_invalid_values_name_the_variable(self, name: str, value: str) -> None:
         """A bad value is refused with an error naming the variable."""

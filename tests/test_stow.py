@@ -378,7 +378,41 @@ class TestBadRequests:
         assert not temp_files(server)
 
 
-class TestClientDisconnect:
+class TestRequestLimits:
+    """DICOMWEB_MAX_PARTS and DICOMWEB_MAX_PART_HEADER_BYTES over a real socket: the whole request is refused."""
+
+    def test_too_many_parts(self, server_factory: Any) -> None:
+        """One part over DICOMWEB_MAX_PARTS, sent chunked part by part: 413 naming the limit, nothing stored."""
+        server = server_factory(max_parts=2)
+        parts = multipart([ct_instance(), ct_instance(), ct_instance()])
+        pieces = [parts[i : i + 1000] for i in range(0, len(parts), 1000)]
+        response = httpx.post(server.dicomweb + "/studies", content=iter(pieces), headers=stow_headers(), timeout=60)
+        assert response.status_code == 413
+        error = response.json()
+        assert set(error) == {"status", "error", "detail"} and error["status"] == 413
+        assert error["detail"] == "the request has more than 2 parts; store at most 2 instances per request"
+        assert server.db.value("SELECT count(*) FROM instance") == 0
+        assert not temp_files(server)
+        assert post(server, multipart([ct_instance(), ct_instance()])).status_code == 200
+
+    def test_part_headers_too_large(self, server_factory: Any) -> None:
+        """A part with more header bytes than DICOMWEB_MAX_PART_HEADER_BYTES: 400, nothing stored."""
+        server = server_factory(max_part_header_bytes=1024)
+        body = multipart([ct_instance()], content_type="application/dicom\r\nContent-Description: " + "d" * 2000)
+        response = post(server, body)
+        assert response.status_code == 400
+        assert response.json()["detail"] == "a multipart part has more than 1024 bytes of headers"
+        assert server.db.value("SELECT count(*) FROM instance") == 0
+        assert not temp_files(server)
+
+    def test_preamble(self, session_server: LiveServer) -> None:
+        """A short preamble is ignored (RFC 2046 §5.1.1); a long one is 400."""
+        body = multipart([ct_instance()])
+        assert post(session_server, b"This is a multi-part message in MIME format.\r\n" + body).status_code == 200
+        response = post(session_server, b"x" * 20_000 + b"\r\n" + body)
+        assert response.status_code == 400
+        assert response.json()["detail"] == "the multipart body has more than 16384 bytes before its first boundary"
+
     """A client that goes away mid-upload leaves no partial file and no row."""
 
     def test_disconnect_mid_body(self, server_factory: Any) -> None:
