@@ -115,6 +115,18 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Permission | None] = MappingProxyTyp
         ("GET", _API + "/studies/{id}/images"): Permission.VIEW,
         ("POST", _API + "/studies/{studyId}/series"): Permission.CREATE,
         ("GET", _API + "/modalities"): Permission.VIEW,
+        # Reports and report templates
+        ("POST", _API + "/studies/{studyId}/report"): Permission.REPORT,
+        ("GET", _API + "/studies/{studyId}/reports"): Permission.VIEW,
+        ("GET", _API + "/reports/{id}"): Permission.VIEW,
+        ("PUT", _API + "/reports/{id}"): Permission.REPORT,
+        ("POST", _API + "/reports/{id}/verify"): Permission.VERIFY,
+        ("POST", _API + "/reports/{id}/addendum"): Permission.REPORT,
+        ("GET", _API + "/report-templates"): Permission.VIEW,
+        ("POST", _API + "/report-templates"): Permission.MANAGE,
+        ("GET", _API + "/report-templates/{id}"): Permission.VIEW,
+        ("PUT", _API + "/report-templates/{id}"): Permission.MANAGE,
+        ("DELETE", _API + "/report-templates/{id}"): Permission.MANAGE,
     }
 )
 

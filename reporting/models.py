@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from dicomweb.uids import is_valid_uid
 
-from .workflow import Modality, ReportStatus, ReportType, StudyStatus, unknown_placeholders
+from .workflow import PLACEHOLDERS, Modality, ReportStatus, ReportType, StudyStatus, unknown_placeholders
 
 
 class _Model(BaseModel):
@@ -372,7 +372,8 @@ def _known_placeholders(content: str) -> str:
     unknown = unknown_placeholders(content)
     if unknown:
         names = ", ".join("{{" + name + "}}" for name in unknown)
-        raise ValueError(f"unknown placeholders {names}; GET /api/radiology/report-templates lists the known ones")
+        known = ", ".join("{{" + name + "}}" for name in sorted(PLACEHOLDERS))
+        raise ValueError(f"unknown placeholders {names}; the known ones are {known}")
     return content
 
 

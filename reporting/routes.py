@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import models, openapi, studies
+from . import models, openapi, reports, studies, templates
 
 API_ROOT = "/api/radiology"
 
@@ -72,6 +72,87 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "GET", "/modalities", studies.modalities, "The modalities a study may have", None, list[models.ModalityInfo]
+    ),
+    # Reports: written, edited under If-Match (428 without, 409 when stale), signed, amended by addenda
+    Endpoint(
+        "POST",
+        "/studies/{studyId}/report",
+        reports.create_report,
+        "Write a report on the study (a template fills the findings)",
+        models.ReportCreate,
+        models.Report,
+        status=201,
+    ),
+    Endpoint(
+        "GET", "/studies/{studyId}/reports", reports.study_reports, "The study's reports", None, list[models.Report]
+    ),
+    Endpoint(
+        "GET",
+        "/reports/{id}",
+        reports.get_report,
+        "A report with its versions and addenda (ETag: its version)",
+        None,
+        models.ReportDetail,
+    ),
+    Endpoint(
+        "PUT",
+        "/reports/{id}",
+        reports.update_report,
+        "Change a report that is not final, naming the version read (If-Match or version)",
+        models.ReportUpdate,
+        models.Report,
+    ),
+    Endpoint(
+        "POST",
+        "/reports/{id}/verify",
+        reports.verify_report,
+        "Sign the report as final (the completed study becomes reported)",
+        None,
+        models.Report,
+    ),
+    Endpoint(
+        "POST",
+        "/reports/{id}/addendum",
+        reports.create_addendum,
+        "Add an addendum to a final report",
+        models.AddendumCreate,
+        models.Report,
+        status=201,
+    ),
+    # Report templates
+    Endpoint(
+        "GET",
+        "/report-templates",
+        templates.list_templates,
+        "Search report templates",
+        None,
+        list[models.Template],
+        query=models.TemplateQuery,
+    ),
+    Endpoint(
+        "POST",
+        "/report-templates",
+        templates.create_template,
+        "Add a report template (400 names unknown placeholders)",
+        models.TemplateCreate,
+        models.Template,
+        status=201,
+    ),
+    Endpoint("GET", "/report-templates/{id}", templates.get_template, "A report template", None, models.Template),
+    Endpoint(
+        "PUT",
+        "/report-templates/{id}",
+        templates.update_template,
+        "Change a report template (fields left out keep their value)",
+        models.TemplateUpdate,
+        models.Template,
+    ),
+    Endpoint(
+        "DELETE",
+        "/report-templates/{id}",
+        templates.delete_template,
+        "Delete a report template (reports made from it keep its id)",
+        status=204,
     ),
 ]
 

@@ -45,6 +45,17 @@ REPORTING = {
     ("GET", _API + "/studies/{id}/images"): V,
     ("POST", _API + "/studies/{studyId}/series"): C,
     ("GET", _API + "/modalities"): V,
+    ("POST", _API + "/studies/{studyId}/report"): R,
+    ("GET", _API + "/studies/{studyId}/reports"): V,
+    ("GET", _API + "/reports/{id}"): V,
+    ("PUT", _API + "/reports/{id}"): R,
+    ("POST", _API + "/reports/{id}/verify"): S,
+    ("POST", _API + "/reports/{id}/addendum"): R,
+    ("GET", _API + "/report-templates"): V,
+    ("POST", _API + "/report-templates"): M,
+    ("GET", _API + "/report-templates/{id}"): V,
+    ("PUT", _API + "/report-templates/{id}"): M,
+    ("DELETE", _API + "/report-templates/{id}"): M,
 }
 
 

@@ -23,8 +23,9 @@ async def for_study(conn: asyncpg.Connection, study_id: uuid.UUID) -> list[dict[
 
 
 async def get(conn: asyncpg.Connection, report_id: uuid.UUID, lock: bool = False) -> dict[str, Any] | None:
+    """A report; ``lock`` takes the lock its update takes (FOR NO KEY UPDATE, which lets addenda reference it)."""
     row = await conn.fetchrow(
-        "SELECT * FROM radiology_report WHERE id = $1" + (" FOR UPDATE" if lock else ""), report_id
+        "SELECT * FROM radiology_report WHERE id = $1" + (" FOR NO KEY UPDATE" if lock else ""), report_id
     )
     return dict(row) if row else None
 
