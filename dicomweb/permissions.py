@@ -127,6 +127,12 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Permission | None] = MappingProxyTyp
         ("GET", _API + "/report-templates/{id}"): Permission.VIEW,
         ("PUT", _API + "/report-templates/{id}"): Permission.MANAGE,
         ("DELETE", _API + "/report-templates/{id}"): Permission.MANAGE,
+        # The reporting API: image files and annotations
+        ("GET", _API + "/images/{imageId}/file"): Permission.VIEW,
+        ("POST", _API + "/images/{imageId}/annotations"): Permission.ANNOTATE,
+        ("GET", _API + "/images/{imageId}/annotations"): Permission.VIEW,
+        ("PUT", _API + "/annotations/{id}"): Permission.ANNOTATE,
+        ("DELETE", _API + "/annotations/{id}"): Permission.ANNOTATE,
     }
 )
 

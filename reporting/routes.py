@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import models, openapi, reports, studies, templates
+from . import annotations as annotation_endpoints  # "annotations" is taken by the __future__ import
+from . import images, models, openapi, reports, studies, templates
 
 API_ROOT = "/api/radiology"
 
@@ -152,6 +153,40 @@ ENDPOINTS: list[Endpoint] = [
         "/report-templates/{id}",
         templates.delete_template,
         "Delete a report template (reports made from it keep its id)",
+        status=204,
+    ),
+    # Images and their annotations (an image is an archived instance, named by its SOPInstanceUID)
+    Endpoint("GET", "/images/{imageId}/file", images.image_file, "The image's stored DICOM file (application/dicom)"),
+    Endpoint(
+        "POST",
+        "/images/{imageId}/annotations",
+        annotation_endpoints.create_annotation,
+        "Annotate an image (text, arrow, circle, measurement or roi)",
+        models.AnnotationInput,
+        models.Annotation,
+        status=201,
+    ),
+    Endpoint(
+        "GET",
+        "/images/{imageId}/annotations",
+        annotation_endpoints.image_annotations,
+        "The image's annotations",
+        None,
+        list[models.Annotation],
+    ),
+    Endpoint(
+        "PUT",
+        "/annotations/{id}",
+        annotation_endpoints.update_annotation,
+        "Replace an annotation (its author or an admin; 403 for anyone else)",
+        models.AnnotationInput,
+        models.Annotation,
+    ),
+    Endpoint(
+        "DELETE",
+        "/annotations/{id}",
+        annotation_endpoints.delete_annotation,
+        "Delete an annotation (its author or an admin; 403 for anyone else)",
         status=204,
     ),
 ]

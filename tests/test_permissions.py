@@ -56,6 +56,11 @@ REPORTING = {
     ("GET", _API + "/report-templates/{id}"): V,
     ("PUT", _API + "/report-templates/{id}"): M,
     ("DELETE", _API + "/report-templates/{id}"): M,
+    ("GET", _API + "/images/{imageId}/file"): V,
+    ("POST", _API + "/images/{imageId}/annotations"): A,
+    ("GET", _API + "/images/{imageId}/annotations"): V,
+    ("PUT", _API + "/annotations/{id}"): A,
+    ("DELETE", _API + "/annotations/{id}"): A,
 }
 
 
