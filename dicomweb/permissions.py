@@ -127,7 +127,9 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Permission | None] = MappingProxyTyp
         ("GET", _API + "/report-templates/{id}"): Permission.VIEW,
         ("PUT", _API + "/report-templates/{id}"): Permission.MANAGE,
         ("DELETE", _API + "/report-templates/{id}"): Permission.MANAGE,
-        # The reporting API: image files and annotations
+        # The reporting API: uploads, image files and annotations
+        ("POST", _API + "/series/{seriesId}/images"): Permission.UPLOAD,
+        ("POST", _API + "/studies/{studyId}/upload"): Permission.UPLOAD,
         ("GET", _API + "/images/{imageId}/file"): Permission.VIEW,
         ("POST", _API + "/images/{imageId}/annotations"): Permission.ANNOTATE,
         ("GET", _API + "/images/{imageId}/annotations"): Permission.VIEW,

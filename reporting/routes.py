@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from . import annotations as annotation_endpoints  # "annotations" is taken by the __future__ import
-from . import images, models, openapi, reports, studies, templates
+from . import images, models, openapi, reports, studies, templates, uploads
 
 API_ROOT = "/api/radiology"
 
@@ -154,6 +154,27 @@ ENDPOINTS: list[Endpoint] = [
         templates.delete_template,
         "Delete a report template (reports made from it keep its id)",
         status=204,
+    ),
+    # Uploads: multipart/form-data with one file field "file" (a DICOM file, or a JPEG/PNG picture stored as a
+    # Secondary Capture instance) and optional text fields; at most DICOMWEB_MAX_UPLOAD_MB (413)
+    Endpoint(
+        "POST",
+        "/series/{seriesId}/images",
+        uploads.upload_to_series,
+        "Upload an image into a series (multipart/form-data: file; instanceNumber, optional)",
+        None,
+        models.UploadResult,
+        status=201,
+    ),
+    Endpoint(
+        "POST",
+        "/studies/{studyId}/upload",
+        uploads.upload_to_study,
+        "Upload an image into the study (multipart/form-data: file; seriesNumber and instanceNumber, optional; "
+        "the series is announced when needed, pictures without seriesNumber go to an 'Uploaded pictures' series)",
+        None,
+        models.UploadResult,
+        status=201,
     ),
     # Images and their annotations (an image is an archived instance, named by its SOPInstanceUID)
     Endpoint("GET", "/images/{imageId}/file", images.image_file, "The image's stored DICOM file (application/dicom)"),

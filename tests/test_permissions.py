@@ -56,6 +56,8 @@ REPORTING = {
     ("GET", _API + "/report-templates/{id}"): V,
     ("PUT", _API + "/report-templates/{id}"): M,
     ("DELETE", _API + "/report-templates/{id}"): M,
+    ("POST", _API + "/series/{seriesId}/images"): U,
+    ("POST", _API + "/studies/{studyId}/upload"): U,
     ("GET", _API + "/images/{imageId}/file"): V,
     ("POST", _API + "/images/{imageId}/annotations"): A,
     ("GET", _API + "/images/{imageId}/annotations"): V,
