@@ -11,6 +11,7 @@ against tokens leaking from URLs into logs (§5.3): only for GET and HEAD, and o
 (``dicomweb token --study``) that expires within the hour. A study-scoped token, however it is sent, reads only
 its study (the path's StudyInstanceUID, or WADO-URI's studyUID): anything else is 403 ``insufficient_scope``.
 The parameter is removed from the query string the endpoints and the audit trail see; the access log redacts it.
+A path or query holding a NUL is 400 before anything else.
 """
 
 from __future__ import annotations
@@ -145,6 +146,13 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # No DICOMweb identifier or parameter holds a NUL, and PostgreSQL text cannot: the audit trail could
+            # not record the request (it would be a 500 for every such probe).
+            await error_response(400, "the request's path or query contains a NUL character (%00)")(
+                scope, receive, send
+            )
             return
         query_string, query_tokens = split_access_tokens(scope.get("query_string", b""))
         if query_tokens:  # the endpoints and the audit trail never see the token
