@@ -22,6 +22,7 @@ from .config import Settings
 from .db.embedded import EmbeddedPostgres
 from .db.pool import create_pool, ensure_schema
 from .errors import EXCEPTION_HANDLERS
+from .metrics import Metrics, MetricsMiddleware
 from .routes import ROUTES
 from .storage import FileStorage
 
@@ -76,7 +77,8 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = all_routes()
     verifier = verifier_for(settings)
-    middleware = [Middleware(AccessLogMiddleware)]
+    metrics = Metrics()
+    middleware = [Middleware(AccessLogMiddleware), Middleware(MetricsMiddleware, routes=routes, metrics=metrics)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         # Outside authentication, so that preflights and 401/403 answers carry CORS headers too (a browser shows
@@ -93,12 +95,9 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     middleware.append(Middleware(AuthMiddleware, verifier=verifier, routes=routes))
-    return Starlette(
-        routes=routes,
-        middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.state.metrics = metrics
+    return app
 
 
 def create_app_from_env() -> Starlette:

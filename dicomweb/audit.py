@@ -52,7 +52,8 @@ def action_of(method: str, template: str, permission: Permission) -> str:
 
 def audited(scope: Scope, send: Send, template: str, permission: Permission, principal: Principal | None) -> Send:
     """``send`` that writes the audit event before the response starts, and answers 500 if it cannot."""
-    request_id = uuid.uuid4().hex
+    # The access log middleware names every request (and returns the id in X-Request-Id); an app without it here.
+    request_id = (scope.get("state") or {}).get("request_id") or uuid.uuid4().hex
     failed = False
 
     async def send_audited(message: Message) -> None:
@@ -92,7 +93,6 @@ def audited(scope: Scope, send: Send, template: str, permission: Permission, pri
                 response = error_response(500, "the access could not be audited, so it is refused; try again later")
                 await response(scope, _receive_nothing, send)
                 return
-            message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
         await send(message)
 
     return send_audited

@@ -82,16 +82,23 @@ class RouteMatch:
 
 
 def match_route(routes: Sequence[BaseRoute], scope: Scope, prefix: str = "") -> RouteMatch | None:
-    """The route of the table a request will reach, if any."""
+    """The route of the table a request will reach, if any: as Starlette's router picks it, the first whose path
+    and method match, else the first whose path matches (the router answers that one 405). Taking the first path
+    match alone would check a request against another route's permission when two routes share a path pattern
+    but name its parameter differently."""
+    partial: RouteMatch | None = None
     for route in routes:
         match, child = route.matches(scope)
         if match is Match.NONE:
             continue
         path = str(getattr(route, "path", ""))
-        if isinstance(route, Mount):
+        if isinstance(route, Mount):  # the router goes into the first mount whose prefix matches
             return match_route(route.routes, {**scope, **child}, prefix + path)
-        return RouteMatch(prefix + path, child.get("path_params", {}))
-    return None
+        found = RouteMatch(prefix + path, child.get("path_params", {}))
+        if match is Match.FULL:
+            return found
+        partial = partial or found
+    return partial
 
 
 def split_access_tokens(query_string: bytes) -> tuple[bytes, list[str]]:
@@ -111,6 +118,20 @@ def redact_access_tokens(query_string: bytes) -> bytes:
 
 def _is_access_token(item: bytes) -> bool:
     return unquote_plus(item.partition(b"=")[0].decode("latin-1")) == ACCESS_TOKEN_PARAMETER
+
+
+def nul_problem(scope: Scope) -> str:
+    """Where the request's path or query holds a NUL (``%00``), if it does. No DICOMweb identifier or parameter
+    holds one, and PostgreSQL text cannot: the audit trail could not record the request (a 500 for every probe)."""
+    if "\x00" in scope["path"]:
+        return "the path contains a NUL character (%00)"
+    query = scope.get("query_string", b"")
+    if b"%00" not in query:
+        return ""
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name + value:
+            return f"the value of {name.replace(chr(0), '%00')[:64]} contains a NUL character (%00)"
+    return "the query contains a NUL character (%00)"
 
 
 def requested_studies(match: RouteMatch, query_string: bytes) -> list[str]:
@@ -147,12 +168,9 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
-            # No DICOMweb identifier or parameter holds a NUL, and PostgreSQL text cannot: the audit trail could
-            # not record the request (it would be a 500 for every such probe).
-            await error_response(400, "the request's path or query contains a NUL character (%00)")(
-                scope, receive, send
-            )
+        nul = nul_problem(scope)
+        if nul:
+            await error_response(400, nul)(scope, receive, send)
             return
         query_string, query_tokens = split_access_tokens(scope.get("query_string", b""))
         if query_tokens:  # the endpoints and the audit trail never see the token

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,11 @@ def serve(settings: Settings) -> int:
         embedded = EmbeddedPostgres(settings.data_dir)
         settings = settings.replace(database_url=embedded.start())
     os.environ.update(settings.replace(workers=1).to_env())
+    # Each worker writes its metrics to files here; a scrape of any worker adds them up (dicomweb/metrics.py).
+    metrics_dir = settings.data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     try:
         uvicorn.run("dicomweb.app:create_app_from_env", factory=True, workers=workers, **options)
     finally:

@@ -7,6 +7,7 @@ all (``tests/test_config.py`` keeps that list complete).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import sys
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import orjson
+
 ENV_PREFIX = "DICOMWEB_"
 
 # Settings that are limits: a value below 1 would refuse every request.
@@ -22,6 +25,7 @@ POSITIVE = frozenset({"max_upload_mb", "max_parts", "max_part_header_bytes"})
 
 DuplicatePolicy = Literal["reject", "overwrite"]
 AuthMode = Literal["enabled", "disabled"]
+LogFormat = Literal["text", "json"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool (per worker process)."),
     Setting("log_level", "info", "Log level: debug, info, warning or error."),
     Setting(
+        "log_format",
+        "text",
+        "Log lines as 'text', or 'json' (one JSON object per line, request lines with their fields and request id).",
+    ),
+    Setting(
         "auth",
         "enabled",
         "Bearer token authentication: 'enabled', or 'disabled' for local demos only (the "
@@ -132,6 +141,7 @@ class Settings:
     workers: int = 0
     db_pool_size: int = 8
     log_level: str = "info"
+    log_format: LogFormat = "text"
     auth: AuthMode = "enabled"
     jwt_issuer: str = "dicomweb"
     jwt_audience: str = ""
@@ -158,11 +168,12 @@ class Settings:
 
     def configure_logging(self) -> None:
         """Log to stderr at the configured level (in every worker process)."""
-        logging.basicConfig(
-            level=self.log_level.upper(),
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        handler = logging.StreamHandler(sys.stderr)
+        if self.log_format == "json":
+            handler.setFormatter(JSONFormatter())
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=self.log_level.upper(), handlers=[handler], force=True)
 
     def to_env(self) -> dict[str, str]:
         """These settings as DICOMWEB_* variables (handed to worker processes)."""
@@ -185,6 +196,30 @@ def _parse(setting: Setting, raw: str) -> object:
         raise ValueError(f"{setting.env} must be 'reject' or 'overwrite', got {raw!r}")
     if setting.name == "auth" and raw not in ("enabled", "disabled"):
         raise ValueError(f"{setting.env} must be 'enabled' or 'disabled', got {raw!r}")
+    if setting.name == "log_format" and raw not in ("text", "json"):
+        raise ValueError(f"{setting.env} must be 'text' or 'json', got {raw!r}")
     if setting.name == "log_level" and raw.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError(f"{setting.env} must be debug, info, warning or error, got {raw!r}")
     return raw.lower() if setting.name == "log_level" else raw
+
+
+# Fields a log record may carry (``extra=``) that a JSON line shows as its own keys (the access log's).
+LOG_FIELDS = ("request_id", "method", "path", "query", "status", "duration_ms", "client", "user")
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, the request fields, the exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in LOG_FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()

@@ -5,6 +5,7 @@ The tree::
     DicomwebError (500)
      ├── BadRequest (400)             the request itself is malformed: fix the request and retry
      │    └── InvalidFields (400)     a JSON body or query of the reporting API fails validation, field by field
+     ├── Forbidden (403)              the roles allow the action, but not on this resource (another's annotation)
      ├── NotFound (404)               no such resource (unknown UID or path)
      ├── NotAcceptable (406)          no representation the Accept header allows
      ├── Conflict (409)               the request clashes with what is stored
@@ -60,6 +61,13 @@ class InvalidFields(BadRequest):
     def __init__(self, errors: list[dict[str, str]]) -> None:
         fields = ", ".join(e["field"] for e in errors)
         super().__init__(f"invalid request: {fields}", extra={"errors": errors})
+
+
+class Forbidden(DicomwebError):
+    """The caller's roles allow the kind of action, but not on this resource (an annotation is changed by its
+    author or an admin only); another user or an admin can do it."""
+
+    status = 403
 
 
 class NotFound(DicomwebError):

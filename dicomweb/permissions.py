@@ -66,6 +66,8 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Permission | None] = MappingProxyTyp
         # Probes for load balancers and orchestrators: no patient data.
         ("GET", "/healthz"): None,
         ("GET", "/readyz"): None,
+        # Prometheus metrics: counts and timings, no patient data (scrapers do not carry tokens).
+        ("GET", "/metrics"): None,
         # The audit trail (security issue): only for managers.
         ("GET", "/api/audit"): Permission.MANAGE,
         # Store (PS3.18 §10.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import audit, delete, health, qido, rendered, stow, wado, wado_uri
+from . import audit, delete, health, metrics, qido, rendered, stow, wado, wado_uri
 
 DICOMWEB_ROUTES: list[BaseRoute] = [
     # Store (PS3.18 §10.5)
@@ -86,6 +86,7 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
 ROUTES: list[BaseRoute] = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/api/audit", audit.search_audit, methods=["GET"]),
     Route("/wado", wado_uri.retrieve_wado, methods=["GET"]),  # WADO-URI (PS3.18 §9) at the server root
     Mount("/dicomweb", routes=DICOMWEB_ROUTES),

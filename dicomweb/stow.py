@@ -20,8 +20,10 @@ from starlette.responses import Response
 
 from . import media, store
 from .archive import Archive, archive_of
+from .audit import note_study
 from .errors import PayloadTooLarge
 from .instance import InvalidInstance
+from .metrics import metrics_of
 from .multipart import ReceivedPart, read_multipart, read_single
 from .responses import DicomJSONResponse
 from .status import FailureReason
@@ -71,8 +73,13 @@ async def store_instances(request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=400)  # nobody is listening; nothing was stored
     response = StoreResponse(base_url(request, archive.settings.public_url), study_instance_uid)
+    failures = metrics_of(request).stow_failures
     for result in results:
         response.add(result)
+        if result.failure is not None:
+            failures.labels(f"{result.failure:#06x}").inc()
+    if len(response.studies) == 1 and study_instance_uid is None:
+        note_study(request, next(iter(response.studies)))  # the audit event names what the body stored
     return DicomJSONResponse(
         response.dataset(), status_code=response.status, headers=response.warnings(request), media_type=response_type
     )

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb.archive import archive_of
-from dicomweb.errors import DicomwebError, InvalidFields, NotFound
+from dicomweb.errors import Forbidden, InvalidFields, NotFound
 
 from . import http
 from .db import annotations as db
@@ -22,13 +22,6 @@ from .images import load_image
 from .models import Annotation, AnnotationInput
 
 _INPUT: TypeAdapter[AnnotationInput] = TypeAdapter(AnnotationInput)
-
-
-class Forbidden(DicomwebError):
-    """The caller's roles allow the action, but not on this resource: an annotation is changed by its author or an
-    admin only."""
-
-    status = 403
 
 
 def _shape(body: AnnotationInput, number_of_frames: int) -> db.Shape:

@@ -28,6 +28,8 @@ def _errors(exc: ValidationError) -> InvalidFields:
     for error in exc.errors(include_url=False):
         # Discriminated unions put the tag ("roi") in the location; the field path reads better without it.
         location = [str(part) for part in error["loc"] if part not in _UNION_TAGS]
+        if not location and error["type"].startswith("union_tag"):  # a missing or unknown "type" of a union
+            location = ["type"]
         errors.append({"field": ".".join(location) or "(body)", "message": error["msg"]})
     return InvalidFields(errors)
 

@@ -382,3 +382,24 @@ class TestQueryString:
         """Every spelling of the parameter is found; the rest of the query is kept byte for byte."""
         assert split_access_tokens(query) == (kept, tokens)
         assert redact_access_tokens(query) == redacted
+
+
+class TestRouteMatch:
+    """match_route finds the route the router will run, so the permission checked is that route's."""
+
+    def test_method_decides_between_routes_sharing_a_path(self) -> None:
+        """Two routes whose paths differ only in the parameter's name: the one with the request's method wins."""
+        from starlette.routing import Mount, Route
+
+        from dicomweb.auth import match_route
+
+        routes = [Mount("/api", routes=[Route("/x/{a}", _endpoint, methods=["POST"]), Route("/x/{b}", _endpoint)])]
+        scope = {"type": "http", "path": "/api/x/1", "method": "GET", "root_path": ""}
+        found = match_route(routes, scope)
+        assert found is not None and found.template == "/api/x/{b}" and found.path_params == {"b": "1"}
+        found = match_route(routes, {**scope, "method": "DELETE"})  # no such method: the first path match (405)
+        assert found is not None and found.template == "/api/x/{a}"
+
+
+async def _endpoint(request: Any) -> Any:
+    raise AssertionError("not called")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +68,22 @@ class TestServe:
         assert '"GET /healthz" 200' in log
         assert '"POST /dicomweb/studies" 415' in log
         assert "ms" in log.split('"POST /dicomweb/studies" 415')[1].splitlines()[0]
+
+    def test_json_log_with_request_ids(self, tmp_path: Path) -> None:
+        """DICOMWEB_LOG_FORMAT=json: one object per line; a request's id is the caller's X-Request-Id when it sends
+        a plain one, else a new one, and the response carries it either way."""
+        env = {**EMBEDDED, "DICOMWEB_LOG_FORMAT": "json"}
+        with serve_subprocess(env, tmp_path / "archive") as server:
+            given = httpx.get(server.url + "/healthz", headers={"x-request-id": "trace-42"})
+            assert given.headers["x-request-id"] == "trace-42"
+            made = httpx.get(server.url + "/healthz", headers={"x-request-id": "bad id\twith spaces"})
+            assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+        lines = [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
+        assert lines and len(lines) == len([line for line in server.log.splitlines() if line.strip()])
+        requests = {line["request_id"]: line for line in lines if line["logger"] == "dicomweb.access"}
+        assert requests["trace-42"]["status"] == 200 and requests["trace-42"]["path"] == "/healthz"
+        assert requests[made.headers["x-request-id"]]["method"] == "GET"
+        assert {"time", "level", "message", "duration_ms", "client"} <= set(requests["trace-42"])
 
 
 class TestImport:

@@ -113,7 +113,7 @@ class TestRoutePermissions:
     @pytest.mark.parametrize(("method", "path"), sorted(k for k in ROUTE_PERMISSIONS if not k[1].startswith(_API)))
     def test_permission_by_kind_of_route(self, method: str, path: str) -> None:
         """Probes are public, STOW needs upload, DELETE and the audit trail need manage, every other route view."""
-        if path in ("/healthz", "/readyz", "/api/openapi.json", "/api-docs"):
+        if path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api-docs"):
             expected = None
         elif path == "/api/audit":
             expected = Permission.MANAGE

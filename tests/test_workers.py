@@ -49,6 +49,10 @@ class TestWorkers:
             for study in studies:
                 assert httpx.get(server.url + f"/dicomweb/studies/{study}/metadata").status_code == 200
             assert server.log.count("Application startup complete") == workers
+            # One scrape adds up the workers' metrics: every store above is counted, whichever worker took it.
+            metrics = httpx.get(server.url + "/metrics").text
+            stored = 'dicomweb_http_requests_total{method="POST",route="/dicomweb/studies",status="200"} 8.0'
+            assert stored in metrics
         assert server.log.count("Application shutdown complete") == workers
         assert not postgres_running(data_dir)
 

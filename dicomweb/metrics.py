@@ -1,0 +1,146 @@
+"""Prometheus metrics at /metrics: requests and their latency per route and status, what the archive holds, STOW
+failures by reason, database pool use.
+
+With several worker processes (``dicomweb serve --workers N``) each writes its values to files in the folder
+named by ``PROMETHEUS_MULTIPROC_DIR`` (set by the command before the workers start), and a scrape of any worker
+adds them up (prometheus_client's multiprocess mode), so one scrape sees the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .archive import archive_of
+from .auth import match_route
+
+UNMATCHED = "(unmatched)"  # the route label of requests no route matches (404s), to keep the label set small
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)  # seconds
+
+
+class Metrics:
+    """The server's metrics, in a registry of their own (one per application, so that applications started side by
+    side, as tests do, count apart)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "dicomweb_http_requests",
+            "HTTP requests answered, by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dicomweb_http_request_duration_seconds",
+            "Time from the request's arrival to the last byte of its answer, by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stow_failures = Counter(
+            "dicomweb_stow_failures",
+            "Instances a STOW-RS request could not store, by FailureReason (PS3.18 §10.5.3)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.pool_connections = Gauge(
+            "dicomweb_db_pool_connections",
+            "Database connections of the pools: open, in use, and the most allowed",
+            ["state"],
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+
+
+def metrics_of(request: Request) -> Metrics:
+    found: Metrics = request.app.state.metrics
+    return found
+
+
+class MetricsMiddleware:
+    """Counts and times every request under its route template (``/dicomweb/studies/{StudyInstanceUID}``)."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], metrics: Metrics) -> None:
+        self.app = app
+        self.routes = routes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception before the answer started
+        # Matched before the app runs: routing rewrites the scope's root_path under mounts.
+        matched = match_route(self.routes, scope)
+        route = matched.template if matched else UNMATCHED
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            state = scope.get("state") or {}
+            archive = state.get("archive")
+            if archive is not None:
+                pool = archive.pool
+                gauge = self.metrics.pool_connections
+                gauge.labels("open").set(pool.get_size())
+                gauge.labels("in_use").set(pool.get_size() - pool.get_idle_size())
+                gauge.labels("max").set(pool.get_max_size())
+
+
+class _Stored(Collector):
+    """What the archive holds, read from the database at scrape time."""
+
+    def __init__(self, instances: int, size: int, studies: int) -> None:
+        self.values = instances, size, studies
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        instances, size, studies = self.values
+        yield GaugeMetricFamily("dicomweb_stored_instances", "Instances in the archive", value=instances)
+        yield GaugeMetricFamily("dicomweb_stored_bytes", "Bytes of the stored instance files", value=size)
+        yield GaugeMetricFamily("dicomweb_stored_studies", "Studies in the archive", value=studies)
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics in the Prometheus text format."""
+    async with archive_of(request).pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM instance), (SELECT coalesce(sum(file_size), 0) FROM instance), "
+            "(SELECT count(*) FROM study)"
+        )
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Of(metrics_of(request).registry))
+    registry.register(_Stored(int(row[0]), int(row[1]), int(row[2])))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _Of(Collector):
+    """The metrics of another registry, collected into the scrape's."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
