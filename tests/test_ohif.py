@@ -1,0 +1,523 @@
+"""OHIF v3 in a real browser against the archive (issue #7): the study list, opening a study by URL and from the
+list, scrolling a CT stack, compressed series, and the time to the first image of a 200-slice CT series.
+
+The archive runs as ``dicomweb serve`` with authentication on and CORS for the viewer's origin; the prebuilt OHIF
+app (npm ``@ohif/app``) is served from another port by a small static server, and ``tests/e2e/ohif.mjs`` drives
+it in Debian's Chromium through playwright-core. ``tests/e2e/setup.sh`` installs all three (``.ci/run`` calls it).
+Deselect with ``-m "not e2e"``; without the tools the tests skip locally and fail under ``CI=true``.
+Screenshots, canvas captures and the request log land in ``tests/e2e/artifacts/<test>/``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from dicomweb.permissions import Role
+from dicomweb.tokens import create_token, load_or_create_secret
+
+from .conftest import ServerProcess, free_port, serve_subprocess
+from .data import JPEG2000, JPEG_BASELINE, multipart, stow_headers
+
+pytestmark = pytest.mark.e2e
+
+E2E = Path(__file__).parent / "e2e"
+OHIF_DIST = E2E / "ohif" / "dist"
+DRIVER = E2E / "ohif.mjs"
+ARTIFACTS = E2E / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+
+PATIENT_NAME = "Müller^Anna"
+PATIENT_ID = "E2E-0001"
+STUDY_DATE = "20240315"
+STUDY_DESCRIPTION = "E2E CT abdomen"
+CT_SERIES_DESCRIPTION = "Moving square"
+CT_SLICES = 30
+CT_SIZE = 256
+SQUARE = 32  # side of the bright square, in pixels of a 256-pixel image (scaled with the image size)
+
+
+def require_tools() -> None:
+    """Skip (locally) or fail (CI) unless chromium, playwright-core and the OHIF build are installed."""
+    missing = [
+        what
+        for what, path in (
+            ("Debian's chromium (/usr/bin/chromium)", CHROMIUM),
+            ("playwright-core (tests/e2e/node_modules)", E2E / "node_modules" / "playwright-core"),
+            ("the OHIF build (tests/e2e/ohif/dist)", OHIF_DIST / "index.html"),
+        )
+        if not path.exists()
+    ]
+    if shutil.which("node") is None:
+        missing.append("node")
+    if missing:
+        message = f"missing {', '.join(missing)}: run tests/e2e/setup.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# --- the data: a CT stack whose slices each show a bright square in a place of their own ---------------------
+
+
+def square_position(index: int, count: int) -> tuple[float, float]:
+    """Where slice ``index``'s square is centred, as fractions of the image's width and height: left to right
+    across the slices and down through the upper half only, so that no flip or rotation of the image, nor a
+    reversed slice order, shows another slice's pattern."""
+    t = index / max(count - 1, 1)
+    return 0.125 + 0.75 * t, 0.125 + 0.25 * t
+
+
+def ct_slice(
+    index: int,
+    count: int,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    frame_of_reference_uid: str,
+    size: int = CT_SIZE,
+    series_number: int = 1,
+    series_description: str = CT_SERIES_DESCRIPTION,
+) -> bytes:
+    """One axial CT slice (signed 16-bit, HU): water (0 HU) with a bone-bright (1000 HU) square."""
+    pixels = np.zeros((size, size), dtype=np.int16)
+    side = SQUARE * size // CT_SIZE
+    x, y = square_position(index, count)
+    left, top = round(x * size - side / 2), round(y * size - side / 2)
+    pixels[top : top + side, left : left + side] = 1000
+    sop_instance_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.StudyInstanceUID = study_instance_uid
+    ds.SeriesInstanceUID = series_instance_uid
+    ds.FrameOfReferenceUID = frame_of_reference_uid
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = PATIENT_ID
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "F"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = STUDY_DATE
+    ds.StudyTime = ds.SeriesTime = "101500"
+    ds.StudyID = "1"
+    ds.AccessionNumber = "E2E" + study_instance_uid[-8:]
+    ds.StudyDescription = STUDY_DESCRIPTION
+    ds.SeriesDescription = series_description
+    ds.Modality = "CT"
+    ds.BodyPartExamined = "ABDOMEN"
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = index + 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    spacing = 204.8 / size
+    ds.ImagePositionPatient = [-102.4, -102.4, -2.5 * index]
+    ds.SliceLocation = -2.5 * index
+    ds.SliceThickness = 2.5
+    ds.PixelSpacing = [spacing, spacing]
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.RescaleType = "HU"
+    ds.WindowCenter = 40
+    ds.WindowWidth = 400
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def ct_series(count: int, study_instance_uid: str, size: int = CT_SIZE) -> tuple[str, list[bytes]]:
+    series_instance_uid, frame_of_reference_uid = generate_uid(), generate_uid()
+    return series_instance_uid, [
+        ct_slice(i, count, study_instance_uid, series_instance_uid, frame_of_reference_uid, size) for i in range(count)
+    ]
+
+
+def into_study(path: Path, study_instance_uid: str, series_number: int, series_description: str) -> bytes:
+    """A pydicom test file moved into our patient's study as a series of its own; its compressed pixel data is
+    kept byte for byte."""
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID = study_instance_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
+    ds.StudyDate, ds.StudyTime, ds.StudyDescription = STUDY_DATE, "101500", STUDY_DESCRIPTION
+    ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = series_number, 1, series_description
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# --- the viewer: OHIF's static build with our app-config.js, on another origin ------------------------------------
+
+
+def app_config(dicomweb: str, token: str) -> str:
+    """OHIF's app-config.js: one DICOMweb data source on the archive (the README's viewer section shows the same),
+    the bearer token on every request, and no investigational-use dialog, tour or service worker."""
+    data_source = {
+        "friendlyName": "dicomweb archive",
+        "name": "dicomweb",
+        "qidoRoot": dicomweb,
+        "wadoRoot": dicomweb,
+        "wadoUriRoot": dicomweb + "/wado",
+        "qidoSupportsIncludeField": True,
+        "supportsFuzzyMatching": True,
+        "supportsWildcard": True,
+        "imageRendering": "wadors",
+        "thumbnailRendering": "wadors",
+        "enableStudyLazyLoad": True,
+        "omitQuotationForMultipartRequest": True,
+        "bulkDataURI": {"enabled": True},
+    }
+    return APP_CONFIG.replace("DATA_SOURCE", json.dumps(data_source, indent=2)).replace("TOKEN", json.dumps(token))
+
+
+APP_CONFIG = """\
+// OHIF 3.13 configuration for the dicomweb archive (written by tests/test_ohif.py).
+window.config = {
+  routerBasename: '/',
+  showStudyList: true,
+  extensions: [
+    {
+      // OHIF's DICOMweb data source takes its Authorization header from the user authentication service.
+      id: 'dicomweb-bearer-token',
+      preRegistration: ({ servicesManager }) => {
+        servicesManager.services.userAuthenticationService.setServiceImplementation({
+          getAuthorizationHeader: () => ({ Authorization: 'Bearer ' + TOKEN }),
+        });
+      },
+    },
+  ],
+  modes: [],
+  customizationService: { 'ohif.tours': { $set: [] } },
+  investigationalUseDialog: { option: 'never' },
+  showWarningMessageForCrossOrigin: false,
+  showCPUFallbackMessage: false,
+  showLoadingIndicator: true,
+  maxNumberOfWebWorkers: 2,
+  defaultDataSourceName: 'dicomweb',
+  dataSources: [
+    {
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'dicomweb',
+      configuration: DATA_SOURCE,
+    },
+  ],
+};
+"""
+
+
+class ViewerHandler(http.server.SimpleHTTPRequestHandler):
+    """OHIF's dist/ as it is, our app-config.js, index.html for the app's routes (/viewer...), no service worker."""
+
+    config = b""
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm"}
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/app-config.js":
+            self._send(200, "application/javascript", self.config)
+        elif path == "/init-service-worker.js":
+            self._send(200, "application/javascript", b"// no service worker\n")
+        elif path == "/sw.js":
+            self._send(404, "text/plain", b"no service worker\n")
+        elif path != "/" and not Path(self.translate_path(path)).exists():
+            self.path = "/index.html"
+            super().do_GET()
+        else:
+            super().do_GET()
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serve_viewer(port: int, config: str) -> Iterator[str]:
+    handler = type("Handler", (ViewerHandler,), {"config": config.encode()})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(OHIF_DIST)))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@dataclass
+class Stack:
+    """The archive, tokens for it, and the viewer serving OHIF against it."""
+
+    server: ServerProcess
+    viewer: str
+    upload_token: str
+    artifacts: Path
+
+    @property
+    def dicomweb(self) -> str:
+        return self.server.url + "/dicomweb"
+
+    def store(self, parts: list[bytes]) -> None:
+        headers = {**stow_headers(), "Authorization": f"Bearer {self.upload_token}"}
+        response = httpx.post(self.dicomweb + "/studies", content=multipart(parts), headers=headers, timeout=120)
+        assert response.status_code == 200, response.text
+
+    def drive(self, job: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
+        """Run tests/e2e/ohif.mjs with the job; its JSON report (also saved in the artifacts)."""
+        job = {**job, "viewer": self.viewer, "server": self.server.url, "artifacts": str(self.artifacts)}
+        driver = subprocess.Popen(
+            ["node", str(DRIVER), json.dumps(job)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=E2E,
+        )
+        try:
+            stdout, stderr = driver.communicate(timeout=timeout)
+        finally:
+            if driver.poll() is None:
+                # SIGTERM first: playwright closes the browser on it (a killed node would leave Chromium behind).
+                driver.terminate()
+                try:
+                    driver.communicate(timeout=15)
+                except subprocess.TimeoutExpired:
+                    driver.kill()
+                    driver.communicate()
+        (self.artifacts / "driver.log").write_text(stderr)
+        assert driver.returncode == 0, f"the driver failed:\n{stderr[-5000:]}"
+        report: dict[str, Any] = json.loads(stdout)
+        (self.artifacts / "report.json").write_text(json.dumps(report, indent=2))
+        return report
+
+
+@pytest.fixture(scope="session")
+def e2e_tools() -> None:
+    """Checked before anything else starts (the session's PostgreSQL included)."""
+    require_tools()
+
+
+@pytest.fixture
+def stack(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    artifacts = ARTIFACTS / request.node.name
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    data_dir = tmp_path / "archive"
+    data_dir.mkdir()
+    secret = load_or_create_secret(data_dir)  # made before the server starts, which then verifies tokens with it
+    viewer_port = free_port()
+    viewer_origin = f"http://127.0.0.1:{viewer_port}"
+    env = {
+        "DICOMWEB_AUTH": "enabled",
+        "DICOMWEB_CORS_ORIGINS": viewer_origin,
+        "DICOMWEB_DATABASE_URL": new_database().url,
+    }
+    viewer_token = create_token(secret, "e2e", [Role.DOCTOR], 3600, "dicomweb")
+    upload_token = create_token(secret, "e2e-upload", [Role.RADIOLOGY_TECH], 3600, "dicomweb")
+    with serve_subprocess(env, data_dir) as server:
+        config = app_config(server.url + "/dicomweb", viewer_token)
+        (artifacts / "app-config.js").write_text(config)
+        with serve_viewer(viewer_port, config) as viewer:
+            yield Stack(server, viewer, upload_token, artifacts)
+        (artifacts / "server.log").write_text(server.log)
+
+
+# --- judging what the viewer showed ------------------------------------------------------------------------------
+
+
+def shown_image(stack: Stack, step: dict[str, Any], rows: int, columns: int) -> np.ndarray:
+    """The part of a canvas capture that shows the image (cornerstone fits it to the viewport and centres it),
+    resampled to the image's own rows and columns: an RGB array."""
+    canvas = Image.open(stack.artifacts / step["canvasFile"]).convert("RGB")
+    width, height = canvas.size
+    scale = min(width / columns, height / rows)
+    left, top = (width - columns * scale) / 2, (height - rows * scale) / 2
+    box = (round(left), round(top), round(left + columns * scale), round(top + rows * scale))
+    return np.asarray(canvas.crop(box).resize((columns, rows), Image.Resampling.BILINEAR), dtype=np.float64)
+
+
+def shown_slice(image: np.ndarray, count: int) -> int:
+    """Which slice of the moving-square stack the image is, from where its bright square is."""
+    gray = image.mean(axis=2)
+    rows, columns = gray.shape
+    # 0 HU at window 40/400 is grey (about 102 of 255): the VOI was applied, and this is not a blank canvas.
+    assert 80 < np.median(gray) < 125, f"background grey {np.median(gray)}, expected about 102"
+    bright = gray > 200
+    expected_area = (SQUARE / CT_SIZE) ** 2
+    assert 0.7 * expected_area < bright.mean() < 1.3 * expected_area, f"bright area {bright.mean():.4f}"
+    ys, xs = np.nonzero(bright)
+    centre = np.array([(xs.mean() + 0.5) / columns, (ys.mean() + 0.5) / rows])
+    places = np.array([square_position(i, count) for i in range(count)])
+    distances = np.hypot(*(places - centre).T)
+    index = int(distances.argmin())
+    step = float(np.hypot(*(places[1] - places[0])))
+    assert distances[index] < step / 4, f"square at {centre}, {distances[index]:.4f} from slice {index}'s"
+    return index
+
+
+def instance_number(step: dict[str, Any]) -> int:
+    """The instance number OHIF's overlay shows (``I:8 (8/30)``)."""
+    match = re.search(r"I:\s*(\d+)\s*\(\d+/\d+\)", step["overlay"])
+    assert match, step["overlay"]
+    return int(match.group(1))
+
+
+def assert_no_errors(stack: Stack, report: dict[str, Any]) -> None:
+    """No request of the viewer failed or got 4xx/5xx, as the browser saw it and as the server logged it."""
+    seen = [f"{r['method']} {r['url']} -> {r['status'] or r['failure']}" for r in report["requests"]]
+    bad = [line for r, line in zip(report["requests"], seen, strict=True) if r["failure"] or r["status"] >= 400]
+    logged = re.findall(r'"([A-Z]+) (/\S*)" (\d{3}) ', stack.server.log)
+    assert any(path.startswith("/dicomweb/") for _, path, _ in logged), "no request lines in the server log"
+    bad += [f"server log: {m} {p} -> {s}" for m, p, s in logged if int(s) >= 400 and p != "/readyz"]
+    assert not bad, "requests that failed:\n" + "\n".join(bad) + "\n\nall requests:\n" + "\n".join(seen)
+    assert report["error"] is None, (
+        f"{report['error']}\n\nrequests:\n" + "\n".join(seen) + f"\n\npage errors: {report['pageErrors']}"
+    )
+
+
+class TestOhif:
+    """OHIF 3.13 in headless Chromium against the archive, as a radiologist uses it."""
+
+    def test_study_list_open_scroll_and_compressed_series(self, stack: Stack) -> None:
+        """The study list, the study opened by URL and from the list, a scroll through the CT stack, and a JPEG
+        and a JPEG 2000 series, with every request answered without error."""
+        study_instance_uid = generate_uid()
+        ct_series_instance_uid, parts = ct_series(CT_SLICES, study_instance_uid)
+        jpeg = into_study(JPEG_BASELINE, study_instance_uid, 2, "JPEG colour bars")
+        jpeg2000 = into_study(JPEG2000, study_instance_uid, 3, "JPEG 2000 bone scan")
+        stack.store([*parts, jpeg, jpeg2000])
+        other_series = []
+        for name, data in (("jpeg", jpeg), ("jpeg2000", jpeg2000)):
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            other_series.append(
+                {"name": name, "description": ds.SeriesDescription, "seriesInstanceUID": ds.SeriesInstanceUID}
+            )
+        scroll_ticks = 7
+
+        report = stack.drive(
+            {
+                "scenario": "viewer",
+                "studyInstanceUID": study_instance_uid,
+                "ctSeriesInstanceUID": ct_series_instance_uid,
+                "ctSeriesDescription": CT_SERIES_DESCRIPTION,
+                "studyDescription": STUDY_DESCRIPTION,
+                "scrollTicks": scroll_ticks,
+                "otherSeries": other_series,
+            }
+        )
+        assert_no_errors(stack, report)
+        steps = report["steps"]
+
+        # The study list: name, date, modalities, description and instance count, as OHIF formats them.
+        patient, date, modalities, description, instances = steps["study-list"]["cells"][:5]
+        assert (patient, modalities, description, instances) == ("Müller, Anna", "CT\\NM\\OT", STUDY_DESCRIPTION, "32")
+        assert date.startswith("15-Mar-2024"), date
+        panel = " ".join(steps["study-list-selected"]["panel"].split())
+        for text in (PATIENT_ID, f"CT {CT_SERIES_DESCRIPTION} 30", "OT JPEG colour bars 1", "NM JPEG 2000 bone scan 1"):
+            assert text in panel, panel
+
+        # Opened by URL: a slice of the stack, the one the overlay names; all 30 slices loaded.
+        first = steps["url-first"]
+        assert ct_series_instance_uid in first["imageId"]
+        assert first["images"] == CT_SLICES and first["allLoadedAt"] > first["shownAt"]
+        first_slice = shown_slice(shown_image(stack, first, CT_SIZE, CT_SIZE), CT_SLICES)
+        assert first_slice == instance_number(first) - 1
+
+        # Scrolled: another slice, moved by as many slices as wheel ticks, again the one the overlay names.
+        scrolled = steps["url-scrolled"]
+        assert abs(scrolled["imageIndex"] - first["imageIndex"]) == scroll_ticks
+        scrolled_slice = shown_slice(shown_image(stack, scrolled, CT_SIZE, CT_SIZE), CT_SLICES)
+        assert scrolled_slice == instance_number(scrolled) - 1
+        assert abs(scrolled_slice - first_slice) == scroll_ticks
+
+        # The JPEG baseline colour bars and the JPEG 2000 bone scan, decoded in the browser, look like pydicom's.
+        bars = pydicom.dcmread(io.BytesIO(jpeg)).pixel_array.astype(np.float64)
+        shown = shown_image(stack, steps["jpeg"], *bars.shape[:2])
+        assert np.median(np.abs(shown - bars)) < 10, np.abs(shown - bars).mean(axis=(1, 2))
+        scan = pydicom.dcmread(io.BytesIO(jpeg2000)).pixel_array.astype(np.float64)
+        shown = shown_image(stack, steps["jpeg2000"], *scan.shape).mean(axis=2)
+        correlation = np.corrcoef(shown.ravel(), scan.ravel())[0, 1]
+        assert correlation > 0.95, correlation
+
+        # Opened from the study list: the stack again.
+        from_list = steps["list-first"]
+        assert ct_series_instance_uid in from_list["imageId"]
+        assert shown_slice(shown_image(stack, from_list, CT_SIZE, CT_SIZE), CT_SLICES) == instance_number(from_list) - 1
+
+        # What OHIF asked for: every CT slice's frame, with the Accept header of PS3.18 §8.7.3.5 that OHIF sends.
+        frames = {r["url"] for r in report["requests"] if ct_series_instance_uid in r["url"] and "/frames/" in r["url"]}
+        assert len(frames) == CT_SLICES
+        assert all("transfer-syntax=*" in r["accept"] for r in report["requests"] if "/frames/" in r["url"]), (
+            "frames asked for without transfer-syntax=*"
+        )
+
+    def test_time_to_first_image_of_a_200_slice_ct(self, stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+        """Opening a 200-slice 512x512 CT by URL: time to the first image and from it to every slice loaded."""
+        count = 200
+        study_instance_uid = generate_uid()
+        series_instance_uid, parts = ct_series(count, study_instance_uid, size=512)
+        for start in range(0, count, 50):
+            stack.store(parts[start : start + 50])
+        report = stack.drive(
+            {
+                "scenario": "timing",
+                "studyInstanceUID": study_instance_uid,
+                "ctSeriesInstanceUID": series_instance_uid,
+            }
+        )
+        assert_no_errors(stack, report)
+        step = report["steps"]["timing-first"]
+        assert step["images"] == step["loaded"] == count
+        shown_slice(shown_image(stack, step, 512, 512), count)
+        frames = [r for r in report["requests"] if "/frames/" in r["url"]]
+        assert len({r["url"] for r in frames}) == count
+        # performance.now() in the page counts from the navigation start, at performance.timeOrigin.
+        asked = min(r["startedAt"] for r in report["requests"]) - step["timeOrigin"]
+        first_frame = min(r["startedAt"] for r in frames) - step["timeOrigin"]
+        latencies = [r["ms"] for r in frames]
+        with capsys.disabled():
+            print(
+                f"\nOHIF, {count}-slice 512x512 CT opened by URL: first image {step['shownAt']:.0f} ms after the "
+                f"navigation (OHIF's first request to the archive at {asked:.0f} ms, first frame request at "
+                f"{first_frame:.0f} ms); all {count} slices loaded {step['allLoadedAt'] - step['shownAt']:.0f} ms "
+                f"after the first image; frame requests median {np.median(latencies):.0f} ms, "
+                f"p95 {np.percentile(latencies, 95):.0f} ms"
+            )
