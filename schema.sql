@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 2
+-- schema_version: 3
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -294,3 +294,11 @@ CREATE TABLE radiology_report_version (
 );
 
 INSERT INTO schema_version (version) VALUES (2);
+
+-- migrate to version 3
+-- Where each frame's bytes are in the stored file, recorded at store time (dicomweb/frames.py frame_index):
+-- [[[offset, length], ...fragments], ...frames]. NULL when the frames are not plain byte ranges (deflated, big
+-- endian, video, ...) or the instance was stored before version 3; those frames are found by reading the file.
+ALTER TABLE instance ADD COLUMN frame_index jsonb;
+
+INSERT INTO schema_version (version) VALUES (3);

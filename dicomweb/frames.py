@@ -10,11 +10,17 @@ and the requested frames are read:
   reading only the 8-byte item headers), else pydicom's frame splitting as a last resort.
 
 Deflated files are the exception: the pixel data is inside the deflate stream, so the whole data set is read.
+
+At store time ``frame_index`` records where each frame's bytes are in the file (the byte ranges of its value or of
+its fragments), so that a retrieval reads exactly those ranges (``read_indexed``) without parsing the file at all.
+Frames that are not plain byte ranges (deflated, big endian, 1-bit frames that start inside a byte, video, fragments
+that only JPEG markers tell apart) get no index and are cut out as above.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import struct
 from collections.abc import Callable
@@ -33,9 +39,11 @@ from pydicom.uid import (
     JPEG2000,
     JPEG2000MC,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEG2000MCLossless,
     JPEGBaseline8Bit,
@@ -75,6 +83,8 @@ ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
 # PS3.5 §8.2.5 to §8.2.7: MPEG-2, MPEG-4 and HEVC streams hold all frames in one stream, split into fragments at
 # arbitrary points, so a single frame cannot be cut out without decoding.
 VIDEO_TRANSFER_SYNTAXES = frozenset(MPEGTransferSyntaxes)
+
+NATIVE_TRANSFER_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 
 # Values larger than this (overlays, LUTs) stay unread while the header is parsed.
 HEADER_DEFER_SIZE = 64 * 1024  # bytes
@@ -233,6 +243,109 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
         return [Frame(frame, OCTET_STREAM, ExplicitVRLittleEndian) for frame in data]
     media_type = MEDIA_TYPES.get(transfer_syntax_uid, OCTET_STREAM)
     return [Frame(frame, media_type, transfer_syntax_uid) for frame in data]
+
+
+# Where a frame's bytes are in its file: one (offset, length) per fragment (one range for native pixel data).
+FrameIndex = list[list[tuple[int, int]]]
+
+
+def frame_index(file: BinaryIO, ds: Dataset) -> FrameIndex | None:
+    """Byte ranges of every frame of the instance ``ds`` was read from (``file``), or None when its frames are not
+    plain byte ranges. ``ds`` must have been read with its pixel data deferred (``defer_size``), as the store does,
+    so that the element's position is known without having read the value."""
+    transfer_syntax_uid = str(ds.file_meta.get("TransferSyntaxUID", "") or "").strip()
+    if transfer_syntax_uid == DeflatedExplicitVRLittleEndian or transfer_syntax_uid in VIDEO_TRANSFER_SYNTAXES:
+        return None
+    raw = next((ds.get_item(tag, keep_deferred=True) for tag in PIXEL_DATA_TAGS if tag in ds), None)
+    if not isinstance(raw, RawDataElement) or raw.value_tell is None:
+        return None
+    try:
+        count = _number_of_frames(ds)
+        if raw.length != UNDEFINED_LENGTH:
+            return _native_index(ds, raw, count)
+        return _encapsulated_index(file, ds, raw.value_tell, count)
+    except (BrokenPixelData, struct.error):
+        return None  # served the slow way, which says what is wrong when a frame is asked for
+
+
+def _native_index(ds: Dataset, raw: RawDataElement, count: int) -> FrameIndex | None:
+    if ds.original_encoding[1] is False and _swap_unit(str(raw.VR or ""), _bits_allocated(ds)) != 1:
+        return None  # big endian words: swapped when served
+    frame_bits = _bits_allocated(ds) * _required_int(ds, "Rows") * _required_int(ds, "Columns")
+    frame_bits *= _required_int(ds, "SamplesPerPixel")
+    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        frame_bits = frame_bits // 3 * 2
+    if frame_bits % 8 or count * frame_bits // 8 > raw.length:
+        return None
+    size = frame_bits // 8
+    return [[(raw.value_tell + n * size, size)] for n in range(count)]
+
+
+def _encapsulated_index(file: BinaryIO, ds: Dataset, value_tell: int, count: int) -> FrameIndex | None:
+    file.seek(value_tell)
+    tag, bot_length = _item_header(file)
+    if tag != ITEM or bot_length % 4:
+        return None
+    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", _read_exactly(file, bot_length)))
+    first_fragment = value_tell + 8 + bot_length
+    offsets = _extended_offsets(file, ds) or basic_offsets
+    items = _fragment_items(file, first_fragment)
+    if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in pairwise(offsets)):
+        starts = {position: n for n, position in enumerate(first_fragment + offset for offset in offsets)}
+        if all(position in {p for p, _ in items} for position in starts):
+            frames: FrameIndex = []
+            for position, length in items:
+                if position in starts:
+                    frames.append([])
+                frames[-1].append((position + 8, length))
+            return frames
+    if count == 1:
+        return [[(position + 8, length) for position, length in items]]
+    if len(items) == count:
+        return [[(position + 8, length)] for position, length in items]
+    return None
+
+
+def _fragment_items(file: BinaryIO, first_fragment: int) -> list[tuple[int, int]]:
+    """(position of the item tag, value length) of every fragment, from the 8-byte item headers alone."""
+    file.seek(first_fragment)
+    position = first_fragment
+    items: list[tuple[int, int]] = []
+    while True:
+        tag, length = _item_header(file)
+        if tag == SEQUENCE_DELIMITER:
+            return items
+        if tag != ITEM or length == UNDEFINED_LENGTH:
+            raise BrokenPixelData(f"unexpected data at byte {position} of the file inside the encapsulated pixel data")
+        items.append((position, length))
+        position += 8 + length
+        file.seek(position)
+
+
+def read_indexed(path: Path, index: FrameIndex, transfer_syntax_uid: str, numbers: list[int]) -> list[Frame]:
+    """The frames numbered ``numbers`` read at the byte ranges the store recorded (``frame_index``)."""
+    for number in numbers:
+        if not 1 <= number <= len(index):
+            count = len(index)
+            raise FrameNotFound(
+                f"frame {number} does not exist: the instance has {count} frame{'s' if count != 1 else ''}"
+                f" (1 to {count})"
+            )
+    media_type: str
+    syntax: str
+    if transfer_syntax_uid in (ENCAPSULATED_UNCOMPRESSED, *NATIVE_TRANSFER_SYNTAXES):
+        media_type, syntax = OCTET_STREAM, ExplicitVRLittleEndian
+    else:
+        media_type, syntax = MEDIA_TYPES.get(transfer_syntax_uid, OCTET_STREAM), transfer_syntax_uid
+    found: list[Frame] = []
+    with path.open("rb") as file:
+        descriptor = file.fileno()
+        for number in numbers:
+            data = b"".join(os.pread(descriptor, length, offset) for offset, length in index[number - 1])
+            if len(data) != sum(length for _, length in index[number - 1]):
+                raise BrokenPixelData("the file ends inside its pixel data")
+            found.append(Frame(data, media_type, syntax))
+    return found
 
 
 def _read_header(file: BinaryIO) -> tuple[Dataset, _PixelElement | None]:
@@ -444,18 +557,7 @@ def _read_fragments(file: BinaryIO, start: int, end: int | None) -> bytes:
 
 def _fragment_positions(file: BinaryIO, first_fragment: int) -> list[int]:
     """Where each fragment's item tag is, from the 8-byte item headers alone (each value is skipped)."""
-    file.seek(first_fragment)
-    position = first_fragment
-    positions: list[int] = []
-    while True:
-        tag, length = _item_header(file)
-        if tag == SEQUENCE_DELIMITER:
-            return positions
-        if tag != ITEM or length == UNDEFINED_LENGTH:
-            raise BrokenPixelData(f"unexpected data at byte {position} of the file inside the encapsulated pixel data")
-        positions.append(position)
-        position += 8 + length
-        file.seek(position)
+    return [position for position, _ in _fragment_items(file, first_fragment)]
 
 
 def _split_frames(file: BinaryIO, element: _PixelElement, count: int, numbers: list[int]) -> list[bytes]:

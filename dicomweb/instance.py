@@ -20,6 +20,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .attributes import Level, extract
 from .dicomjson import BULK_DATA_THRESHOLD, UNDEFINED_LENGTH, dataset_to_json
+from .frames import frame_index
 from .status import FailureReason
 from .uids import is_valid_uid
 
@@ -54,6 +55,7 @@ class Instance:
     transfer_syntax_uid: str
     columns: dict[Level, dict[str, Any]]
     metadata: str  # DICOM JSON text (PS3.18 Annex F), as stored in the database
+    frame_index: str | None = None  # JSON: the byte ranges of each frame in the file (frames.frame_index)
 
     @property
     def path(self) -> str:
@@ -83,6 +85,8 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
 
     if truncation:
         raise fail(FailureReason.CANNOT_UNDERSTAND, truncation)
+    with path.open("rb") as file:  # before anything reads the deferred pixel data
+        index = frame_index(file, ds)
     uids: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
         value = _uid(ds, keyword)
@@ -115,6 +119,7 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
         transfer_syntax_uid=transfer_syntax_uid,
         columns=columns,
         metadata=metadata,
+        frame_index=orjson.dumps(index).decode() if index is not None else None,
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -242,10 +243,21 @@ async def retrieve_frames(request: Request) -> Response:
         raise BadRequest(f"frame list: {exc}") from None
     wanted = representation(request.headers.get("accept"), FRAME_TYPES, True, ExplicitVRLittleEndian)
     archive = archive_of(request)
-    files = await archive.stored_files(study, series, sop)
-    path = archive.storage.absolute(files[0].file_path)
+    assert series is not None and sop is not None  # the route names both
+    async with archive.pool.acquire() as conn:
+        try:
+            stored, index = await retrieve.instance_frames(conn, study, series, sop)
+        except LookupError:
+            raise not_stored(study, series, sop) from None
+    files = [stored]
+    path = archive.storage.absolute(stored.file_path)
     try:
-        found = await asyncio.to_thread(frames.read_frames, path, numbers)
+        if index is not None:  # byte ranges recorded at store time: no parsing of the file
+            found = await asyncio.to_thread(
+                frames.read_indexed, path, orjson.loads(index), stored.transfer_syntax_uid, numbers
+            )
+        else:
+            found = await asyncio.to_thread(frames.read_frames, path, numbers)
     except FileNotFoundError:
         await archive.check_files(files)  # logs and raises the 500
         raise

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
@@ -288,6 +289,26 @@ class TestFrames:
     def test_no_pixel_data(self, stored: LiveServer) -> None:
         """An SR has no frames: 404."""
         assert httpx.get(self.frames_url(stored, SR, "1"), headers={"Accept": self.OHIF}).status_code == 404
+
+    def test_frames_read_from_the_index_recorded_at_store(
+        self, stored: LiveServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With frame locations recorded at store time, frames are served without parsing the file (the parsing
+        path is switched off here); the index is in the database."""
+        from dicomweb import frames as frames_module
+
+        def no_parsing(path: Path, numbers: list[int]) -> list[Any]:
+            raise AssertionError(f"{path} was parsed")
+
+        monkeypatch.setattr(frames_module, "read_frames", no_parsing)
+        ds = pydicom.dcmread(MULTIFRAME_US)
+        expected = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+        received = parts(httpx.get(self.frames_url(stored, MULTIFRAME_US, "30,2"), headers={"Accept": self.OHIF}))
+        assert [body for _, body in received] == [expected[29], expected[1]]
+        [(_, body)] = parts(httpx.get(self.frames_url(stored, CT, "1"), headers={"Accept": self.OHIF}))
+        assert body == pydicom.dcmread(CT).PixelData
+        index = stored.db.value("SELECT frame_index FROM instance WHERE sop_instance_uid = $1", ds.SOPInstanceUID)
+        assert index is not None and len(orjson.loads(index)) == 30
 
     def test_range_on_one_frame(self, stored: LiveServer) -> None:
         """Range on a single frame (Cornerstone3D progressive loading): 206 with Content-Range of the frame."""

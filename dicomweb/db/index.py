@@ -58,7 +58,7 @@ def _column_names(level: Level) -> list[str]:
 _PATIENT = _column_names(Level.PATIENT)
 _STUDY = _column_names(Level.STUDY)
 _SERIES = _column_names(Level.SERIES)
-_FILE = ["transfer_syntax_uid", "file_path", "file_size", "file_sha256", "metadata"]
+_FILE = ["transfer_syntax_uid", "file_path", "file_size", "file_sha256", "metadata", "frame_index"]
 _INSTANCE = _column_names(Level.INSTANCE) + _FILE
 
 
@@ -121,6 +121,7 @@ async def insert_instance(
         "file_size": file_size,
         "file_sha256": file_sha256,
         "metadata": instance.metadata,
+        "frame_index": instance.frame_index,
     }
     pk = await conn.fetchval(INSERT_INSTANCE, series_pk, *(values[c] for c in _INSTANCE))
     return int(pk) if pk is not None else None

@@ -40,6 +40,23 @@ async def files(conn: asyncpg.Connection, study: str, series: str | None, sop: s
     return [StoredFile(**dict(row)) for row in rows]
 
 
+async def instance_frames(conn: asyncpg.Connection, study: str, series: str, sop: str) -> tuple[StoredFile, str | None]:
+    """One stored instance with its frame index (JSON text; None when the store recorded none); raises LookupError
+    when the instance is not stored."""
+    row = await conn.fetchrow(
+        "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
+        f"i.transfer_syntax_uid, i.file_path, i.file_size, i.number_of_frames, i.frame_index::text {_SCOPE}",
+        study,
+        series,
+        sop,
+    )
+    if row is None:
+        raise LookupError(sop)
+    values = dict(row)
+    index = values.pop("frame_index")
+    return StoredFile(**values), index
+
+
 async def metadata(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[str]:
     """The stored DICOM JSON of each instance in scope (jsonb text, BulkDataURIs relative), in order."""
     rows = await conn.fetch(f"SELECT i.metadata::text {_SCOPE} {_ORDER}", study, series, sop)
