@@ -180,7 +180,7 @@ class TestPathTraversal:
             context = (target, name, answer.body[:200])
             assert answer.status == 400, context
             assert_error_shape(answer, context)
-            assert ("NUL" if "%00" in traversal else parameter) in answer.json()["detail"], context
+            assert parameter in answer.json()["detail"], context
         archive.assert_unharmed(before)
 
 
