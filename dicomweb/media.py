@@ -25,7 +25,9 @@ class MediaType:
 
     @classmethod
     def parse(cls, value: str) -> MediaType:
-        main, raw_params = parse_options_header(value)
+        # Media types are ASCII (RFC 9110 §8.3.1); anything else (a query parameter can hold any character) becomes
+        # "?" and then matches no type, instead of failing python-multipart's latin-1 encoding.
+        main, raw_params = parse_options_header(value.encode("latin-1", "replace"))
         params = {k.decode("latin-1").strip().lower(): v.decode("latin-1") for k, v in raw_params.items()}
         try:
             quality = float(params.pop("q", "1"))

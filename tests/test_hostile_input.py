@@ -252,12 +252,6 @@ class TestSQLMetacharacters:
             assert_error_shape(answer, context)
         archive.assert_unharmed(before)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="media.MediaType.parse hands python-multipart's parse_options_header a str, which it encodes to "
-        "latin-1: a media type from a query parameter (WADO-URI contentType/accept, rendered accept) outside "
-        "latin-1 raises UnicodeEncodeError, a 500",
-    )
     @pytest.mark.parametrize("parameter", ["contentType", "accept"])
     def test_media_type_outside_latin1(self, archive: Archive, parameter: str) -> None:
         """A media type parameter that is not latin-1 (invalid UTF-8 decodes to U+FFFD): 400 or 406."""
