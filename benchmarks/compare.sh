@@ -16,7 +16,9 @@ wait_ready() {  # URL
 
 echo "== dicomweb (embedded PostgreSQL, fsync on)"
 # Authentication off (loopback only) so that both servers answer the same unauthenticated requests.
-DICOMWEB_AUTH=disabled DICOMWEB_DATA_DIR="$work/dicomweb" DICOMWEB_LOG_LEVEL=warning DICOMWEB_PORT=8080 dicomweb serve &
+# The --big scenario sends one 1 GB request: above the default 100 MiB body limit.
+DICOMWEB_AUTH=disabled DICOMWEB_DATA_DIR="$work/dicomweb" DICOMWEB_LOG_LEVEL=warning DICOMWEB_PORT=8080 \
+    DICOMWEB_MAX_UPLOAD_MB=4096 dicomweb serve &
 server=$!
 wait_ready http://127.0.0.1:8080/readyz
 "$python" "$here/stow.py" http://127.0.0.1:8080/dicomweb --server-pid "$server" --json "$work/dicomweb.json" "$@" \

@@ -60,7 +60,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Base URL clients reach the server at (e.g. https://pacs.example.org). Empty: derived "
         "per request from Forwarded / X-Forwarded-* / Host and the port the request arrived on.",
     ),
-    Setting("max_upload_mb", "4096", "Largest STOW-RS request body accepted, in MiB; larger requests get 413."),
+    Setting(
+        "max_upload_mb",
+        "100",
+        "Largest request body accepted, in MiB: a STOW-RS request or an upload of the reporting API; larger ones get "
+        "413 (send a study in several STOW requests, or raise the limit).",
+    ),
     Setting(
         "max_parts",
         "10000",
@@ -134,7 +139,7 @@ class Settings:
     data_dir: Path = Path("./dicomweb-data")
     database_url: str = ""
     public_url: str = ""
-    max_upload_mb: int = 4096
+    max_upload_mb: int = 100
     max_parts: int = 10000
     max_part_header_bytes: int = 16384
     duplicates: DuplicatePolicy = "reject"

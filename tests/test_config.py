@@ -19,7 +19,7 @@ class TestSettings:
         """With no variables set, every field has its documented default."""
         settings = Settings.from_env({})
         assert settings == Settings()
-        assert settings.port == 8080 and settings.max_upload_bytes == 4096 * 1024 * 1024
+        assert settings.port == 8080 and settings.max_upload_bytes == 100 * 1024 * 1024
 
     def test_environment_overrides(self) -> None:
         """DICOMWEB_* variables are parsed into typed fields."""

@@ -26,7 +26,8 @@ class TestLargeRequest:
         boundary = "big-request-boundary"
         length, chunks = ct_series_stream(INSTANCES, boundary)
         assert length > 1_000_000_000
-        with serve_subprocess({"DICOMWEB_DATABASE_URL": db.url}, tmp_path / "archive") as server:
+        env = {"DICOMWEB_DATABASE_URL": db.url, "DICOMWEB_MAX_UPLOAD_MB": "2048"}  # above the 100 MiB default
+        with serve_subprocess(env, tmp_path / "archive") as server:
             process = psutil.Process(server.process.pid)
             httpx.get(server.url + "/readyz")
             baseline = process.memory_info().rss
