@@ -1,4 +1,5 @@
-"""Streaming multipart/related reader (RFC 2387) for STOW-RS bodies: each part is spooled to a temp file.
+"""Streaming multipart reader for STOW-RS bodies (multipart/related, RFC 2387) and the reporting API's uploads
+(multipart/form-data, RFC 7578: the same framing): each part is spooled to a temp file.
 
 Guarantees: server memory stays bounded whatever the request size (a part's bytes are held at most
 ``PART_BUFFER_BYTES`` at a time before they are written out); parts are byte-exact; a body that ends before its
@@ -16,7 +17,7 @@ part, or of preamble before the first boundary (RFC 2046 §5.1.1 allows one and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -31,10 +32,14 @@ MAX_PART_HEADERS = 100  # header lines in one part (a STOW part has one to four)
 
 @dataclass(frozen=True)
 class ReceivedPart:
-    """One complete body part: its spooled file and its Content-Type header (None when the part has none)."""
+    """One complete body part: its spooled file and its headers (names in lower case)."""
 
     file: SpooledFile
-    content_type: str | None
+    headers: Mapping[str, str]
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
 
 
 @dataclass
@@ -77,8 +82,7 @@ class _Events:
         self.count += 1
         if self.count > self.max_parts:
             raise PayloadTooLarge(
-                f"the request has more than {self.max_parts} parts; store at most {self.max_parts} instances "
-                "per request"
+                f"the request has more than {self.max_parts} parts; send at most {self.max_parts} per request"
             )
         self.parts.append(_PartState())
 
@@ -192,7 +196,7 @@ async def read_multipart(
                 writer = writer or storage.temp_writer()
                 spooled = await writer.close(_take(part))
                 writer = None
-                yield ReceivedPart(spooled, part.headers.get("content-type"))
+                yield ReceivedPart(spooled, part.headers)
         if preamble.pending is not None:
             raise BadRequest(f"the body has no multipart boundary --{boundary.decode('latin-1')}")
         if not events.finished:
@@ -227,7 +231,7 @@ async def read_single(chunks: AsyncIterable[bytes], storage: FileStorage, max_by
                 buffered = 0
         if received == 0:
             raise BadRequest("the request body is empty")
-        return ReceivedPart(await writer.close(b"".join(buffer)), None)
+        return ReceivedPart(await writer.close(b"".join(buffer)), {})
     except BaseException:
         await writer.abort()
         raise

@@ -18,7 +18,7 @@ from dicomweb.errors import Forbidden, InvalidFields, NotFound
 
 from . import http
 from .db import annotations as db
-from .images import load_image
+from .lookup import load_image
 from .models import Annotation, AnnotationInput
 
 _INPUT: TypeAdapter[AnnotationInput] = TypeAdapter(AnnotationInput)

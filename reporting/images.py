@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from dicomweb.archive import archive_of
-from dicomweb.audit import note_study
-from dicomweb.errors import DicomwebError, NotFound
+from dicomweb.errors import DicomwebError
 
-from .db import studies as db
+from .lookup import load_image
 
 log = logging.getLogger("dicomweb")
 
 DICOM_MEDIA_TYPE = "application/dicom"  # PS3.10 files (RFC 3240)
-
-
-async def load_image(request: Request, sop_instance_uid: str, conn: Any) -> dict[str, Any]:
-    """The archived instance (404 if unknown), named in the request's audit event."""
-    image = await db.image(conn, sop_instance_uid)
-    if image is None:
-        raise NotFound(f"no image with SOPInstanceUID {sop_instance_uid[:80]!r} is stored")
-    note_study(request, image["study_instance_uid"], image["patient_id"])
-    return image
 
 
 async def image_file(request: Request) -> Response:

@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb.archive import archive_of
-from dicomweb.audit import note_study
 from dicomweb.errors import BadRequest, Conflict, InvalidFields, NotFound, PreconditionRequired
 
 from . import http
 from .db import reports as db
 from .db import studies as studies_db
 from .db import templates as templates_db
+from .lookup import load_study
 from .models import AddendumCreate, Report, ReportCreate, ReportDetail, ReportUpdate, ReportVersion
 from .workflow import (
     ReportStatus,
@@ -113,21 +113,12 @@ def placeholder_values(
     }
 
 
-async def _study(request: Request, conn: Any, study_id: uuid.UUID, lock: bool = False) -> dict[str, Any]:
-    """The workflow study (404 if unknown), named in the request's audit event."""
-    study = await studies_db.get(conn, study_id, lock=lock)
-    if study is None:
-        raise NotFound(f"no radiology study with id {study_id}")
-    note_study(request, study["study_instance_uid"], study["patient_id"])
-    return study
-
-
 async def _report(request: Request, conn: Any, report_id: uuid.UUID) -> dict[str, Any]:
     """The report (404 if unknown); its study is named in the request's audit event."""
     report = await db.get(conn, report_id)
     if report is None:
         raise NotFound(f"no radiology report with id {report_id}")
-    await _study(request, conn, report["study_id"])
+    await load_study(request, report["study_id"], conn)
     return report
 
 
@@ -144,7 +135,7 @@ async def create_report(request: Request) -> Response:
     body = await http.json_body(request, ReportCreate)
     author = http.caller(request).subject
     async with archive_of(request).pool.acquire() as conn, conn.transaction():
-        study = await _study(request, conn, study_id)
+        study = await load_study(request, study_id, conn)
         findings = body.findings
         if body.template_id is not None:
             template = await templates_db.get(conn, body.template_id)
@@ -175,7 +166,7 @@ async def study_reports(request: Request) -> Response:
     """GET /api/radiology/studies/{studyId}/reports: the study's reports and addenda, oldest first."""
     study_id = http.path_id(request, "studyId", "radiology study")
     async with archive_of(request).pool.acquire() as conn:
-        await _study(request, conn, study_id)
+        await load_study(request, study_id, conn)
         rows = await db.for_study(conn, study_id)
     return http.ModelResponse([Report.model_validate(row) for row in rows])
 
@@ -236,7 +227,7 @@ async def verify_report(request: Request) -> Response:
         found = await db.get(conn, report_id)
         if found is None:
             raise NotFound(f"no radiology report with id {report_id}")
-        study = await _study(request, conn, found["study_id"], lock=True)
+        study = await load_study(request, found["study_id"], conn, lock=True)
         report = await db.get(conn, report_id, lock=True)
         if report is None:  # deleted with its study meanwhile
             raise NotFound(f"no radiology report with id {report_id}")

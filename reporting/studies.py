@@ -7,23 +7,19 @@ its StudyInstanceUID, so DICOMweb viewers and this API always see the same image
 from __future__ import annotations
 
 import logging
-import uuid
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb.archive import archive_of, delete_rows
 from dicomweb.audit import note_study
-from dicomweb.errors import Conflict, NotFound
-from dicomweb.urls import base_url
+from dicomweb.errors import Conflict
 
 from . import http
 from .db import reports as reports_db
 from .db import studies as db
+from .lookup import image_model, load_study
 from .models import (
-    Image,
-    ImageLinks,
     ModalityInfo,
     Page,
     Report,
@@ -40,15 +36,6 @@ from .workflow import MODALITY_NAMES, StudyStatus, accession_number, check_study
 log = logging.getLogger("dicomweb")
 
 GENERATED_ACCESSION_ATTEMPTS = 5  # a generated accession number is random; retry on the rare collision
-
-
-async def load_study(request: Request, study_id: uuid.UUID, conn: Any, lock: bool = False) -> dict[str, Any]:
-    """The workflow study (404 if unknown), named in the request's audit event."""
-    study = await db.get(conn, study_id, lock=lock)
-    if study is None:
-        raise NotFound(f"no radiology study with id {study_id}")
-    note_study(request, study["study_instance_uid"], study["patient_id"])
-    return study
 
 
 async def create_study(request: Request) -> Response:
@@ -159,24 +146,6 @@ async def create_series(request: Request) -> Response:
             raise Conflict(f"series {values['series_instance_uid']} or number {values['series_number']} is taken")
     series = Series.model_validate({**values, "id": values["series_instance_uid"], "number_of_images": 0})
     return http.ModelResponse(series, status_code=201)
-
-
-def image_model(request: Request, row: dict[str, Any]) -> Image:
-    """An archived instance as the API shows it, with the absolute URLs a viewer fetches it by."""
-    root = base_url(request, archive_of(request).settings.public_url)
-    study, series, sop = row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]
-    instance = f"{root}/studies/{study}/series/{series}/instances/{sop}"
-    wado_root = root.removesuffix("/dicomweb")
-    links = ImageLinks(
-        metadata=f"{instance}/metadata",
-        frames=f"{instance}/frames/1",
-        rendered=f"{instance}/rendered",
-        thumbnail=f"{instance}/thumbnail",
-        file=f"{wado_root}/api/radiology/images/{sop}/file",
-        wado_uri=f"{wado_root}/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}"
-        "&contentType=application%2Fdicom",
-    )
-    return Image.model_validate({**row, "id": sop, "links": links})
 
 
 async def study_images(request: Request) -> Response:

@@ -15,8 +15,8 @@ must be the study's and, sent to a series, its SeriesInstanceUID that series' (4
 A picture gets a new SOPInstanceUID and the next instance number of its series unless ``instanceNumber`` says.
 What a file is, is read from its bytes (a PS3.10 preamble, a JPEG or PNG signature), not from its Content-Type.
 
-The file part streams to a temp file in the archive's storage as it arrives (at most ``PART_BUFFER_BYTES`` of it in
-memory), within DICOMWEB_MAX_UPLOAD_MB for the whole body (413), and is then validated, placed and indexed by
+The file part streams to a temp file in the archive's storage as it arrives (dicomweb.multipart, as STOW-RS bodies),
+within DICOMWEB_MAX_UPLOAD_MB for the whole body (413), and is then validated, placed and indexed by
 ``dicomweb.store`` exactly as a STOW-RS instance (``prepare``, the checks here, then ``commit``).
 """
 
@@ -24,34 +24,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from dicomweb import store
 from dicomweb.archive import Archive, archive_of
+from dicomweb.config import Settings
 from dicomweb.errors import BadRequest, Conflict, DicomwebError, NotFound, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.instance import InvalidInstance
+from dicomweb.multipart import ReceivedPart, read_multipart
 from dicomweb.status import FailureReason
-from dicomweb.storage import FileStorage, SpooledFile, TempWriter
+from dicomweb.storage import FileStorage, SpooledFile
 
 from . import capture, http
 from .db import studies as db
+from .lookup import image_model, load_study
 from .models import UploadResult
-from .studies import image_model, load_study
 from .workflow import new_uid
 
 log = logging.getLogger("dicomweb")
 
 FILE_FIELD = "file"
-PART_BUFFER_BYTES = 1024 * 1024  # bytes of the file held in memory before they go to its temp file
 MAX_FIELD_BYTES = 1024  # bytes of a text field (a number)
 MAX_PARTS = 8  # parts of a form: the file and a few text fields
 UPLOAD_SERIES_DESCRIPTION = "Uploaded pictures"  # the series pictures go to when no seriesNumber is given
@@ -73,90 +73,6 @@ class _StudyFields(_Fields):
 # ---------------------------------------------------------------------------------------------------- the form
 
 
-@dataclass
-class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
-    header_field: bytearray = field(default_factory=bytearray)
-    header_value: bytearray = field(default_factory=bytearray)
-    name: str = ""
-    is_file: bool = False
-    data: list[bytes] = field(default_factory=list)
-    size: int = 0
-    ended: bool = False
-
-
-class _FormEvents:
-    """Collects the parser's callbacks during one ``write``; the async side writes the file part afterwards."""
-
-    def __init__(self) -> None:
-        self.parts: list[_Part] = []
-        self.count = 0
-        self.files = 0
-        self.finished = False
-
-    def callbacks(self) -> dict[str, object]:
-        return {
-            "on_part_begin": self.on_part_begin,
-            "on_header_field": self.on_header_field,
-            "on_header_value": self.on_header_value,
-            "on_header_end": self.on_header_end,
-            "on_headers_finished": self.on_headers_finished,
-            "on_part_data": self.on_part_data,
-            "on_part_end": self.on_part_end,
-            "on_end": self.on_end,
-        }
-
-    def on_part_begin(self) -> None:
-        self.count += 1
-        if self.count > MAX_PARTS:
-            raise BadRequest(f"the form has more than {MAX_PARTS} fields; send one file and its numbers")
-        self.parts.append(_Part())
-
-    def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_bytes(end - start)
-        self.parts[-1].header_field += data[start:end]
-
-    def on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_bytes(end - start)
-        self.parts[-1].header_value += data[start:end]
-
-    def _header_bytes(self, size: int) -> None:
-        part = self.parts[-1]
-        if len(part.header_field) + len(part.header_value) + size > MAX_FIELD_BYTES:
-            raise BadRequest(f"a form part has a header longer than {MAX_FIELD_BYTES} bytes")
-
-    def on_header_end(self) -> None:
-        part = self.parts[-1]
-        part.headers[part.header_field.decode("latin-1").strip().lower()] = part.header_value.decode("latin-1")
-        part.header_field.clear()
-        part.header_value.clear()
-
-    def on_headers_finished(self) -> None:
-        part = self.parts[-1]
-        _, options = parse_options_header(part.headers.get("content-disposition", ""))
-        part.name = options.get(b"name", b"").decode("utf-8", "replace")
-        if not part.name:
-            raise BadRequest("a form part has no name (Content-Disposition: form-data; name=...)")
-        part.is_file = part.name == FILE_FIELD
-        if part.is_file:
-            self.files += 1
-            if self.files > 1:
-                raise BadRequest(f"send one file per request (the form has more than one {FILE_FIELD!r} field)")
-
-    def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        part = self.parts[-1]
-        part.data.append(data[start:end])
-        part.size += end - start
-        if not part.is_file and part.size > MAX_FIELD_BYTES:
-            raise BadRequest(f"form field {part.name[:40]!r} is longer than {MAX_FIELD_BYTES} bytes")
-
-    def on_part_end(self) -> None:
-        self.parts[-1].ended = True
-
-    def on_end(self) -> None:
-        self.finished = True
-
-
 @dataclass(frozen=True)
 class _Form:
     file: SpooledFile
@@ -176,58 +92,57 @@ def _boundary(request: Request) -> bytes:
     return boundary
 
 
-async def _read_form(request: Request, storage: FileStorage, max_bytes: int, max_mib: int) -> _Form:
-    """Stream the form in: the file part to a temp file, the text fields into memory; 413 past ``max_bytes``."""
+async def _read_form(request: Request, storage: FileStorage, settings: Settings) -> _Form:
+    """Stream the form in (dicomweb.multipart, as STOW-RS bodies): the file part to a temp file, the text fields
+    into memory; 413 past DICOMWEB_MAX_UPLOAD_MB."""
+    boundary = _boundary(request)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise PayloadTooLarge(
-            f"the upload of {declared} bytes exceeds the {max_mib} MiB limit (DICOMWEB_MAX_UPLOAD_MB)"
+            f"the upload of {declared} bytes exceeds the {settings.max_upload_mb} MiB limit (DICOMWEB_MAX_UPLOAD_MB)"
         )
-    events = _FormEvents()
-    parser = MultipartParser(_boundary(request), events.callbacks())  # type: ignore[arg-type]
-    writer: TempWriter | None = None
-    spooled: SpooledFile | None = None
-    content_type: str | None = None
+    parts = read_multipart(
+        request.stream(),
+        boundary,
+        storage,
+        settings.max_upload_bytes,
+        max_parts=MAX_PARTS,
+        max_header_bytes=settings.max_part_header_bytes,
+    )
+    file: ReceivedPart | None = None
     fields: dict[str, str] = {}
-    received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > max_bytes:
-                raise PayloadTooLarge(f"the upload exceeds the {max_mib} MiB limit (DICOMWEB_MAX_UPLOAD_MB)")
+        async for part in parts:
+            _, options = parse_options_header(part.headers.get("content-disposition", ""))
+            name = options.get(b"name", b"").decode("utf-8", "replace")
+            if name == FILE_FIELD and file is None:
+                file = part
+                continue
             try:
-                parser.write(chunk)
-            except MultipartParseError as exc:
-                raise BadRequest(f"malformed multipart/form-data body: {exc}") from None
-            for part in events.parts:
-                if part.is_file and (part.ended or part.size >= PART_BUFFER_BYTES):
-                    writer = writer or storage.temp_writer()
-                    data = b"".join(part.data)
-                    part.data.clear()
-                    part.size = 0
-                    if part.ended:
-                        spooled = await writer.close(data)
-                        writer = None
-                        content_type = part.headers.get("content-type")
-                    else:
-                        await writer.write(data)
-                elif not part.is_file and part.ended:
-                    try:
-                        fields[part.name] = b"".join(part.data).decode("utf-8").strip()
-                    except UnicodeDecodeError:
-                        raise BadRequest(f"form field {part.name[:40]!r} is not UTF-8 text") from None
-            events.parts = [part for part in events.parts if not part.ended]
-        if not events.finished:
-            raise BadRequest("the multipart/form-data body ends before its closing boundary (truncated request?)")
-        if spooled is None:
-            raise BadRequest(f"the form has no file field named {FILE_FIELD!r}")
-        return _Form(spooled, content_type, fields)
+                fields[name] = await _field_text(part, name)
+            finally:
+                await storage.discard([part.file])
     except BaseException:
-        if writer is not None:
-            await writer.abort()
-        if spooled is not None:
-            await storage.discard([spooled])
+        if file is not None:
+            await storage.discard([file.file])
         raise
+    if file is None:
+        raise BadRequest(f"the form has no file field named {FILE_FIELD!r}")
+    return _Form(file.file, file.content_type, fields)
+
+
+async def _field_text(part: ReceivedPart, name: str) -> str:
+    """A text field's value (a number); 400 for a nameless part, a second file, or a long or non-UTF-8 value."""
+    if not name:
+        raise BadRequest("a form part has no name (Content-Disposition: form-data; name=...)")
+    if name == FILE_FIELD:
+        raise BadRequest(f"send one file per request (the form has more than one {FILE_FIELD!r} field)")
+    if part.file.size > MAX_FIELD_BYTES:
+        raise BadRequest(f"form field {name[:40]!r} is longer than {MAX_FIELD_BYTES} bytes")
+    try:
+        return (await asyncio.to_thread(part.file.path.read_bytes)).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BadRequest(f"form field {name[:40]!r} is not UTF-8 text") from None
 
 
 # ---------------------------------------------------------------------------------------------------- storing
@@ -364,7 +279,7 @@ async def _respond(request: Request, result: store.StoreResult, converted_from: 
 async def _receive(request: Request, archive: Archive) -> tuple[_Form, capture.FileType]:
     settings = archive.settings
     try:
-        form = await _read_form(request, archive.storage, settings.max_upload_bytes, settings.max_upload_mb)
+        form = await _read_form(request, archive.storage, settings)
     except ClientDisconnect:
         raise BadRequest("the client disconnected during the upload; nothing was stored") from None
     kind = await _sniff(form.file.path)

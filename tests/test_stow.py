@@ -390,7 +390,7 @@ class TestRequestLimits:
         assert response.status_code == 413
         error = response.json()
         assert set(error) == {"status", "error", "detail"} and error["status"] == 413
-        assert error["detail"] == "the request has more than 2 parts; store at most 2 instances per request"
+        assert error["detail"] == "the request has more than 2 parts; send at most 2 per request"
         assert server.db.value("SELECT count(*) FROM instance") == 0
         assert not temp_files(server)
         assert post(server, multipart([ct_instance(), ct_instance()])).status_code == 200
