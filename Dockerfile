@@ -3,6 +3,7 @@ RUN useradd --create-home --uid 1000 dicomweb && mkdir /data && chown dicomweb /
 WORKDIR /app
 COPY pyproject.toml README.md schema.sql ./
 COPY dicomweb ./dicomweb
+COPY reporting ./reporting
 RUN rm dicomweb/schema.sql && cp schema.sql dicomweb/schema.sql && pip install --no-cache-dir .
 USER dicomweb
 ENV DICOMWEB_HOST=0.0.0.0 DICOMWEB_DATA_DIR=/data

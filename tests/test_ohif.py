@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ OHIF_DIST = E2E / "ohif" / "dist"
 DRIVER = E2E / "ohif.mjs"
 ARTIFACTS = E2E / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
+NGINX = Path("/usr/sbin/nginx")
+DEPLOY_VIEWER = Path(__file__).parent.parent / "deploy" / "viewer"
 
 PATIENT_NAME = "Müller^Anna"
 PATIENT_ID = "E2E-0001"
@@ -67,7 +70,7 @@ def require_tools() -> None:
             ("the OHIF build (tests/e2e/ohif/dist)", OHIF_DIST / "index.html"),
         )
         if not path.exists()
-    ]
+    ] + [what for what, path in (("nginx", NGINX),) if not path.exists()]
     if shutil.which("node") is None:
         missing.append("node")
     if missing:
@@ -291,6 +294,9 @@ class Stack:
     viewer: str
     upload_token: str
     artifacts: Path
+    # Where the viewer's requests to the archive go: the archive itself, or the viewer's origin when it proxies it.
+    archive_origin: str = ""
+    viewer_token: str = ""  # given in the first URL, for an app-config that takes it from there
 
     @property
     def dicomweb(self) -> str:
@@ -306,7 +312,13 @@ class Stack:
 
     def drive(self, job: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
         """Run tests/e2e/ohif.mjs with the job; its JSON report (also saved in the artifacts)."""
-        job = {**job, "viewer": self.viewer, "server": self.server.url, "artifacts": str(self.artifacts)}
+        job = {
+            **job,
+            "viewer": self.viewer,
+            "server": self.archive_origin or self.server.url,
+            "artifacts": str(self.artifacts),
+            "token": self.viewer_token or None,
+        }
         driver = subprocess.Popen(
             ["node", str(DRIVER), json.dumps(job)],
             stdout=subprocess.PIPE,
@@ -361,6 +373,72 @@ def stack(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.Fi
         with serve_viewer(viewer_port, config) as viewer:
             yield Stack(server, viewer, upload_token, artifacts)
         (artifacts / "server.log").write_text(server.log)
+
+
+@contextmanager
+def serve_deployed_viewer(port: int, archive: str, work: Path) -> Iterator[str]:
+    """deploy/viewer as docker compose runs it, without containers: its nginx.conf (the archive's upstream, the
+    listening port and the root replaced) in Debian's nginx, serving OHIF's dist/ with deploy/viewer/app-config.js."""
+    root = work / "html"
+    root.mkdir()
+    for entry in OHIF_DIST.iterdir():
+        if entry.name not in ("app-config.js", "sw.js"):  # the image's Dockerfile removes sw.js as well
+            (root / entry.name).symlink_to(entry)
+    shutil.copy(DEPLOY_VIEWER / "app-config.js", root / "app-config.js")
+    server_block = (DEPLOY_VIEWER / "nginx.conf").read_text()
+    for old, new in (
+        ("listen 80;", f"listen 127.0.0.1:{port};"),
+        ("root /usr/share/nginx/html;", f"root {root};"),
+        ("http://dicomweb:8080", archive),
+    ):
+        assert old in server_block, old
+        server_block = server_block.replace(old, new)
+    temp = work / "nginx-temp"
+    temp.mkdir()
+    (work / "nginx.conf").write_text(
+        # Its workers read the test's folders: as the user the test runs as (nginx would switch root to nobody).
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\npid {work}/nginx.pid;\nerror_log {work}/nginx-error.log;\nevents {{}}\n"
+        f"http {{\n include /etc/nginx/mime.types;\n access_log off;\n client_body_temp_path {temp}/body;\n"
+        f" proxy_temp_path {temp}/proxy;\n fastcgi_temp_path {temp}/fastcgi;\n uwsgi_temp_path {temp}/uwsgi;\n"
+        f" scgi_temp_path {temp}/scgi;\n{server_block}\n}}\n"
+    )
+    log = work / "nginx.log"
+    with log.open("wb") as stderr:
+        nginx = subprocess.Popen([str(NGINX), "-c", str(work / "nginx.conf"), "-p", str(work)], stderr=stderr)
+    origin = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert nginx.poll() is None, f"nginx exited: {log.read_text(errors='replace')}"
+            try:
+                if httpx.get(origin + "/app-config.js", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "nginx did not start"
+            time.sleep(0.1)
+        yield origin
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=30)
+
+
+@pytest.fixture
+def deployed(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The archive behind deploy/viewer's nginx on one origin (no CORS), the viewer given its token by URL."""
+    artifacts = ARTIFACTS / request.node.name
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    data_dir = tmp_path / "archive"
+    data_dir.mkdir()
+    secret = load_or_create_secret(data_dir)
+    env = {"DICOMWEB_AUTH": "enabled", "DICOMWEB_DATABASE_URL": new_database().url}
+    viewer_token = create_token(secret, "e2e", [Role.DOCTOR], 3600, "dicomweb")
+    upload_token = create_token(secret, "e2e-upload", [Role.RADIOLOGY_TECH], 3600, "dicomweb")
+    with serve_subprocess(env, data_dir) as server, serve_deployed_viewer(free_port(), server.url, tmp_path) as viewer:
+        yield Stack(server, viewer, upload_token, artifacts, archive_origin=viewer, viewer_token=viewer_token)
+    (artifacts / "server.log").write_text(server.log)
 
 
 # --- judging what the viewer showed ------------------------------------------------------------------------------
@@ -418,6 +496,23 @@ def assert_no_errors(stack: Stack, report: dict[str, Any]) -> None:
 
 class TestOhif:
     """OHIF 3.13 in headless Chromium against the archive, as a radiologist uses it."""
+
+    def test_deployed_viewer(self, deployed: Stack) -> None:
+        """deploy/viewer (docker compose's viewer service) run without containers: OHIF and the archive on one
+        origin through its nginx, the token given once in the URL; a CT stack opens, every slice loads, no error."""
+        study_instance_uid = generate_uid()
+        series_instance_uid, parts = ct_series(CT_SLICES, study_instance_uid)
+        deployed.store(parts)
+        report = deployed.drive(
+            {"scenario": "timing", "studyInstanceUID": study_instance_uid, "ctSeriesInstanceUID": series_instance_uid}
+        )
+        assert_no_errors(deployed, report)
+        step = report["steps"]["timing-first"]
+        assert step["images"] == step["loaded"] == CT_SLICES
+        assert shown_slice(shown_image(deployed, step, CT_SIZE, CT_SIZE), CT_SLICES) == instance_number(step) - 1
+        archive_requests = [r for r in report["requests"] if r["url"].startswith("/dicomweb/")]
+        assert len([r for r in archive_requests if "/frames/" in r["url"]]) == CT_SLICES
+        assert not [r for r in report["requests"] if r["method"] == "OPTIONS"], "one origin: no CORS preflight"
 
     def test_study_list_open_scroll_and_compressed_series(self, stack: Stack) -> None:
         """The study list, the study opened by URL and from the list, a scroll through the CT stack, and a JPEG

@@ -216,6 +216,10 @@ async function timingScenario() {
 }
 
 try {
+  // A deployment whose app-config takes the token from the first URL (deploy/viewer/app-config.js).
+  if (job.token) {
+    await page.goto(`${job.viewer}/?token=${encodeURIComponent(job.token)}`, { waitUntil: 'networkidle' });
+  }
   if (job.scenario === 'viewer') await viewerScenario();
   else if (job.scenario === 'timing') await timingScenario();
   else throw new Error(`unknown scenario ${job.scenario}`);

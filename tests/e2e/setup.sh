@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what tests/test_ohif.py needs on a clean Debian machine, from package registries only: Debian's chromium,
+# nginx,
 # playwright-core (no browser download) and the prebuilt OHIF viewer from the npm package @ohif/app (its dist/).
 # .ci/run calls it; run it once by hand to run the end-to-end test locally. Re-running it is cheap.
 set -euo pipefail
@@ -9,10 +10,11 @@ OHIF_VERSION=3.13.2
 # npm's dist.integrity of @ohif/app@3.13.2 (`npm view @ohif/app@3.13.2 dist.integrity`)
 OHIF_INTEGRITY="sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA=="
 
-if ! command -v chromium >/dev/null; then
+# nginx runs deploy/viewer/nginx.conf in the deployed-viewer test (the docker compose viewer without containers).
+if ! command -v chromium >/dev/null || ! command -v nginx >/dev/null; then
     if [ "$(id -u)" = 0 ]; then apt=(apt-get); else apt=(sudo apt-get); fi
     "${apt[@]}" update -qq
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq chromium nginx-light >/dev/null
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
