@@ -35,6 +35,8 @@ from .urls import base_url
 log = logging.getLogger("dicomweb")
 
 CHUNK_BYTES = 1024 * 1024  # bytes read from a stored file per worker-thread call
+# A single instance up to this size is read whole and sent in one piece; larger ones (and studies) are streamed.
+WHOLE_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,16 @@ async def retrieve_instances(request: Request) -> Response:
             f"stored as {', '.join(stored)}; cannot convert to {UID(target or '').name}: "
             "ask for transfer-syntax=* (as stored) or Explicit VR Little Endian (1.2.840.10008.1.2.1)"
         )
-    await archive.check_files(convertible)
-    headers = {}
-    if len(convertible) < len(files):
-        left_out = [f.sop_instance_uid for f in files if f not in convertible]
-        # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning.
-        headers["warning"] = (
-            f'299 {request.url.netloc} "{len(left_out)} instances left out: cannot convert to {target}"'
+    if (
+        len(convertible) == 1
+        and convertible[0].file_size <= WHOLE_RESPONSE_BYTES
+        and (target is None or target == convertible[0].transfer_syntax_uid)
+    ):
+        return await _one_file(
+            archive, convertible[0], wanted.multipart, headers_for(request, files, convertible, target)
         )
+    await archive.check_files(convertible)
+    headers = headers_for(request, files, convertible, target)
     if not wanted.multipart:
         [file] = convertible
         syntax = target or file.transfer_syntax_uid
@@ -100,6 +104,32 @@ async def retrieve_instances(request: Request) -> Response:
         return StreamingResponse(_content(archive, file, target), media_type=content_type, headers=headers)
     parts = _parts(archive, convertible, target)
     return MultipartRelatedResponse(parts, media.DICOM, headers=headers)
+
+
+def headers_for(
+    request: Request, files: list[retrieve.StoredFile], convertible: list[retrieve.StoredFile], target: str | None
+) -> dict[str, str]:
+    """PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning saying so."""
+    if len(convertible) == len(files):
+        return {}
+    left_out = len(files) - len(convertible)
+    return {"warning": f'299 {request.url.netloc} "{left_out} instances left out: cannot convert to {target}"'}
+
+
+async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool, headers: dict[str, str]) -> Response:
+    """One stored instance, as stored, read whole in one worker-thread call and sent in one piece: no separate
+    check that the file exists (a missing file is the 500 of check_files), no streaming machinery."""
+    path = archive.storage.absolute(file.file_path)
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        await archive.check_files([file])  # logs and raises the 500
+        raise
+    content_type = f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}"
+    if not multipart:
+        return Response(data, media_type=content_type, headers=headers)
+    media_type, body = multipart_related([(content_type, data)])
+    return Response(body, media_type=media_type, headers=headers)
 
 
 async def _parts(archive: Archive, files: list[retrieve.StoredFile], target: str | None) -> AsyncIterator[Part]:

@@ -273,7 +273,7 @@ class TestRequests:
         two = [("file", ("a.png", data, "image/png")), ("file", ("b.png", data, "image/png"))]
         assert_error(tech.post(path, files=two), 400, "one file")
         assert_error(upload(tech, path, data, seriesNumber="1" * 2000), 400, "longer than")
-        latin = [("file", ("a.png", data, "image/png")), ("seriesNumber", (None, b"\xff\xfe"))]
+        latin: list[tuple[str, Any]] = [("file", ("a.png", data, "image/png")), ("seriesNumber", (None, b"\xff\xfe"))]
         assert_error(tech.post(path, files=latin), 400, "UTF-8")
         assert_error(tech.post(path, content=data, headers={"content-type": "image/png"}), 415, "multipart/form-data")
         assert_error(tech.post(path, json={"file": "x"}), 415)
