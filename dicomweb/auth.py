@@ -101,6 +101,18 @@ def match_route(routes: Sequence[BaseRoute], scope: Scope, prefix: str = "") -> 
     return partial
 
 
+ROUTE_MATCH = "dicomweb.route_match"  # the scope key under which route_of keeps its answer
+
+
+def route_of(routes: Sequence[BaseRoute], scope: Scope) -> RouteMatch | None:
+    """``match_route``, once per request: the middlewares that need the route (metrics, authentication) share it.
+    Call it before the router runs (routing rewrites the scope's root_path under mounts)."""
+    if ROUTE_MATCH not in scope:
+        scope[ROUTE_MATCH] = match_route(routes, scope)
+    found: RouteMatch | None = scope[ROUTE_MATCH]
+    return found
+
+
 def split_access_tokens(query_string: bytes) -> tuple[bytes, list[str]]:
     """The query string without its ``access_token`` parameters, and their values."""
     items = query_string.split(b"&")
@@ -175,7 +187,7 @@ class AuthMiddleware:
         query_string, query_tokens = split_access_tokens(scope.get("query_string", b""))
         if query_tokens:  # the endpoints and the audit trail never see the token
             scope = {**scope, "query_string": query_string}
-        match = match_route(self.routes, scope)
+        match = route_of(self.routes, scope)
         try:
             permission = permission_for(scope["method"], match.template) if match else None
         except KeyError:  # a method the route does not have: the router answers 405

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .archive import archive_of
-from .auth import match_route
+from .auth import route_of
 
 UNMATCHED = "(unmatched)"  # the route label of requests no route matches (404s), to keep the label set small
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)  # seconds
@@ -82,7 +82,7 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500  # an exception before the answer started
         # Matched before the app runs: routing rewrites the scope's root_path under mounts.
-        matched = match_route(self.routes, scope)
+        matched = route_of(self.routes, scope)
         route = matched.template if matched else UNMATCHED
 
         async def send_status(message: Message) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .media import DICOM_JSON
 
@@ -51,11 +52,24 @@ class MultipartRelatedResponse(StreamingResponse):
         yield f"--{self.boundary}--\r\n".encode("latin-1")
 
 
-def multipart_related(parts: list[tuple[str, bytes]]) -> tuple[str, bytes]:
-    """(Content-Type, body) of a small multipart/related response built in memory, e.g. a few frames."""
-    boundary = uuid.uuid4().hex
-    chunks = []
-    for content_type, data in parts:
-        chunks += [f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1"), data, b"\r\n"]
-    chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
-    return f'multipart/related; type="{parts[0][0].split(";")[0]}"; boundary={boundary}', b"".join(chunks)
+class MultipartBytesResponse(Response):
+    """A small ``multipart/related`` response whose parts are already in memory (a few frames, one instance): sent
+    as its pieces, so that a frame's bytes are handed to the socket as they are instead of copied into one body."""
+
+    def __init__(self, parts: list[tuple[str, bytes]], headers: Mapping[str, str] | None = None) -> None:
+        boundary = uuid.uuid4().hex
+        self.pieces: list[bytes] = []
+        for content_type, data in parts:
+            self.pieces += [f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1"), data, b"\r\n"]
+        self.pieces.append(f"--{boundary}--\r\n".encode("latin-1"))
+        part_type = parts[0][0].split(";")[0]
+        super().__init__(
+            None, headers=headers, media_type=f'multipart/related; type="{part_type}"; boundary={boundary}'
+        )
+        self.headers["content-length"] = str(sum(len(piece) for piece in self.pieces))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        last = len(self.pieces) - 1
+        for number, piece in enumerate(self.pieces):
+            await send({"type": "http.response.body", "body": piece, "more_body": number < last})

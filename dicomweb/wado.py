@@ -27,7 +27,7 @@ from . import transcode as transcode_module
 from .archive import Archive, archive_of, not_stored
 from .db import retrieve
 from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
-from .responses import MultipartRelatedResponse, Part, multipart_related
+from .responses import MultipartBytesResponse, MultipartRelatedResponse, Part
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import scope_of
 from .urls import base_url
@@ -128,8 +128,7 @@ async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool
     content_type = f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}"
     if not multipart:
         return Response(data, media_type=content_type, headers=headers)
-    media_type, body = multipart_related([(content_type, data)])
-    return Response(body, media_type=media_type, headers=headers)
+    return MultipartBytesResponse([(content_type, data)], headers=headers)
 
 
 async def _parts(archive: Archive, files: list[retrieve.StoredFile], target: str | None) -> AsyncIterator[Part]:
@@ -323,5 +322,4 @@ async def retrieve_frames(request: Request) -> Response:
         media_type, syntax, data = payloads[0]
         return Response(data, media_type=f"{media_type}; transfer-syntax={syntax}")
 
-    content_type, body = multipart_related([(f"{m}; transfer-syntax={t}", d) for m, t, d in payloads])
-    return Response(body, media_type=content_type)
+    return MultipartBytesResponse([(f"{m}; transfer-syntax={t}", d) for m, t, d in payloads])
