@@ -19,6 +19,7 @@ from .accesslog import AccessLogMiddleware
 from .archive import Archive
 from .auth import AuthMiddleware, verifier_for
 from .config import Settings
+from .db.audit import AuditWriter
 from .db.embedded import EmbeddedPostgres
 from .db.pool import create_pool, ensure_schema
 from .errors import EXCEPTION_HANDLERS
@@ -66,7 +67,7 @@ def create_app(settings: Settings) -> Starlette:
                 async with pool.acquire() as conn:
                     await ensure_schema(conn)
                 log.info("archive ready: files in %s", storage.root)
-                yield {"archive": Archive(settings, pool, storage, cpu)}
+                yield {"archive": Archive(settings, pool, storage, cpu, AuditWriter(pool))}
             finally:
                 await pool.close()
         finally:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 
 from .config import Settings
 from .db import index, retrieve
+from .db.audit import AuditWriter
 from .db.retrieve import StoredFile
 from .errors import DicomwebError, NotFound
 from .storage import FileStorage
@@ -32,6 +33,8 @@ class Archive:
     # Processes for CPU-heavy pixel work (transcoding, decoding), so it neither holds the GIL of the process that
     # serves requests nor stalls its event loop.
     cpu: Executor
+    # Writes the audit events of requests that answer together in one commit (dicomweb/audit.py).
+    audit: AuditWriter
 
     async def stored_files(self, study: str, series: str | None, sop: str | None) -> list[StoredFile]:
         """The stored files in scope, in series and instance order; 404 naming what is not stored."""

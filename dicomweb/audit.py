@@ -84,9 +84,7 @@ def audited(scope: Scope, send: Send, template: str, permission: Permission, pri
                 client=f"{client[0]}" if client else None,
             )
             try:
-                archive = scope["state"]["archive"]
-                async with archive.pool.acquire() as conn:
-                    await db.record(conn, event)
+                await scope["state"]["archive"].audit.write(event)
             except Exception:
                 log.exception("audit event for request %s could not be written; refusing the request", request_id)
                 failed = True

@@ -1,12 +1,17 @@
-"""The audit trail in PostgreSQL: write one event, and search events for GET /api/audit."""
+"""The audit trail in PostgreSQL: write events (one by one, or batched by ``AuditWriter``), and search events for
+GET /api/audit."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+log = logging.getLogger("dicomweb")
 
 INSERT = """
 INSERT INTO audit_event (request_id, subject, roles, action, method, route, path, query, patient_id,
@@ -37,13 +42,72 @@ class Event:
     client: str | None
 
 
-async def record(conn: asyncpg.Connection, event: Event) -> None:
-    await conn.execute(
-        INSERT,
+def _values(event: Event) -> tuple[object, ...]:
+    return (
         event.request_id, event.subject, event.roles, event.action, event.method, event.route, event.path,
         event.query, event.study_instance_uid, event.series_instance_uid, event.sop_instance_uid, event.status,
         event.client, event.patient_id,
     )  # fmt: skip
+
+
+async def record(conn: asyncpg.Connection, event: Event) -> None:
+    await conn.execute(INSERT, *_values(event))
+
+
+async def record_many(conn: asyncpg.Connection, events: list[Event]) -> None:
+    """The events in one round trip (asyncpg pipelines executemany); in one transaction when the caller opens one."""
+    await conn.executemany(INSERT, [_values(event) for event in events])
+
+
+class AuditWriter:
+    """Writes the events of the requests that answer at the same time together: one round trip and one commit for
+    all of them, instead of one each. Each request still waits until its own event is committed (no unaudited
+    access), and a batch that fails is retried event by event, so one bad event fails only its own request."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.pending: list[tuple[Event, asyncio.Future[None]]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def write(self, event: Event) -> None:
+        """Return once ``event`` is committed; raise what writing it raised."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((event, future))
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:  # what arrived while the last batch was written is the next batch
+                batch, self.pending = self.pending, []
+                await self._write(batch)
+        finally:
+            self.writer = None
+
+    async def _write(self, batch: list[tuple[Event, asyncio.Future[None]]]) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await record_many(conn, [event for event, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("audit batch of %d events failed (%s); writing them one by one", len(batch), exc)
+                for one in batch:
+                    await self._write([one])
+                return
+            _settle(batch, exc)
+        else:
+            _settle(batch, None)
+
+
+def _settle(batch: list[tuple[Event, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, future in batch:
+        if future.done():  # the request was cancelled (its client went away) while its event was written
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 @dataclass(frozen=True)
