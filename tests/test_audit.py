@@ -69,3 +69,52 @@ class TestAuditTrail:
         assert response.status_code == 500
         assert "audited" in response.json()["detail"]
         assert httpx.get(f"{server.url}/healthz").status_code == 200  # probes touch no patient data
+
+
+class TestAuditWriter:
+    """Events of concurrent requests share a commit; a bad event fails only its own request."""
+
+    @staticmethod
+    def event(request_id: str) -> Any:
+        from dicomweb.db.audit import Event
+
+        return Event(request_id, "alice", ["DOCTOR"], "retrieve", "GET", "/r", "/p", None, None, "1.2.3", None,
+                     None, 200, "127.0.0.1")  # fmt: skip
+
+    def test_batches_and_isolates_failures(self, new_database: Any) -> None:
+        import asyncio
+
+        import asyncpg
+
+        from dicomweb.db.audit import AuditWriter
+        from dicomweb.db.pool import ensure_schema
+
+        db = new_database()
+        batches: list[int] = []
+
+        class Counting(AuditWriter):
+            async def _write(self, batch: list[Any]) -> None:
+                batches.append(len(batch))
+                await super()._write(batch)
+
+        async def scenario() -> tuple[list[Any], list[Any], list[str]]:
+            pool = await asyncpg.create_pool(db.url, min_size=1, max_size=2)
+            assert pool is not None
+            try:
+                async with pool.acquire() as conn:
+                    await ensure_schema(conn)
+                writer = Counting(pool)
+                good = await asyncio.gather(*(writer.write(self.event(f"a{n}")) for n in range(8)))
+                # A NUL cannot be stored in text: that event fails, the others of its batch are written.
+                ids = [f"b{n}" for n in range(4)] + ["bad\x00id"]
+                mixed = await asyncio.gather(*(writer.write(self.event(i)) for i in ids), return_exceptions=True)
+                async with pool.acquire() as conn:
+                    stored = [row[0] for row in await conn.fetch("SELECT request_id FROM audit_event ORDER BY 1")]
+                return good, mixed, stored
+            finally:
+                await pool.close()
+
+        good, mixed, stored = asyncio.run(scenario())
+        assert good == [None] * 8 and mixed[:4] == [None] * 4 and isinstance(mixed[4], Exception)
+        assert batches == [8, 5, 1, 1, 1, 1, 1]  # eight at once; then five, retried one by one after the failure
+        assert stored == [f"a{n}" for n in range(8)] + [f"b{n}" for n in range(4)]
