@@ -31,6 +31,9 @@ from pydicom.pixels.utils import pixel_array
 
 from . import frames
 from .errors import BadRequest
+from .transcode import prefer_charls
+
+prefer_charls()  # rendering decodes in the CPU pool's workers too
 
 JPEG, PNG, GIF = "image/jpeg", "image/png", "image/gif"
 RENDERED_TYPES = (JPEG, PNG, GIF)  # PS3.18 Table 8.7.4-1: single-frame image types; JPEG is the default

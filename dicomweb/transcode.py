@@ -9,10 +9,23 @@ from pathlib import Path
 from pydicom import dcmread, dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pixel_array
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless, JPEGLSNearLossless
 
 # Transfer syntaxes this archive can produce from any stored one it can decode.
 NATIVE_TARGETS = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+def prefer_charls() -> None:
+    """Decode JPEG-LS with CharLS (pyjpegls) rather than libjpeg (pylibjpeg) when both are installed: about four
+    times faster here on 512x512 16-bit CT (7 ms against 28 ms a frame). pydicom tries its plugins in the order they
+    were registered, so the slower one is taken out of the JPEG-LS decoders."""
+    for syntax in (JPEGLSLossless, JPEGLSNearLossless):
+        decoder = get_decoder(syntax)
+        if "pyjpegls" in decoder.available_plugins and "pylibjpeg" in decoder.available_plugins:
+            decoder.remove_plugin("pylibjpeg")
+
+
+prefer_charls()  # in every process that decodes: this module is imported by the CPU pool's workers
 
 
 class CannotTranscode(Exception):
