@@ -174,6 +174,21 @@ def display_pixels(pixels: npt.NDArray[np.generic], ds: Dataset, requested: Wind
         return _to_uint8(rgb, 16 if rgb.dtype == np.uint16 else 8)
     if pixels.ndim == 3:  # RGB, or YBR_* that pydicom has converted to RGB
         return _to_uint8(pixels, int(ds.get("BitsStored") or 8))
+    if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2 and "ModalityLUTSequence" not in ds:
+        # Stored values are integers in a range far smaller than the image (at most 65,536 of them for 262,144
+        # pixels of a 512x512 CT): the pipeline runs once per value in the range, and the pixels look it up. The
+        # Modality LUT is then a rescale, so the range's ends are the values' ends as the pipeline needs them.
+        low, high = int(pixels.min()), int(pixels.max())
+        lut = grayscale(np.arange(low, high + 1).astype(pixels.dtype), ds, requested, photometric)
+        looked_up: npt.NDArray[np.uint8] = lut[np.subtract(pixels, low, dtype=np.int32)]
+        return looked_up
+    return grayscale(pixels, ds, requested, photometric)
+
+
+def grayscale(
+    pixels: npt.NDArray[np.generic], ds: Dataset, requested: Window | None, photometric: str
+) -> npt.NDArray[np.uint8]:
+    """The grayscale pipeline of PS3.4 §N.2 for each value: Modality LUT, VOI, polarity, to 8 bits."""
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     voi = requested or instance_window(ds)
     if voi is not None:

@@ -18,6 +18,8 @@ from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import generate_uid
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
+from dicomweb.rendering import Window, display_pixels, grayscale
+
 from .conftest import LiveServer
 from .data import (
     CT,
@@ -29,6 +31,7 @@ from .data import (
     SR,
     TEST_FILES,
     ct_instance,
+    readable_test_files,
     stow_headers,
 )
 from .data import multipart as multipart_body
@@ -469,3 +472,24 @@ class TestErrors:
         response = httpx.get(url)
         assert response.status_code == 500 and "missing" in response.json()["detail"]
         assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+class TestLookupTable:
+    """display_pixels looks integer pixels up in a table of the pipeline's values: exactly the per-pixel result."""
+
+    @pytest.mark.parametrize("path", readable_test_files(), ids=lambda p: p.name)
+    @pytest.mark.parametrize("window", [None, Window(40, 400, "linear"), Window(100, 50, "sigmoid")], ids=str)
+    def test_same_as_per_pixel(self, path: Path, window: Window | None) -> None:
+        try:
+            ds = pydicom.dcmread(path)
+            pixels = ds.pixel_array
+        except Exception:
+            return  # no decodable pixel data: nothing to render
+        if pixels.ndim != 2 or pixels.dtype.kind not in "iu" or pixels.dtype.itemsize > 2:
+            return  # one frame of grayscale integers only (what the table covers)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        if photometric not in ("MONOCHROME1", "MONOCHROME2") or "ModalityLUTSequence" in ds:
+            return
+        np.testing.assert_array_equal(
+            display_pixels(pixels, ds, window), grayscale(pixels, ds, window, photometric), err_msg=path.name
+        )
