@@ -132,9 +132,31 @@ async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool
 
 
 async def _parts(archive: Archive, files: list[retrieve.StoredFile], target: str | None) -> AsyncIterator[Part]:
-    for file in files:
-        syntax = target or file.transfer_syntax_uid
-        yield Part(f"{media.DICOM}; transfer-syntax={syntax}", _content(archive, file, target))
+    """One part per file. A file sent as stored that fits in a chunk is read while the one before it is being sent
+    (read-ahead of one file), so that reading and sending overlap."""
+    ahead: asyncio.Task[bytes] | None = None
+    try:
+        for number, file in enumerate(files):
+            syntax = target or file.transfer_syntax_uid
+            chunks = _once(await ahead) if ahead is not None else _content(archive, file, target)
+            ahead = None
+            following = files[number + 1] if number + 1 < len(files) else None
+            if (
+                following is not None
+                and following.file_size <= CHUNK_BYTES
+                and target in (None, following.transfer_syntax_uid)
+            ):
+                path = archive.storage.absolute(following.file_path)
+                ahead = asyncio.create_task(asyncio.to_thread(path.read_bytes))
+            yield Part(f"{media.DICOM}; transfer-syntax={syntax}", chunks)
+    finally:
+        if ahead is not None:  # the response was cut short: let the read finish, drop its bytes
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _content(archive: Archive, file: retrieve.StoredFile, target: str | None) -> AsyncIterator[bytes]:

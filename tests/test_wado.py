@@ -11,6 +11,7 @@ import orjson
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import generate_uid
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from .conftest import LiveServer, store
@@ -24,6 +25,7 @@ from .data import (
     RT_DOSE,
     SR,
     TEST_FILES,
+    ct_instance,
     stow_headers,
 )
 from .data import multipart as multipart_body
@@ -108,6 +110,20 @@ class TestInstances:
         )
         assert MULTIFRAME_US.read_bytes() in [body for _, body in study]
         assert [body for _, body in series] == [MULTIFRAME_US.read_bytes()]
+
+    def test_study_read_ahead_and_cut_short(self, stored: LiveServer) -> None:
+        """Thirty instances, each read while the one before is sent: every part byte-exact and in order; a client
+        that stops reading half way leaves a server that answers the next request."""
+        study, series = generate_uid(), generate_uid()
+        instances = [ct_instance(study_instance_uid=study, series_instance_uid=series, InstanceNumber=n)
+                     for n in range(1, 31)]  # fmt: skip
+        store(stored, instances)
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        url = f"{stored.dicomweb}/studies/{study}"
+        assert [body for _, body in parts(httpx.get(url, headers={"Accept": accept}))] == instances
+        with httpx.stream("GET", url, headers={"Accept": accept}) as response:
+            next(response.iter_raw(4096))
+        assert len(parts(httpx.get(url, headers={"Accept": accept}))) == 30
 
     def test_dicomweb_client(self, stored: LiveServer) -> None:
         """dicomweb-client retrieves an instance and a study."""
