@@ -42,8 +42,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "dicomweb_http_request_duration_seconds",
-            "Time from the request's arrival to the last byte of its answer, by method and route template",
-            ["method", "route"],
+            "Time from the request's arrival to the last byte of its answer, by method, route template and status",
+            ["method", "route", "status"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -96,7 +96,7 @@ class MetricsMiddleware:
         finally:
             method = scope["method"]
             self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(method, route, str(status)).observe(time.perf_counter() - started)
             state = scope.get("state") or {}
             archive = state.get("archive")
             if archive is not None:

@@ -192,14 +192,14 @@ async def update_report(request: Request) -> Response:
     """PUT /api/radiology/reports/{id}: change a report that is not final, as the version the writer read."""
     report_id = http.path_id(request, "id", "radiology report")
     body = await http.json_body(request, ReportUpdate)
-    version = expected_version(request, body.version)
     # A field left out or null keeps its value.
     changes = {k: v for k, v in body.model_dump(exclude={"version"}).items() if v is not None}
     if body.status is not None:
         changes["status"] = str(body.status)
     subject = http.caller(request).subject
     async with archive_of(request).pool.acquire() as conn, conn.transaction():
-        report = await _report(request, conn, report_id)
+        report = await _report(request, conn, report_id)  # an unknown report is 404 before any precondition
+        version = expected_version(request, body.version)
         current = ReportStatus(report["status"])
         check_report_edit(current, body.status or current)
         if report["version"] != version:

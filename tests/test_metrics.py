@@ -36,7 +36,8 @@ class TestMetrics:
         assert values[("dicomweb_http_requests_total", (("method", "POST"), ("route", route), ("status", "200")))] == 1
         unmatched = (("method", "GET"), ("route", "(unmatched)"), ("status", "404"))
         assert values[("dicomweb_http_requests_total", unmatched)] == 1
-        count = values[("dicomweb_http_request_duration_seconds_count", (("method", "GET"), ("route", route)))]
+        timed = (("method", "GET"), ("route", route), ("status", "200"))
+        count = values[("dicomweb_http_request_duration_seconds_count", timed)]
         assert count == 3
         assert values[("dicomweb_stow_failures_total", (("reason", reason),))] == 1
         assert values[("dicomweb_stored_instances", ())] == 1
