@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 from starlette.requests import Request
 
 from .config import Settings
@@ -24,6 +26,9 @@ log = logging.getLogger("dicomweb")
 
 T = TypeVar("T")
 
+FRAME_LOOKUPS = 4096  # instances whose frame locations are kept in memory (a few hundred bytes each, more for
+# multi-frame instances: one pair of numbers per fragment)
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -35,6 +40,32 @@ class Archive:
     cpu: Executor
     # Writes the audit events of requests that answer together in one commit (dicomweb/audit.py).
     audit: AuditWriter
+    # Where recently read instances' frames are (their file and frame index): a viewer asks for every frame of a
+    # series one request at a time. Stored files never change (every store has a new name), so an entry is right
+    # as long as its file exists; ``instance_frames(fresh=True)`` asks the database again when it does not.
+    frame_lookups: OrderedDict[tuple[str, str, str], tuple[StoredFile, list[Any] | None]] = field(
+        default_factory=OrderedDict, compare=False, repr=False
+    )
+
+    async def instance_frames(
+        self, study: str, series: str, sop: str, fresh: bool = False
+    ) -> tuple[StoredFile, list[Any] | None]:
+        """One stored instance and its frame index (None when the store recorded none); 404 when not stored."""
+        key = (study, series, sop)
+        if not fresh and (found := self.frame_lookups.get(key)) is not None:
+            self.frame_lookups.move_to_end(key)
+            return found
+        async with self.pool.acquire() as conn:
+            try:
+                stored, index = await retrieve.instance_frames(conn, study, series, sop)
+            except LookupError:
+                self.frame_lookups.pop(key, None)
+                raise not_stored(study, series, sop) from None
+        found = (stored, orjson.loads(index) if index is not None else None)
+        self.frame_lookups[key] = found
+        if len(self.frame_lookups) > FRAME_LOOKUPS:
+            self.frame_lookups.popitem(last=False)
+        return found
 
     async def stored_files(self, study: str, series: str | None, sop: str | None) -> list[StoredFile]:
         """The stored files in scope, in series and instance order; 404 naming what is not stored."""

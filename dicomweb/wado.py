@@ -15,9 +15,8 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-import orjson
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -285,6 +284,15 @@ FRAME_TYPES = (media.OCTET_STREAM, "image/jpeg", "image/jls", "image/jp2", "imag
                "image/dicom-rle", "image/jxl")  # fmt: skip
 
 
+async def _read_frames(
+    archive: Archive, stored: retrieve.StoredFile, index: list[Any] | None, numbers: list[int]
+) -> list[frames.Frame]:
+    path = archive.storage.absolute(stored.file_path)
+    if index is not None:  # byte ranges recorded at store time: no parsing of the file
+        return await asyncio.to_thread(frames.read_indexed, path, index, stored.transfer_syntax_uid, numbers)
+    return await asyncio.to_thread(frames.read_frames, path, numbers)
+
+
 async def retrieve_frames(request: Request) -> Response:
     """GET .../instances/{I}/frames/{list}: one part per frame, in the order asked."""
     study, series, sop = scope_of(request.path_params)
@@ -295,22 +303,15 @@ async def retrieve_frames(request: Request) -> Response:
     wanted = representation(request.headers.get("accept"), FRAME_TYPES, True, ExplicitVRLittleEndian)
     archive = archive_of(request)
     assert series is not None and sop is not None  # the route names both
-    async with archive.pool.acquire() as conn:
-        try:
-            stored, index = await retrieve.instance_frames(conn, study, series, sop)
-        except LookupError:
-            raise not_stored(study, series, sop) from None
-    files = [stored]
-    path = archive.storage.absolute(stored.file_path)
+    stored, index = await archive.instance_frames(study, series, sop)
     try:
-        if index is not None:  # byte ranges recorded at store time: no parsing of the file
-            found = await asyncio.to_thread(
-                frames.read_indexed, path, orjson.loads(index), stored.transfer_syntax_uid, numbers
-            )
-        else:
-            found = await asyncio.to_thread(frames.read_frames, path, numbers)
+        try:
+            found = await _read_frames(archive, stored, index, numbers)
+        except FileNotFoundError:  # replaced or deleted since it was looked up: ask the database again
+            stored, index = await archive.instance_frames(study, series, sop, fresh=True)
+            found = await _read_frames(archive, stored, index, numbers)
     except FileNotFoundError:
-        await archive.check_files(files)  # logs and raises the 500
+        await archive.check_files([stored])  # logs and raises the 500
         raise
     except (frames.InvalidFrameList, frames.FrameNotFound) as exc:
         raise BadRequest(f"instance {sop}: {exc}") from None
@@ -323,9 +324,11 @@ async def retrieve_frames(request: Request) -> Response:
     if as_stored and (wanted.part_type in (media.OCTET_STREAM, found[0].media_type)):
         payloads = [(f.media_type, f.transfer_syntax_uid, f.data) for f in found]
     elif wanted.part_type == media.OCTET_STREAM and wanted.transfer_syntax == ExplicitVRLittleEndian:
-        if not can_transcode(files[0].transfer_syntax_uid, ExplicitVRLittleEndian):
+        if not can_transcode(stored.transfer_syntax_uid, ExplicitVRLittleEndian):
             raise NotAcceptable(f"instance {sop}: no decoder for {UID(stored_syntax).name} is installed")
-        decoded = await archive.in_process(transcode_module.decode_frames, path, numbers)
+        decoded = await archive.in_process(
+            transcode_module.decode_frames, archive.storage.absolute(stored.file_path), numbers
+        )
         payloads = [(media.OCTET_STREAM, ExplicitVRLittleEndian, d) for d in decoded]
     else:
         raise NotAcceptable(

@@ -326,6 +326,20 @@ class TestFrames:
         index = stored.db.value("SELECT frame_index FROM instance WHERE sop_instance_uid = $1", ds.SOPInstanceUID)
         assert index is not None and len(orjson.loads(index)) == 30
 
+    def test_frame_locations_kept_in_memory_follow_the_archive(self, server_factory: Any) -> None:
+        """Frame locations a server keeps in memory never serve what is gone: a replaced instance
+        (DICOMWEB_DUPLICATES=overwrite) gives its new pixels, a deleted one 404."""
+        server: LiveServer = server_factory(duplicates="overwrite")
+        study, series, sop = generate_uid(), generate_uid(), generate_uid()
+        url = f"{server.dicomweb}/studies/{study}/series/{series}/instances/{sop}"
+        for pixel in (b"\x01\x00", b"\x02\x00"):
+            instance = ct_instance(study, series, sop_instance_uid=sop, PixelData=pixel * 64 * 64)
+            store(server, [instance])
+            [(_, body)] = parts(httpx.get(url + "/frames/1", headers={"Accept": self.OHIF}))
+            assert body == pixel * 64 * 64
+        assert httpx.delete(url).status_code == 204
+        assert httpx.get(url + "/frames/1", headers={"Accept": self.OHIF}).status_code == 404
+
     def test_range_on_one_frame(self, stored: LiveServer) -> None:
         """Range on a single frame (Cornerstone3D progressive loading): 206 with Content-Range of the frame."""
         ds = pydicom.dcmread(MULTIFRAME_US)
