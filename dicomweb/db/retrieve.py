@@ -27,6 +27,7 @@ class StoredFile:
     file_path: str
     file_size: int
     number_of_frames: int | None
+    pixels_per_frame: int | None = None  # Rows x Columns, when the instance has them
 
 
 async def files(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[StoredFile]:
@@ -45,7 +46,8 @@ async def instance_frames(conn: asyncpg.Connection, study: str, series: str, sop
     when the instance is not stored."""
     row = await conn.fetchrow(
         "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
-        f"i.transfer_syntax_uid, i.file_path, i.file_size, i.number_of_frames, i.frame_index::text {_SCOPE}",
+        "i.transfer_syntax_uid, i.file_path, i.file_size, i.number_of_frames, i.rows * i.columns AS pixels_per_frame, "
+        f"i.frame_index::text {_SCOPE}",
         study,
         series,
         sop,
