@@ -295,6 +295,14 @@ class TestFrames:
         pixels = pydicom.dcmread(JPEG2000).pixel_array
         assert body == pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
 
+    def test_rle_frame_decoded_on_request(self, stored: LiveServer) -> None:
+        """An RLE frame (decoded in a worker thread, being small) as native pixels, equal to pydicom's."""
+        accept = "multipart/related; type=application/octet-stream"
+        [(content_type, body)] = parts(httpx.get(self.frames_url(stored, RLE, "1"), headers={"Accept": accept}))
+        assert content_type == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
+        pixels = pydicom.dcmread(RLE).pixel_array
+        assert body == pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+
     @pytest.mark.parametrize("frames", ["0", "31", "a", "1,,2", "-1"])
     def test_bad_frame_lists(self, stored: LiveServer, frames: str) -> None:
         """0, beyond NumberOfFrames, not a number: 400."""
