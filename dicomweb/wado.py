@@ -77,7 +77,11 @@ async def retrieve_instances(request: Request) -> Response:
     study, series, sop = scope_of(request.path_params)
     wanted = representation(request.headers.get("accept"), (media.DICOM,), sop is not None, ExplicitVRLittleEndian)
     archive = archive_of(request)
-    files = await archive.stored_files(study, series, sop)
+    if sop is not None:  # one instance: where it is may be known already (Archive.instance_frames)
+        assert series is not None
+        files = [(await archive.instance_frames(study, series, sop))[0]]
+    else:
+        files = await archive.stored_files(study, series, sop)
     target = wanted.transfer_syntax
     convertible = [f for f in files if target is None or can_transcode(f.transfer_syntax_uid, target)]
     if not convertible:
@@ -91,9 +95,17 @@ async def retrieve_instances(request: Request) -> Response:
         and convertible[0].file_size <= WHOLE_RESPONSE_BYTES
         and (target is None or target == convertible[0].transfer_syntax_uid)
     ):
-        return await _one_file(
-            archive, convertible[0], wanted.multipart, headers_for(request, files, convertible, target)
-        )
+        headers = headers_for(request, files, convertible, target)
+        try:
+            return await _one_file(archive, convertible[0], wanted.multipart, headers)
+        except FileNotFoundError:  # replaced or deleted since it was looked up: ask the database again
+            assert series is not None and sop is not None
+            fresh = (await archive.instance_frames(study, series, sop, fresh=True))[0]
+            try:
+                return await _one_file(archive, fresh, wanted.multipart, headers)
+            except FileNotFoundError:
+                await archive.check_files([fresh])  # logs and raises the 500
+                raise
     await archive.check_files(convertible)
     headers = headers_for(request, files, convertible, target)
     if not wanted.multipart:
@@ -121,13 +133,8 @@ def headers_for(
 
 async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool, headers: dict[str, str]) -> Response:
     """One stored instance, as stored, read whole in one worker-thread call and sent in one piece: no separate
-    check that the file exists (a missing file is the 500 of check_files), no streaming machinery."""
-    path = archive.storage.absolute(file.file_path)
-    try:
-        data = await asyncio.to_thread(path.read_bytes)
-    except FileNotFoundError:
-        await archive.check_files([file])  # logs and raises the 500
-        raise
+    check that the file exists (the caller turns FileNotFoundError into the 500 of check_files), no streaming."""
+    data = await asyncio.to_thread(archive.storage.absolute(file.file_path).read_bytes)
     content_type = f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}"
     if not multipart:
         return Response(data, media_type=content_type, headers=headers)
