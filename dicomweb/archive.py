@@ -26,7 +26,7 @@ log = logging.getLogger("dicomweb")
 
 T = TypeVar("T")
 
-FRAME_LOOKUPS = 4096  # instances whose frame locations are kept in memory (a few hundred bytes each, more for
+KEPT_LOCATIONS = 4096  # instances whose locations are kept in memory (a few hundred bytes each, more for
 # multi-frame instances: one pair of numbers per fragment)
 
 
@@ -40,31 +40,32 @@ class Archive:
     cpu: Executor
     # Writes the audit events of requests that answer together in one commit (dicomweb/audit.py).
     audit: AuditWriter
-    # Where recently read instances' frames are (their file and frame index): a viewer asks for every frame of a
-    # series one request at a time. Stored files never change (every store has a new name), so an entry is right
-    # as long as its file exists; ``instance_frames(fresh=True)`` asks the database again when it does not.
-    frame_lookups: OrderedDict[tuple[str, str, str], tuple[StoredFile, list[Any] | None]] = field(
+    # Where recently read instances are (their file and frame index): a viewer asks for every frame of a series one
+    # request at a time. Stored files never change (every store has a new name), so an entry is right
+    # as long as its file exists; ``locate(fresh=True)`` asks the database again when it does not.
+    locations: OrderedDict[tuple[str, str, str], tuple[StoredFile, list[Any] | None]] = field(
         default_factory=OrderedDict, compare=False, repr=False
     )
 
-    async def instance_frames(
+    async def locate(
         self, study: str, series: str, sop: str, fresh: bool = False
     ) -> tuple[StoredFile, list[Any] | None]:
-        """One stored instance and its frame index (None when the store recorded none); 404 when not stored."""
+        """Where one stored instance is: its file and frame index (None when the store recorded none); 404 when it
+        is not stored. Kept in memory for the next request (``fresh`` asks the database again)."""
         key = (study, series, sop)
-        if not fresh and (found := self.frame_lookups.get(key)) is not None:
-            self.frame_lookups.move_to_end(key)
+        if not fresh and (found := self.locations.get(key)) is not None:
+            self.locations.move_to_end(key)
             return found
         async with self.pool.acquire() as conn:
             try:
                 stored, index = await retrieve.instance_frames(conn, study, series, sop)
             except LookupError:
-                self.frame_lookups.pop(key, None)
+                self.locations.pop(key, None)
                 raise not_stored(study, series, sop) from None
         found = (stored, orjson.loads(index) if index is not None else None)
-        self.frame_lookups[key] = found
-        if len(self.frame_lookups) > FRAME_LOOKUPS:
-            self.frame_lookups.popitem(last=False)
+        self.locations[key] = found
+        if len(self.locations) > KEPT_LOCATIONS:
+            self.locations.popitem(last=False)
         return found
 
     async def stored_files(self, study: str, series: str | None, sop: str | None) -> list[StoredFile]:

@@ -77,9 +77,9 @@ async def retrieve_instances(request: Request) -> Response:
     study, series, sop = scope_of(request.path_params)
     wanted = representation(request.headers.get("accept"), (media.DICOM,), sop is not None, ExplicitVRLittleEndian)
     archive = archive_of(request)
-    if sop is not None:  # one instance: where it is may be known already (Archive.instance_frames)
+    if sop is not None:  # one instance: where it is may be known already (Archive.locate)
         assert series is not None
-        files = [(await archive.instance_frames(study, series, sop))[0]]
+        files = [(await archive.locate(study, series, sop))[0]]
     else:
         files = await archive.stored_files(study, series, sop)
     target = wanted.transfer_syntax
@@ -100,7 +100,7 @@ async def retrieve_instances(request: Request) -> Response:
             return await _one_file(archive, convertible[0], wanted.multipart, headers)
         except FileNotFoundError:  # replaced or deleted since it was looked up: ask the database again
             assert series is not None and sop is not None
-            fresh = (await archive.instance_frames(study, series, sop, fresh=True))[0]
+            fresh = (await archive.locate(study, series, sop, fresh=True))[0]
             try:
                 return await _one_file(archive, fresh, wanted.multipart, headers)
             except FileNotFoundError:
@@ -314,12 +314,12 @@ async def retrieve_frames(request: Request) -> Response:
     wanted = representation(request.headers.get("accept"), FRAME_TYPES, True, ExplicitVRLittleEndian)
     archive = archive_of(request)
     assert series is not None and sop is not None  # the route names both
-    stored, index = await archive.instance_frames(study, series, sop)
+    stored, index = await archive.locate(study, series, sop)
     try:
         try:
             found = await _read_frames(archive, stored, index, numbers)
         except FileNotFoundError:  # replaced or deleted since it was looked up: ask the database again
-            stored, index = await archive.instance_frames(study, series, sop, fresh=True)
+            stored, index = await archive.locate(study, series, sop, fresh=True)
             found = await _read_frames(archive, stored, index, numbers)
     except FileNotFoundError:
         await archive.check_files([stored])  # logs and raises the 500
