@@ -296,7 +296,7 @@ CREATE TABLE radiology_report_version (
 INSERT INTO schema_version (version) VALUES (2);
 
 -- migrate to version 3
--- Where each frame's bytes are in the stored file, recorded at store time (dicomweb/frames.py frame_index):
+-- Where each frame's bytes are in the stored file, recorded at store time (dicomweb/frame_index.py):
 -- [[[offset, length], ...fragments], ...frames]. NULL when the frames are not plain byte ranges (deflated, big
 -- endian, video, ...) or the instance was stored before version 3; those frames are found by reading the file.
 ALTER TABLE instance ADD COLUMN frame_index jsonb;

@@ -11,16 +11,12 @@ and the requested frames are read:
 
 Deflated files are the exception: the pixel data is inside the deflate stream, so the whole data set is read.
 
-At store time ``frame_index`` records where each frame's bytes are in the file (the byte ranges of its value or of
-its fragments), so that a retrieval reads exactly those ranges (``read_indexed``) without parsing the file at all.
-Frames that are not plain byte ranges (deflated, big endian, 1-bit frames that start inside a byte, video, fragments
-that only JPEG markers tell apart) get no index and are cut out as above.
+``frame_index.py`` records at store time where each frame's bytes are, so that most retrievals skip all of this.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import struct
 from collections.abc import Callable
@@ -39,11 +35,9 @@ from pydicom.uid import (
     JPEG2000,
     JPEG2000MC,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
-    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEG2000MCLossless,
     JPEGBaseline8Bit,
@@ -83,8 +77,6 @@ ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
 # PS3.5 §8.2.5 to §8.2.7: MPEG-2, MPEG-4 and HEVC streams hold all frames in one stream, split into fragments at
 # arbitrary points, so a single frame cannot be cut out without decoding.
 VIDEO_TRANSFER_SYNTAXES = frozenset(MPEGTransferSyntaxes)
-
-NATIVE_TRANSFER_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 
 # Values larger than this (overlays, LUTs) stay unread while the header is parsed.
 HEADER_DEFER_SIZE = 64 * 1024  # bytes
@@ -180,7 +172,7 @@ def frame_count(path: Path) -> int:
         ds, element = _read_header(file)
     if element is None:
         raise NoPixelData("the instance has no pixel data, so it has no frames")
-    return _number_of_frames(ds)
+    return number_of_frames_of(ds)
 
 
 HEADER_CACHE_SIZE = 256  # parsed headers of recently read instances (a viewer asks for each frame separately)
@@ -211,7 +203,7 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
         ds, element = _header(file, path)
         if element is None:
             raise NoPixelData("the instance has no pixel data, so it has no frames")
-        count = _number_of_frames(ds)
+        count = number_of_frames_of(ds)
         for number in numbers:
             if not 1 <= number <= count:
                 raise FrameNotFound(
@@ -225,11 +217,11 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
             return _deflated_frames(ds, element, numbers)
         if element.length != UNDEFINED_LENGTH:
             is_little_endian = ds.original_encoding[1] is not False
-            swap = 1 if is_little_endian else _swap_unit(element.vr, _bits_allocated(ds))
+            swap = 1 if is_little_endian else swap_unit(element.vr, bits_allocated_of(ds))
 
             def read(offset: int, size: int) -> bytes:
                 file.seek(element.value_tell + offset)
-                return _read_exactly(file, size)
+                return read_exactly(file, size)
 
             data = _native_frames(ds, read, element.length, swap, numbers)
             return [Frame(frame, OCTET_STREAM, ExplicitVRLittleEndian) for frame in data]
@@ -243,109 +235,6 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
         return [Frame(frame, OCTET_STREAM, ExplicitVRLittleEndian) for frame in data]
     media_type = MEDIA_TYPES.get(transfer_syntax_uid, OCTET_STREAM)
     return [Frame(frame, media_type, transfer_syntax_uid) for frame in data]
-
-
-# Where a frame's bytes are in its file: one (offset, length) per fragment (one range for native pixel data).
-FrameIndex = list[list[tuple[int, int]]]
-
-
-def frame_index(file: BinaryIO, ds: Dataset) -> FrameIndex | None:
-    """Byte ranges of every frame of the instance ``ds`` was read from (``file``), or None when its frames are not
-    plain byte ranges. ``ds`` must have been read with its pixel data deferred (``defer_size``), as the store does,
-    so that the element's position is known without having read the value."""
-    transfer_syntax_uid = str(ds.file_meta.get("TransferSyntaxUID", "") or "").strip()
-    if transfer_syntax_uid == DeflatedExplicitVRLittleEndian or transfer_syntax_uid in VIDEO_TRANSFER_SYNTAXES:
-        return None
-    raw = next((ds.get_item(tag, keep_deferred=True) for tag in PIXEL_DATA_TAGS if tag in ds), None)
-    if not isinstance(raw, RawDataElement) or raw.value_tell is None:
-        return None
-    try:
-        count = _number_of_frames(ds)
-        if raw.length != UNDEFINED_LENGTH:
-            return _native_index(ds, raw, count)
-        return _encapsulated_index(file, ds, raw.value_tell, count)
-    except (BrokenPixelData, struct.error):
-        return None  # served the slow way, which says what is wrong when a frame is asked for
-
-
-def _native_index(ds: Dataset, raw: RawDataElement, count: int) -> FrameIndex | None:
-    if ds.original_encoding[1] is False and _swap_unit(str(raw.VR or ""), _bits_allocated(ds)) != 1:
-        return None  # big endian words: swapped when served
-    frame_bits = _bits_allocated(ds) * _required_int(ds, "Rows") * _required_int(ds, "Columns")
-    frame_bits *= _required_int(ds, "SamplesPerPixel")
-    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
-        frame_bits = frame_bits // 3 * 2
-    if frame_bits % 8 or count * frame_bits // 8 > raw.length:
-        return None
-    size = frame_bits // 8
-    return [[(raw.value_tell + n * size, size)] for n in range(count)]
-
-
-def _encapsulated_index(file: BinaryIO, ds: Dataset, value_tell: int, count: int) -> FrameIndex | None:
-    file.seek(value_tell)
-    tag, bot_length = _item_header(file)
-    if tag != ITEM or bot_length % 4:
-        return None
-    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", _read_exactly(file, bot_length)))
-    first_fragment = value_tell + 8 + bot_length
-    offsets = _extended_offsets(file, ds) or basic_offsets
-    items = _fragment_items(file, first_fragment)
-    if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in pairwise(offsets)):
-        starts = {position: n for n, position in enumerate(first_fragment + offset for offset in offsets)}
-        if all(position in {p for p, _ in items} for position in starts):
-            frames: FrameIndex = []
-            for position, length in items:
-                if position in starts:
-                    frames.append([])
-                frames[-1].append((position + 8, length))
-            return frames
-    if count == 1:
-        return [[(position + 8, length) for position, length in items]]
-    if len(items) == count:
-        return [[(position + 8, length)] for position, length in items]
-    return None
-
-
-def _fragment_items(file: BinaryIO, first_fragment: int) -> list[tuple[int, int]]:
-    """(position of the item tag, value length) of every fragment, from the 8-byte item headers alone."""
-    file.seek(first_fragment)
-    position = first_fragment
-    items: list[tuple[int, int]] = []
-    while True:
-        tag, length = _item_header(file)
-        if tag == SEQUENCE_DELIMITER:
-            return items
-        if tag != ITEM or length == UNDEFINED_LENGTH:
-            raise BrokenPixelData(f"unexpected data at byte {position} of the file inside the encapsulated pixel data")
-        items.append((position, length))
-        position += 8 + length
-        file.seek(position)
-
-
-def read_indexed(path: Path, index: FrameIndex, transfer_syntax_uid: str, numbers: list[int]) -> list[Frame]:
-    """The frames numbered ``numbers`` read at the byte ranges the store recorded (``frame_index``)."""
-    for number in numbers:
-        if not 1 <= number <= len(index):
-            count = len(index)
-            raise FrameNotFound(
-                f"frame {number} does not exist: the instance has {count} frame{'s' if count != 1 else ''}"
-                f" (1 to {count})"
-            )
-    media_type: str
-    syntax: str
-    if transfer_syntax_uid in (ENCAPSULATED_UNCOMPRESSED, *NATIVE_TRANSFER_SYNTAXES):
-        media_type, syntax = OCTET_STREAM, ExplicitVRLittleEndian
-    else:
-        media_type, syntax = MEDIA_TYPES.get(transfer_syntax_uid, OCTET_STREAM), transfer_syntax_uid
-    found: list[Frame] = []
-    with path.open("rb") as file:
-        descriptor = file.fileno()
-        for number in numbers:
-            data = b"".join(os.pread(descriptor, length, offset) for offset, length in index[number - 1])
-            if len(data) != sum(length for _, length in index[number - 1]):
-                raise BrokenPixelData("the file ends inside its pixel data")
-            found.append(Frame(data, media_type, syntax))
-    return found
 
 
 def _read_header(file: BinaryIO) -> tuple[Dataset, _PixelElement | None]:
@@ -393,7 +282,7 @@ def _locate_deferred(file: BinaryIO, header: Dataset) -> tuple[Dataset, _PixelEl
     return header, None
 
 
-def _number_of_frames(ds: Dataset) -> int:
+def number_of_frames_of(ds: Dataset) -> int:
     value = ds.get("NumberOfFrames")
     if value is None or value == "":
         return 1  # PS3.3 §C.7.6.6: absent for single-frame images
@@ -403,21 +292,21 @@ def _number_of_frames(ds: Dataset) -> int:
         raise BrokenPixelData(f"Number of Frames {value!r} is not a number") from None
 
 
-def _bits_allocated(ds: Dataset) -> int:
-    bits_allocated = _required_int(ds, "BitsAllocated")
+def bits_allocated_of(ds: Dataset) -> int:
+    bits_allocated = required_int(ds, "BitsAllocated")
     if bits_allocated != 1 and bits_allocated % 8:
         raise BrokenPixelData(f"Bits Allocated {bits_allocated} is neither 1 nor a multiple of 8")
     return bits_allocated
 
 
-def _required_int(ds: Dataset, keyword: str) -> int:
+def required_int(ds: Dataset, keyword: str) -> int:
     value = ds.get(keyword)
     if not isinstance(value, int) or value < 1:
         raise BrokenPixelData(f"{keyword} is {'missing' if value is None else repr(value)}; frames cannot be located")
     return value
 
 
-def _swap_unit(vr: str, bits_allocated: int) -> int:
+def swap_unit(vr: str, bits_allocated: int) -> int:
     """How many bytes to reverse at a time to turn big endian pixel data little endian.
 
     OB is a byte stream in every transfer syntax; OW holds 16-bit words (PS3.5 §6.2), also when Bits Allocated is 8
@@ -438,8 +327,8 @@ def _native_frames(
     (PS3.5 §8.1.1), so a frame can start inside a byte: it is shifted to start at bit 0 of its first byte, the first
     pixel in the least significant bit, and its unused last bits are zero.
     """
-    bits_allocated = _bits_allocated(ds)
-    pixels = _required_int(ds, "Rows") * _required_int(ds, "Columns") * _required_int(ds, "SamplesPerPixel")
+    bits_allocated = bits_allocated_of(ds)
+    pixels = required_int(ds, "Rows") * required_int(ds, "Columns") * required_int(ds, "SamplesPerPixel")
     frame_bits = pixels * bits_allocated
     if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
         frame_bits = frame_bits // 3 * 2
@@ -489,14 +378,14 @@ def _encapsulated_frames(
 ) -> list[bytes]:
     """Frames of encapsulated pixel data (PS3.5 §A.4), reading only the fragments they are made of."""
     file.seek(element.value_tell)
-    tag, bot_length = _item_header(file)
+    tag, bot_length = item_header(file)
     if tag != ITEM or bot_length % 4:
         raise BrokenPixelData("encapsulated pixel data does not start with a Basic Offset Table item")
-    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", _read_exactly(file, bot_length)))
+    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", read_exactly(file, bot_length)))
     first_fragment = element.value_tell + 8 + bot_length
     # Offsets count from the first fragment's item tag; the Basic Offset Table is empty when the Extended Offset
     # Table is present (PS3.3 §C.7.6.3.1.8), which also covers pixel data past 4 GiB.
-    offsets = _extended_offsets(file, ds) or basic_offsets
+    offsets = extended_offsets(file, ds) or basic_offsets
     if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in pairwise(offsets)):
         starts = [first_fragment + offset for offset in offsets]
         ends: list[int | None] = [*starts[1:], None]
@@ -512,25 +401,25 @@ def _encapsulated_frames(
     return _split_frames(file, element, count, numbers)
 
 
-def _extended_offsets(file: BinaryIO, ds: Dataset) -> list[int]:
+def extended_offsets(file: BinaryIO, ds: Dataset) -> list[int]:
     raw = ds.get_item(Tag("ExtendedOffsetTable"), keep_deferred=True)
     if raw is None:
         return []
     value = raw.value
     if value is None and isinstance(raw, RawDataElement):  # deferred: read it from the file
         file.seek(raw.value_tell)
-        value = _read_exactly(file, raw.length)
+        value = read_exactly(file, raw.length)
     if not isinstance(value, bytes) or len(value) % 8:
         return []
     return list(struct.unpack(f"<{len(value) // 8}Q", value))
 
 
-def _item_header(file: BinaryIO) -> tuple[int, int]:
-    group, element, length = struct.unpack("<HHL", _read_exactly(file, 8))
+def item_header(file: BinaryIO) -> tuple[int, int]:
+    group, element, length = struct.unpack("<HHL", read_exactly(file, 8))
     return group << 16 | element, length
 
 
-def _read_exactly(file: BinaryIO, size: int) -> bytes:
+def read_exactly(file: BinaryIO, size: int) -> bytes:
     data = file.read(size)
     if len(data) != size:
         raise BrokenPixelData("the file ends inside its pixel data")
@@ -543,21 +432,37 @@ def _read_fragments(file: BinaryIO, start: int, end: int | None) -> bytes:
     position = start
     values: list[bytes] = []
     while end is None or position < end:
-        tag, length = _item_header(file)
+        tag, length = item_header(file)
         if tag == SEQUENCE_DELIMITER:
             break
         if tag != ITEM or length == UNDEFINED_LENGTH:
             raise BrokenPixelData(f"unexpected data at byte {position} of the file inside the encapsulated pixel data")
-        values.append(_read_exactly(file, length))
+        values.append(read_exactly(file, length))
         position += 8 + length
     if not values:
         raise BrokenPixelData(f"no fragment starts at byte {start} of the file")
     return b"".join(values)
 
 
+def fragment_items(file: BinaryIO, first_fragment: int) -> list[tuple[int, int]]:
+    """(position of the item tag, value length) of every fragment, from the 8-byte item headers alone."""
+    file.seek(first_fragment)
+    position = first_fragment
+    items: list[tuple[int, int]] = []
+    while True:
+        tag, length = item_header(file)
+        if tag == SEQUENCE_DELIMITER:
+            return items
+        if tag != ITEM or length == UNDEFINED_LENGTH:
+            raise BrokenPixelData(f"unexpected data at byte {position} of the file inside the encapsulated pixel data")
+        items.append((position, length))
+        position += 8 + length
+        file.seek(position)
+
+
 def _fragment_positions(file: BinaryIO, first_fragment: int) -> list[int]:
     """Where each fragment's item tag is, from the 8-byte item headers alone (each value is skipped)."""
-    return [position for position, _ in _fragment_items(file, first_fragment)]
+    return [position for position, _ in fragment_items(file, first_fragment)]
 
 
 def _split_frames(file: BinaryIO, element: _PixelElement, count: int, numbers: list[int]) -> list[bytes]:

@@ -20,7 +20,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .attributes import Level, extract
 from .dicomjson import BULK_DATA_THRESHOLD, UNDEFINED_LENGTH, dataset_to_json
-from .frames import frame_index
+from .frame_index import frame_index
 from .status import FailureReason
 from .uids import is_valid_uid
 
@@ -55,7 +55,7 @@ class Instance:
     transfer_syntax_uid: str
     columns: dict[Level, dict[str, Any]]
     metadata: str  # DICOM JSON text (PS3.18 Annex F), as stored in the database
-    frame_index: str | None = None  # JSON: the byte ranges of each frame in the file (frames.frame_index)
+    frame_index: str | None = None  # JSON: the byte ranges of each frame in the file (frame_index.py)
 
     @property
     def path(self) -> str:

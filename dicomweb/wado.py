@@ -26,6 +26,7 @@ from . import transcode as transcode_module
 from .archive import Archive, archive_of, not_stored
 from .db import retrieve
 from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
+from .frame_index import read_indexed
 from .responses import MultipartBytesResponse, MultipartRelatedResponse, Part
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import scope_of
@@ -300,7 +301,7 @@ async def _read_frames(
 ) -> list[frames.Frame]:
     path = archive.storage.absolute(stored.file_path)
     if index is not None:  # byte ranges recorded at store time: no parsing of the file
-        return await asyncio.to_thread(frames.read_indexed, path, index, stored.transfer_syntax_uid, numbers)
+        return await asyncio.to_thread(read_indexed, path, index, stored.transfer_syntax_uid, numbers)
     return await asyncio.to_thread(frames.read_frames, path, numbers)
 
 
