@@ -19,33 +19,26 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
 )
 
 from .frames import (
-    ENCAPSULATED_UNCOMPRESSED,
     ITEM,
-    MEDIA_TYPES,
-    OCTET_STREAM,
     PIXEL_DATA_TAGS,
     UNDEFINED_LENGTH,
     VIDEO_TRANSFER_SYNTAXES,
     BrokenPixelData,
     Frame,
-    FrameNotFound,
     bits_allocated_of,
+    check_frame_numbers,
     extended_offsets,
     fragment_items,
+    frame_label,
     item_header,
     number_of_frames_of,
     read_exactly,
     required_int,
     swap_unit,
 )
-
-NATIVE_TRANSFER_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 
 # Where a frame's bytes are in its file: one (offset, length) per fragment (one range for native pixel data).
 FrameIndex = list[list[tuple[int, int]]]
@@ -110,19 +103,8 @@ def _encapsulated_index(file: BinaryIO, ds: Dataset, value_tell: int, count: int
 
 def read_indexed(path: Path, index: FrameIndex, transfer_syntax_uid: str, numbers: list[int]) -> list[Frame]:
     """The frames numbered ``numbers`` read at the byte ranges the store recorded (``frame_index``)."""
-    for number in numbers:
-        if not 1 <= number <= len(index):
-            count = len(index)
-            raise FrameNotFound(
-                f"frame {number} does not exist: the instance has {count} frame{'s' if count != 1 else ''}"
-                f" (1 to {count})"
-            )
-    media_type: str
-    syntax: str
-    if transfer_syntax_uid in (ENCAPSULATED_UNCOMPRESSED, *NATIVE_TRANSFER_SYNTAXES):
-        media_type, syntax = OCTET_STREAM, ExplicitVRLittleEndian
-    else:
-        media_type, syntax = MEDIA_TYPES.get(transfer_syntax_uid, OCTET_STREAM), transfer_syntax_uid
+    check_frame_numbers(numbers, len(index))
+    media_type, syntax = frame_label(transfer_syntax_uid)
     found: list[Frame] = []
     with path.open("rb") as file:
         descriptor = file.fileno()

@@ -35,9 +35,11 @@ from pydicom.uid import (
     JPEG2000,
     JPEG2000MC,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEG2000MCLossless,
     JPEGBaseline8Bit,
@@ -77,6 +79,7 @@ ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
 # PS3.5 §8.2.5 to §8.2.7: MPEG-2, MPEG-4 and HEVC streams hold all frames in one stream, split into fragments at
 # arbitrary points, so a single frame cannot be cut out without decoding.
 VIDEO_TRANSFER_SYNTAXES = frozenset(MPEGTransferSyntaxes)
+NATIVE_TRANSFER_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 
 # Values larger than this (overlays, LUTs) stay unread while the header is parsed.
 HEADER_DEFER_SIZE = 64 * 1024  # bytes
@@ -204,12 +207,7 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
         if element is None:
             raise NoPixelData("the instance has no pixel data, so it has no frames")
         count = number_of_frames_of(ds)
-        for number in numbers:
-            if not 1 <= number <= count:
-                raise FrameNotFound(
-                    f"frame {number} does not exist: the instance has {count} frame{'s' if count != 1 else ''}"
-                    f" (1 to {count})"
-                )
+        check_frame_numbers(numbers, count)
         if not numbers:
             return []
         transfer_syntax_uid = str(ds.file_meta.get("TransferSyntaxUID", "") or "").strip()
@@ -231,10 +229,26 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
                 "single frames cannot be cut out of it without decoding"
             )
         data = _encapsulated_frames(file, ds, element, count, numbers)
-    if transfer_syntax_uid == ENCAPSULATED_UNCOMPRESSED:
-        return [Frame(frame, OCTET_STREAM, ExplicitVRLittleEndian) for frame in data]
-    media_type = MEDIA_TYPES.get(transfer_syntax_uid, OCTET_STREAM)
-    return [Frame(frame, media_type, transfer_syntax_uid) for frame in data]
+    media_type, syntax = frame_label(transfer_syntax_uid)
+    return [Frame(frame, media_type, syntax) for frame in data]
+
+
+def check_frame_numbers(numbers: list[int], count: int) -> None:
+    """Raise FrameNotFound for the first number that is not a frame of an instance of ``count`` frames."""
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise FrameNotFound(
+                f"frame {number} does not exist: the instance has {count} frame{'s' if count != 1 else ''}"
+                f" (1 to {count})"
+            )
+
+
+def frame_label(transfer_syntax_uid: str) -> tuple[str, str]:
+    """The media type and transfer syntax a frame stored in ``transfer_syntax_uid`` is sent as (PS3.18 §8.7.3):
+    native and encapsulated uncompressed frames as little endian octet streams, compressed ones as they are."""
+    if transfer_syntax_uid in (ENCAPSULATED_UNCOMPRESSED, *NATIVE_TRANSFER_SYNTAXES):
+        return OCTET_STREAM, ExplicitVRLittleEndian
+    return MEDIA_TYPES.get(transfer_syntax_uid, OCTET_STREAM), transfer_syntax_uid
 
 
 def _read_header(file: BinaryIO) -> tuple[Dataset, _PixelElement | None]:

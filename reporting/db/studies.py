@@ -215,14 +215,19 @@ async def next_series_number(conn: asyncpg.Connection, study_id: uuid.UUID, stud
     )
 
 
+# An archived instance as the API shows it, and the joins that reach its series and study.
+_IMAGE_COLUMNS = """i.sop_instance_uid, se.series_instance_uid, st.study_instance_uid, i.sop_class_uid,
+               se.series_number, i.instance_number, coalesce(i.number_of_frames, 1) AS number_of_frames,
+               i.rows, i.columns, i.transfer_syntax_uid, i.file_size, i.file_path"""
+_IMAGE_JOINS = "FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk"
+
+
 async def images(conn: asyncpg.Connection, study_instance_uid: str, sop: str | None = None) -> list[dict[str, Any]]:
     """The study's archived instances (or one of them), in series and instance order."""
     rows = await conn.fetch(
-        """
-        SELECT i.sop_instance_uid, se.series_instance_uid, st.study_instance_uid, i.sop_class_uid,
-               se.series_number, i.instance_number, coalesce(i.number_of_frames, 1) AS number_of_frames,
-               i.rows, i.columns, i.transfer_syntax_uid, i.file_size, i.file_path
-          FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
+        f"""
+        SELECT {_IMAGE_COLUMNS}
+          {_IMAGE_JOINS}
          WHERE st.study_instance_uid = $1 AND ($2::text IS NULL OR i.sop_instance_uid = $2)
          ORDER BY se.series_number NULLS LAST, se.series_instance_uid, i.instance_number NULLS LAST,
                   i.sop_instance_uid""",
@@ -235,12 +240,9 @@ async def images(conn: asyncpg.Connection, study_instance_uid: str, sop: str | N
 async def image(conn: asyncpg.Connection, sop_instance_uid: str) -> dict[str, Any] | None:
     """An archived instance with the workflow study it belongs to (its id and patient), if any."""
     row = await conn.fetchrow(
-        """
-        SELECT i.sop_instance_uid, se.series_instance_uid, st.study_instance_uid, i.sop_class_uid,
-               se.series_number, i.instance_number, coalesce(i.number_of_frames, 1) AS number_of_frames,
-               i.rows, i.columns, i.transfer_syntax_uid, i.file_size, i.file_path,
-               r.id AS study_id, p.patient_id
-          FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
+        f"""
+        SELECT {_IMAGE_COLUMNS}, r.id AS study_id, p.patient_id
+          {_IMAGE_JOINS}
           JOIN patient p ON p.pk = st.patient_pk
           LEFT JOIN radiology_study r ON r.study_instance_uid = st.study_instance_uid
          WHERE i.sop_instance_uid = $1""",
