@@ -6,7 +6,7 @@ import asyncio
 import logging
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -89,6 +89,23 @@ class Archive:
         await self.storage.remove(paths)
         # Cached thumbnails are keyed by the stored file, so stale ones are never served; remove the study's anyway.
         await asyncio.to_thread(shutil.rmtree, self.storage.root / "cache" / "thumbnails" / study, True)
+
+    async def read_located(
+        self, study: str, series: str, sop: str, read: Callable[[StoredFile, list[Any] | None], Awaitable[T]]
+    ) -> tuple[StoredFile, T]:
+        """``read`` the instance where it is known to be. Its file gone means it was replaced or deleted since: ask
+        the database where it is now and read there (404 if it is no more); a file still missing is the 500 of
+        ``check_files``."""
+        stored, index = await self.locate(study, series, sop)
+        try:
+            return stored, await read(stored, index)
+        except FileNotFoundError:
+            stored, index = await self.locate(study, series, sop, fresh=True)
+        try:
+            return stored, await read(stored, index)
+        except FileNotFoundError:
+            await self.check_files([stored])  # logs and raises the 500
+            raise
 
     async def in_process(self, function: Callable[..., T], *args: Any) -> T:
         """Run a picklable top-level function in the CPU process pool."""

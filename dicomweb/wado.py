@@ -78,12 +78,17 @@ async def retrieve_instances(request: Request) -> Response:
     study, series, sop = scope_of(request.path_params)
     wanted = representation(request.headers.get("accept"), (media.DICOM,), sop is not None, ExplicitVRLittleEndian)
     archive = archive_of(request)
-    if sop is not None:  # one instance: where it is may be known already (Archive.locate)
-        assert series is not None
-        files = [(await archive.locate(study, series, sop))[0]]
-    else:
-        files = await archive.stored_files(study, series, sop)
     target = wanted.transfer_syntax
+    if sop is not None and series is not None:
+        # One instance as stored and not large: sent whole, from where it is known to be (Archive.locate).
+        located, _ = await archive.locate(study, series, sop)
+        if located.file_size <= WHOLE_RESPONSE_BYTES and target in (None, located.transfer_syntax_uid):
+
+            async def one_file(stored: retrieve.StoredFile, index: object) -> Response:
+                return await _one_file(archive, stored, wanted.multipart)
+
+            return (await archive.read_located(study, series, sop, one_file))[1]
+    files = await archive.stored_files(study, series, sop)
     convertible = [f for f in files if target is None or can_transcode(f.transfer_syntax_uid, target)]
     if not convertible:
         stored = sorted({UID(f.transfer_syntax_uid).name for f in files})
@@ -91,24 +96,12 @@ async def retrieve_instances(request: Request) -> Response:
             f"stored as {', '.join(stored)}; cannot convert to {UID(target or '').name}: "
             "ask for transfer-syntax=* (as stored) or Explicit VR Little Endian (1.2.840.10008.1.2.1)"
         )
-    if (
-        len(convertible) == 1
-        and convertible[0].file_size <= WHOLE_RESPONSE_BYTES
-        and (target is None or target == convertible[0].transfer_syntax_uid)
-    ):
-        headers = headers_for(request, files, convertible, target)
-        try:
-            return await _one_file(archive, convertible[0], wanted.multipart, headers)
-        except FileNotFoundError:  # replaced or deleted since it was looked up: ask the database again
-            assert series is not None and sop is not None
-            fresh = (await archive.locate(study, series, sop, fresh=True))[0]
-            try:
-                return await _one_file(archive, fresh, wanted.multipart, headers)
-            except FileNotFoundError:
-                await archive.check_files([fresh])  # logs and raises the 500
-                raise
     await archive.check_files(convertible)
-    headers = headers_for(request, files, convertible, target)
+    headers = {}
+    if len(convertible) < len(files):
+        # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning.
+        left_out = len(files) - len(convertible)
+        headers["warning"] = f'299 {request.url.netloc} "{left_out} instances left out: cannot convert to {target}"'
     if not wanted.multipart:
         [file] = convertible
         syntax = target or file.transfer_syntax_uid
@@ -122,24 +115,14 @@ async def retrieve_instances(request: Request) -> Response:
     return MultipartRelatedResponse(parts, media.DICOM, headers=headers)
 
 
-def headers_for(
-    request: Request, files: list[retrieve.StoredFile], convertible: list[retrieve.StoredFile], target: str | None
-) -> dict[str, str]:
-    """PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning saying so."""
-    if len(convertible) == len(files):
-        return {}
-    left_out = len(files) - len(convertible)
-    return {"warning": f'299 {request.url.netloc} "{left_out} instances left out: cannot convert to {target}"'}
-
-
-async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool, headers: dict[str, str]) -> Response:
+async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool) -> Response:
     """One stored instance, as stored, read whole in one worker-thread call and sent in one piece: no separate
     check that the file exists (the caller turns FileNotFoundError into the 500 of check_files), no streaming."""
     data = await asyncio.to_thread(archive.storage.absolute(file.file_path).read_bytes)
     content_type = f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}"
     if not multipart:
-        return Response(data, media_type=content_type, headers=headers)
-    return MultipartBytesResponse([(content_type, data)], headers=headers)
+        return Response(data, media_type=content_type)
+    return MultipartBytesResponse([(content_type, data)])
 
 
 async def _parts(archive: Archive, files: list[retrieve.StoredFile], target: str | None) -> AsyncIterator[Part]:
@@ -315,16 +298,12 @@ async def retrieve_frames(request: Request) -> Response:
     wanted = representation(request.headers.get("accept"), FRAME_TYPES, True, ExplicitVRLittleEndian)
     archive = archive_of(request)
     assert series is not None and sop is not None  # the route names both
-    stored, index = await archive.locate(study, series, sop)
+
+    async def read(stored: retrieve.StoredFile, index: list[Any] | None) -> list[frames.Frame]:
+        return await _read_frames(archive, stored, index, numbers)
+
     try:
-        try:
-            found = await _read_frames(archive, stored, index, numbers)
-        except FileNotFoundError:  # replaced or deleted since it was looked up: ask the database again
-            stored, index = await archive.locate(study, series, sop, fresh=True)
-            found = await _read_frames(archive, stored, index, numbers)
-    except FileNotFoundError:
-        await archive.check_files([stored])  # logs and raises the 500
-        raise
+        stored, found = await archive.read_located(study, series, sop, read)
     except (frames.InvalidFrameList, frames.FrameNotFound) as exc:
         raise BadRequest(f"instance {sop}: {exc}") from None
     except frames.NoPixelData as exc:
