@@ -31,14 +31,13 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from dicomweb.permissions import Role
 from dicomweb.tokens import create_token, load_or_create_secret
 
 from .conftest import ServerProcess, free_port, serve_subprocess
-from .data import JPEG2000, JPEG_BASELINE, multipart, stow_headers
+from .data import JPEG2000, JPEG_BASELINE, ct_instance, multipart, stow_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -107,55 +106,39 @@ def ct_slice(
     x, y = square_position(index, count)
     left, top = round(x * size - side / 2), round(y * size - side / 2)
     pixels[top : top + side, left : left + side] = 1000
-    sop_instance_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_instance_uid
-    ds.StudyInstanceUID = study_instance_uid
-    ds.SeriesInstanceUID = series_instance_uid
-    ds.FrameOfReferenceUID = frame_of_reference_uid
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "F"
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = STUDY_DATE
-    ds.StudyTime = ds.SeriesTime = "101500"
-    ds.StudyID = "1"
-    ds.AccessionNumber = "E2E" + study_instance_uid[-8:]
-    ds.StudyDescription = STUDY_DESCRIPTION
-    ds.SeriesDescription = series_description
-    ds.Modality = "CT"
-    ds.BodyPartExamined = "ABDOMEN"
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = index + 1
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     spacing = 204.8 / size
-    ds.ImagePositionPatient = [-102.4, -102.4, -2.5 * index]
-    ds.SliceLocation = -2.5 * index
-    ds.SliceThickness = 2.5
-    ds.PixelSpacing = [spacing, spacing]
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
-    ds.RescaleType = "HU"
-    ds.WindowCenter = 40
-    ds.WindowWidth = 400
-    ds.PixelData = pixels.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return ct_instance(
+        study_instance_uid,
+        series_instance_uid,
+        patient_id=PATIENT_ID,
+        patient_name=PATIENT_NAME,
+        size=size,
+        FrameOfReferenceUID=frame_of_reference_uid,
+        StudyDate=STUDY_DATE,
+        SeriesDate=STUDY_DATE,
+        ContentDate=STUDY_DATE,
+        SeriesTime="101500",
+        StudyID="1",
+        AccessionNumber="E2E" + study_instance_uid[-8:],
+        StudyDescription=STUDY_DESCRIPTION,
+        SeriesDescription=series_description,
+        BodyPartExamined="ABDOMEN",
+        SeriesNumber=series_number,
+        InstanceNumber=index + 1,
+        ImageType=["ORIGINAL", "PRIMARY", "AXIAL"],
+        ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+        ImagePositionPatient=[-102.4, -102.4, -2.5 * index],
+        SliceLocation=-2.5 * index,
+        SliceThickness=2.5,
+        PixelSpacing=[spacing, spacing],
+        PixelRepresentation=1,
+        RescaleIntercept=0,
+        RescaleSlope=1,
+        RescaleType="HU",
+        WindowCenter=40,
+        WindowWidth=400,
+        PixelData=pixels.tobytes(),
+    )
 
 
 def ct_series(count: int, study_instance_uid: str, size: int = CT_SIZE) -> tuple[str, list[bytes]]:
@@ -350,29 +333,45 @@ def e2e_tools() -> None:
     require_tools()
 
 
-@pytest.fixture
-def stack(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+@dataclass
+class Prepared:
+    """What both stacks start from: a clean artifacts folder, a data folder whose signing secret exists before the
+    server starts (which then verifies tokens with it), and the viewer's and the uploader's tokens."""
+
+    artifacts: Path
+    data_dir: Path
+    viewer_token: str
+    upload_token: str
+
+
+def prepare(tmp_path: Path, request: pytest.FixtureRequest) -> Prepared:
     artifacts = ARTIFACTS / request.node.name
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
     data_dir = tmp_path / "archive"
     data_dir.mkdir()
-    secret = load_or_create_secret(data_dir)  # made before the server starts, which then verifies tokens with it
-    viewer_port = free_port()
-    viewer_origin = f"http://127.0.0.1:{viewer_port}"
-    env = {
-        "DICOMWEB_AUTH": "enabled",
-        "DICOMWEB_CORS_ORIGINS": viewer_origin,
-        "DICOMWEB_DATABASE_URL": new_database().url,
-    }
+    secret = load_or_create_secret(data_dir)
     viewer_token = create_token(secret, "e2e", [Role.DOCTOR], 3600, "dicomweb")
     upload_token = create_token(secret, "e2e-upload", [Role.RADIOLOGY_TECH], 3600, "dicomweb")
-    with serve_subprocess(env, data_dir) as server:
-        config = app_config(server.url + "/dicomweb", viewer_token)
-        (artifacts / "app-config.js").write_text(config)
+    return Prepared(artifacts, data_dir, viewer_token, upload_token)
+
+
+@pytest.fixture
+def stack(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The archive and, on another origin (CORS), OHIF with the token in its app-config."""
+    ready = prepare(tmp_path, request)
+    viewer_port = free_port()
+    env = {
+        "DICOMWEB_AUTH": "enabled",
+        "DICOMWEB_CORS_ORIGINS": f"http://127.0.0.1:{viewer_port}",
+        "DICOMWEB_DATABASE_URL": new_database().url,
+    }
+    with serve_subprocess(env, ready.data_dir) as server:
+        config = app_config(server.url + "/dicomweb", ready.viewer_token)
+        (ready.artifacts / "app-config.js").write_text(config)
         with serve_viewer(viewer_port, config) as viewer:
-            yield Stack(server, viewer, upload_token, artifacts)
-        (artifacts / "server.log").write_text(server.log)
+            yield Stack(server, viewer, ready.upload_token, ready.artifacts)
+        (ready.artifacts / "server.log").write_text(server.log)
 
 
 @contextmanager
@@ -427,18 +426,16 @@ def serve_deployed_viewer(port: int, archive: str, work: Path) -> Iterator[str]:
 @pytest.fixture
 def deployed(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     """The archive behind deploy/viewer's nginx on one origin (no CORS), the viewer given its token by URL."""
-    artifacts = ARTIFACTS / request.node.name
-    shutil.rmtree(artifacts, ignore_errors=True)
-    artifacts.mkdir(parents=True)
-    data_dir = tmp_path / "archive"
-    data_dir.mkdir()
-    secret = load_or_create_secret(data_dir)
+    ready = prepare(tmp_path, request)
     env = {"DICOMWEB_AUTH": "enabled", "DICOMWEB_DATABASE_URL": new_database().url}
-    viewer_token = create_token(secret, "e2e", [Role.DOCTOR], 3600, "dicomweb")
-    upload_token = create_token(secret, "e2e-upload", [Role.RADIOLOGY_TECH], 3600, "dicomweb")
-    with serve_subprocess(env, data_dir) as server, serve_deployed_viewer(free_port(), server.url, tmp_path) as viewer:
-        yield Stack(server, viewer, upload_token, artifacts, archive_origin=viewer, viewer_token=viewer_token)
-    (artifacts / "server.log").write_text(server.log)
+    with (
+        serve_subprocess(env, ready.data_dir) as server,
+        serve_deployed_viewer(free_port(), server.url, tmp_path) as viewer,
+    ):
+        yield Stack(
+            server, viewer, ready.upload_token, ready.artifacts, archive_origin=viewer, viewer_token=ready.viewer_token
+        )
+    (ready.artifacts / "server.log").write_text(server.log)
 
 
 # --- judging what the viewer showed ------------------------------------------------------------------------------
