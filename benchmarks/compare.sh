@@ -4,30 +4,16 @@
 #
 #   benchmarks/compare.sh --big
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-python=${PYTHON:-python}
-work=$(mktemp -d /tmp/stow-compare.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-
-wait_ready() {  # URL
-    for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
-    echo "not ready: $1" >&2; return 1
-}
+. "$(dirname "$0")/servers.sh"
 
 echo "== dicomweb (embedded PostgreSQL, fsync on)"
-# Authentication off (loopback only) so that both servers answer the same unauthenticated requests.
 # The --big scenario sends one 1 GB request: above the default 100 MiB body limit.
-DICOMWEB_AUTH=disabled DICOMWEB_DATA_DIR="$work/dicomweb" DICOMWEB_LOG_LEVEL=warning DICOMWEB_PORT=8080 \
-    DICOMWEB_MAX_UPLOAD_MB=4096 dicomweb serve &
-server=$!
-wait_ready http://127.0.0.1:8080/readyz
+start_dicomweb DICOMWEB_MAX_UPLOAD_MB=4096
 "$python" "$here/stow.py" http://127.0.0.1:8080/dicomweb --server-pid "$server" --json "$work/dicomweb.json" "$@" \
     | tee "$work/dicomweb.txt"
-kill "$server"; wait "$server" || true
+stop "$server"
 
 echo "== Orthanc (SQLite index, SyncStorageArea on)"
-"$here/orthanc.sh" "$work/orthanc" 2>/dev/null &
-orthanc=$!
-wait_ready http://127.0.0.1:8042/system
+start_orthanc
 "$python" "$here/stow.py" http://127.0.0.1:8042/dicom-web --server-pid "$(pgrep -x -n Orthanc)" "$@" | tee "$work/orthanc.txt"
-kill "$orthanc"; wait "$orthanc" || true
+stop "$orthanc"
