@@ -1,11 +1,13 @@
 """Rendering a stored instance: the archive's half of rendering, shared by WADO-RS rendered/thumbnail and WADO-URI.
 
-It resolves the stored file's path, runs ``rendering.render`` in the archive's CPU process pool and turns the
-pipeline's failures into HTTP errors. It is not a transaction, so both transactions import it instead of each other.
+It resolves the stored file's path, runs ``rendering.render`` in a worker thread (a small native or RLE frame: a few
+milliseconds of work) or in the archive's CPU process pool (the rest) and turns the pipeline's failures into HTTP
+errors. It is not a transaction, so both transactions import it instead of each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
@@ -15,7 +17,7 @@ from .archive import Archive
 from .db import retrieve
 from .errors import BadRequest, DicomwebError, NotAcceptable
 from .rendering import Rendering, render
-from .transcode import can_transcode
+from .transcode import can_transcode, quick_to_decode
 
 log = logging.getLogger("dicomweb")
 
@@ -30,6 +32,8 @@ async def render_stored(
         raise NotAcceptable(f"instance {sop}: no decoder for {UID(file.transfer_syntax_uid).name} is installed")
     path = archive.storage.absolute(file.file_path)
     try:
+        if quick_to_decode(file.transfer_syntax_uid, file.pixels_per_frame):
+            return await asyncio.to_thread(render, path, frame, rendering, media_type)
         return await archive.in_process(render, path, frame, rendering, media_type)
     except frames.NoPixelData:
         raise NotAcceptable(

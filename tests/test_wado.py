@@ -296,11 +296,35 @@ class TestFrames:
         assert body == pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
 
     def test_rle_frame_decoded_on_request(self, stored: LiveServer) -> None:
-        """An RLE frame (decoded in a worker thread, being small) as native pixels, equal to pydicom's."""
+        """A colour RLE frame (decoded in a worker thread, being small) as native pixels, RGB by pixel as pydicom
+        gives them."""
         accept = "multipart/related; type=application/octet-stream"
         [(content_type, body)] = parts(httpx.get(self.frames_url(stored, RLE, "1"), headers={"Accept": accept}))
         assert content_type == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
         pixels = pydicom.dcmread(RLE).pixel_array
+        assert body == pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+
+    def test_monochrome_rle_frame_decoded_from_its_bytes(
+        self, stored: LiveServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A monochrome RLE frame is decoded from the bytes read at its recorded location: the file is not parsed
+        again. Signed 16-bit pixels, equal to pydicom's."""
+        from dicomweb import transcode
+
+        def no_parsing(path: Path, numbers: list[int]) -> list[bytes]:
+            raise AssertionError(f"{path} was parsed")
+
+        monkeypatch.setattr(transcode, "decode_frames", no_parsing)
+        ds = pydicom.dcmread(TEST_FILES / "MR_small_RLE.dcm")
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        store(stored, [buffer.getvalue()])
+        url = f"{stored.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+        accept = "multipart/related; type=application/octet-stream"
+        [(_, body)] = parts(httpx.get(f"{url}{ds.SOPInstanceUID}/frames/1", headers={"Accept": accept}))
+        pixels = ds.pixel_array
         assert body == pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
 
     @pytest.mark.parametrize("frames", ["0", "31", "a", "1,,2", "-1"])

@@ -10,16 +10,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 log = logging.getLogger("dicomweb")
 
+# The whole batch is one statement (one round trip, committed on its own, no BEGIN/COMMIT): the events arrive as one
+# JSON array. The patient is looked up from the study when the request did not name one.
 INSERT = """
 INSERT INTO audit_event (request_id, subject, roles, action, method, route, path, query, patient_id,
                          study_instance_uid, series_instance_uid, sop_instance_uid, status, client)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-        coalesce($14, (SELECT p.patient_id FROM study st JOIN patient p ON p.pk = st.patient_pk
-                        WHERE st.study_instance_uid = $9)),
-        $9, $10, $11, $12, $13)"""
+SELECT e.request_id, e.subject, e.roles, e.action, e.method, e.route, e.path, e.query,
+       coalesce(e.patient_id, (SELECT p.patient_id FROM study st JOIN patient p ON p.pk = st.patient_pk
+                               WHERE st.study_instance_uid = e.study_instance_uid)),
+       e.study_instance_uid, e.series_instance_uid, e.sop_instance_uid, e.status, e.client
+FROM jsonb_to_recordset($1::jsonb) AS e(
+    request_id text, subject text, roles text[], action text, method text, route text, path text, query text,
+    patient_id text, study_instance_uid text, series_instance_uid text, sop_instance_uid text, status integer,
+    client text)"""
 
 
 @dataclass(frozen=True)
@@ -42,21 +49,9 @@ class Event:
     client: str | None
 
 
-def _values(event: Event) -> tuple[object, ...]:
-    return (
-        event.request_id, event.subject, event.roles, event.action, event.method, event.route, event.path,
-        event.query, event.study_instance_uid, event.series_instance_uid, event.sop_instance_uid, event.status,
-        event.client, event.patient_id,
-    )  # fmt: skip
-
-
-async def record(conn: asyncpg.Connection, event: Event) -> None:
-    await conn.execute(INSERT, *_values(event))
-
-
 async def record_many(conn: asyncpg.Connection, events: list[Event]) -> None:
-    """The events in one round trip (asyncpg pipelines executemany); in one transaction when the caller opens one."""
-    await conn.executemany(INSERT, [_values(event) for event in events])
+    """The events in one statement, so in one transaction and one round trip."""
+    await conn.execute(INSERT, orjson.dumps(events).decode())
 
 
 class AuditWriter:
@@ -87,7 +82,7 @@ class AuditWriter:
 
     async def _write(self, batch: list[tuple[Event, asyncio.Future[None]]]) -> None:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn:
                 await record_many(conn, [event for event, _ in batch])
         except Exception as exc:
             if len(batch) > 1:

@@ -10,6 +10,11 @@ _SCOPE = """
 FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
 WHERE st.study_instance_uid = $1 AND ($2::text IS NULL OR se.series_instance_uid = $2)
   AND ($3::text IS NULL OR i.sop_instance_uid = $3)"""
+# What a retrieve needs of each instance (the columns of StoredFile).
+_FILE_COLUMNS = (
+    "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, "
+    "i.file_path, i.file_size, i.number_of_frames, i.rows * i.columns AS pixels_per_frame, i.bits_allocated"
+)
 _ORDER = (
     "ORDER BY se.series_number NULLS LAST, se.series_instance_uid, i.instance_number NULLS LAST, i.sop_instance_uid"
 )
@@ -28,30 +33,18 @@ class StoredFile:
     file_size: int
     number_of_frames: int | None
     pixels_per_frame: int | None = None  # Rows x Columns, when the instance has them
+    bits_allocated: int | None = None
 
 
 async def files(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[StoredFile]:
-    rows = await conn.fetch(
-        "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
-        f"i.transfer_syntax_uid, i.file_path, i.file_size, i.number_of_frames {_SCOPE} {_ORDER}",
-        study,
-        series,
-        sop,
-    )
+    rows = await conn.fetch(f"SELECT {_FILE_COLUMNS} {_SCOPE} {_ORDER}", study, series, sop)
     return [StoredFile(**dict(row)) for row in rows]
 
 
 async def instance_frames(conn: asyncpg.Connection, study: str, series: str, sop: str) -> tuple[StoredFile, str | None]:
     """One stored instance with its frame index (JSON text; None when the store recorded none); raises LookupError
     when the instance is not stored."""
-    row = await conn.fetchrow(
-        "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
-        "i.transfer_syntax_uid, i.file_path, i.file_size, i.number_of_frames, i.rows * i.columns AS pixels_per_frame, "
-        f"i.frame_index::text {_SCOPE}",
-        study,
-        series,
-        sop,
-    )
+    row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS}, i.frame_index::text {_SCOPE}", study, series, sop)
     if row is None:
         raise LookupError(sop)
     values = dict(row)
