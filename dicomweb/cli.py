@@ -86,6 +86,7 @@ def serve(settings: Settings) -> int:
 
     from .app import create_app
     from .db.embedded import EmbeddedPostgres
+    from .zerocopy import HTTP_PROTOCOL
 
     workers = settings.workers or os.cpu_count() or 1
     options: dict[str, Any] = {
@@ -95,6 +96,7 @@ def serve(settings: Settings) -> int:
         "log_config": None,
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
+        "http": HTTP_PROTOCOL,  # uvicorn's httptools protocol with zero-copy sending of stored files
     }
     if workers == 1:
         server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))

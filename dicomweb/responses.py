@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +14,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from .media import DICOM_JSON
+from .storage import CHUNK_BYTES, read_chunks
+from .zerocopy import SENDFILES
 
 
 class DicomJSONResponse(Response):
@@ -73,3 +77,74 @@ class MultipartBytesResponse(Response):
         last = len(self.pieces) - 1
         for number, piece in enumerate(self.pieces):
             await send({"type": "http.response.body", "body": piece, "more_body": number < last})
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """A body part that is a stored file sent as it is: its Content-Type, path and size in bytes."""
+
+    content_type: str
+    path: Path
+    size: int
+
+
+FILES_PER_SENDFILES = 32  # files written by the kernel per worker-thread call (zerocopy.py)
+
+
+class MultipartFilesResponse(Response):
+    """Stored files as one ``multipart/related`` body, file by file, with a Content-Length (their sizes are known).
+    Each file is sent by the kernel where the server offers zero-copy send (zerocopy.py); else it is read in worker
+    threads. Either way the next file is opened (or, when small, read) while the one before it is sent."""
+
+    def __init__(self, parts: list[StoredPart], part_type: str, headers: Mapping[str, str] | None = None) -> None:
+        boundary = uuid.uuid4().hex
+        self.parts = parts
+        # What goes before each file: the end of the part before it (if any) and the part's head.
+        self.before = [
+            (b"\r\n" if number else b"")
+            + f"--{boundary}\r\nContent-Type: {part.content_type}\r\n\r\n".encode("latin-1")
+            for number, part in enumerate(parts)
+        ]
+        self.tail = (b"\r\n" if parts else b"") + f"--{boundary}--\r\n".encode("latin-1")
+        media_type = f'multipart/related; type="{part_type}"; boundary={boundary}'
+        super().__init__(None, headers=headers, media_type=media_type)
+        length = sum(len(before) + part.size for before, part in zip(self.before, parts, strict=True))
+        self.headers["content-length"] = str(length + len(self.tail))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if SENDFILES in scope.get("extensions", {}):
+            await self._send_by_kernel(send)
+        else:
+            await self._send_read(send)
+        await send({"type": "http.response.body", "body": self.tail, "more_body": False})
+
+    async def _send_by_kernel(self, send: Send) -> None:
+        for start in range(0, len(self.parts), FILES_PER_SENDFILES):
+            batch = zip(
+                self.before[start : start + FILES_PER_SENDFILES],
+                self.parts[start : start + FILES_PER_SENDFILES],
+                strict=True,
+            )
+            parts = [(before, str(part.path), part.size) for before, part in batch]
+            await send({"type": SENDFILES, "parts": parts, "more_body": True})
+
+    async def _send_read(self, send: Send) -> None:
+        ahead: asyncio.Task[bytes] | None = None
+        try:
+            for number, (before, part) in enumerate(zip(self.before, self.parts, strict=True)):
+                await send({"type": "http.response.body", "body": before, "more_body": True})
+                if part.size > CHUNK_BYTES:
+                    async for chunk in read_chunks(part.path):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    continue
+                data = await (ahead or asyncio.to_thread(part.path.read_bytes))
+                ahead = None
+                following = self.parts[number + 1] if number + 1 < len(self.parts) else None
+                if following is not None and following.size <= CHUNK_BYTES:
+                    ahead = asyncio.create_task(asyncio.to_thread(following.path.read_bytes))
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            if ahead is not None:  # cut short: let the read finish, drop its bytes
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)

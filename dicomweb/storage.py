@@ -21,7 +21,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +32,7 @@ TEMP_SUFFIX = ".part"
 # Temp files older than this are leftovers of a crash, swept at start-up. Younger ones may belong to an upload in
 # flight in another worker process of the same server (each runs this sweep when it starts), so they stay.
 STALE_TEMP_SECONDS = 6 * 3600
+CHUNK_BYTES = 1024 * 1024  # bytes read from a stored file per worker-thread call
 
 
 @dataclass(frozen=True)
@@ -189,3 +190,30 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+async def read_chunks(path: Path, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    """The bytes of ``path`` from ``start`` to ``end`` (exclusive), read in worker threads: one hand-off for a
+    file that fits in a chunk (opening, seeking and the first read happen together)."""
+    remaining = None if end is None else end - start
+    size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
+    handle, chunk = await asyncio.to_thread(_open_and_read, path, start, size)
+    try:
+        while chunk:
+            yield chunk
+            if remaining is not None:
+                remaining -= len(chunk)
+                if remaining <= 0:
+                    break
+            if len(chunk) < size:  # a short read is the end of the file
+                break
+            size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
+            chunk = await asyncio.to_thread(handle.read, size)
+    finally:
+        handle.close()
+
+
+def _open_and_read(path: Path, start: int, size: int) -> tuple[BinaryIO, bytes]:
+    handle = open(path, "rb")
+    handle.seek(start)
+    return handle, handle.read(size)

@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
@@ -27,14 +27,14 @@ from .archive import Archive, archive_of, not_stored
 from .db import retrieve
 from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
 from .frame_index import read_indexed
-from .responses import MultipartBytesResponse, MultipartRelatedResponse, Part
+from .responses import MultipartBytesResponse, MultipartFilesResponse, MultipartRelatedResponse, Part, StoredPart
+from .storage import read_chunks
 from .transcode import CannotTranscode, can_transcode, quick_to_decode, transcode
 from .uids import scope_of
 from .urls import base_url
 
 log = logging.getLogger("dicomweb")
 
-CHUNK_BYTES = 1024 * 1024  # bytes read from a stored file per worker-thread call
 # A single instance up to this size is read whole and sent in one piece; larger ones (and studies) are streamed.
 WHOLE_RESPONSE_BYTES = 16 * 1024 * 1024
 
@@ -107,8 +107,14 @@ async def retrieve_instances(request: Request) -> Response:
             body = await _transcoded(archive, file, target)
             return Response(body, media_type=content_type, headers=headers)
         return StreamingResponse(_content(archive, file, target), media_type=content_type, headers=headers)
-    parts = _parts(archive, convertible, target)
-    return MultipartRelatedResponse(parts, media.DICOM, headers=headers)
+    if all(target in (None, f.transfer_syntax_uid) for f in convertible):  # every file as it is stored
+        stored_parts = [
+            StoredPart(f"{media.DICOM}; transfer-syntax={f.transfer_syntax_uid}", archive.storage.absolute(f.file_path),
+                       f.file_size)
+            for f in convertible
+        ]  # fmt: skip
+        return MultipartFilesResponse(stored_parts, media.DICOM, headers=headers)
+    return MultipartRelatedResponse(_parts(archive, convertible, target), media.DICOM, headers=headers)
 
 
 async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool) -> Response:
@@ -122,31 +128,11 @@ async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool
 
 
 async def _parts(archive: Archive, files: list[retrieve.StoredFile], target: str | None) -> AsyncIterator[Part]:
-    """One part per file. A file sent as stored that fits in a chunk is read while the one before it is being sent
-    (read-ahead of one file), so that reading and sending overlap."""
-    ahead: asyncio.Task[bytes] | None = None
-    try:
-        for number, file in enumerate(files):
-            syntax = target or file.transfer_syntax_uid
-            chunks = _once(await ahead) if ahead is not None else _content(archive, file, target)
-            ahead = None
-            following = files[number + 1] if number + 1 < len(files) else None
-            if (
-                following is not None
-                and following.file_size <= CHUNK_BYTES
-                and target in (None, following.transfer_syntax_uid)
-            ):
-                path = archive.storage.absolute(following.file_path)
-                ahead = asyncio.create_task(asyncio.to_thread(path.read_bytes))
-            yield Part(f"{media.DICOM}; transfer-syntax={syntax}", chunks)
-    finally:
-        if ahead is not None:  # the response was cut short: let the read finish, drop its bytes
-            ahead.cancel()
-            await asyncio.gather(ahead, return_exceptions=True)
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+    """One part per file, each transcoded (in the CPU process pool) or read as stored when it has that syntax."""
+    for file in files:
+        yield Part(
+            f"{media.DICOM}; transfer-syntax={target or file.transfer_syntax_uid}", _content(archive, file, target)
+        )
 
 
 async def _content(archive: Archive, file: retrieve.StoredFile, target: str | None) -> AsyncIterator[bytes]:
@@ -163,33 +149,6 @@ async def _transcoded(archive: Archive, file: retrieve.StoredFile, target: str) 
         return await archive.in_process(transcode, archive.storage.absolute(file.file_path), target)
     except CannotTranscode as exc:
         raise NotAcceptable(f"instance {file.sop_instance_uid}: {exc}") from None
-
-
-async def read_chunks(path: Path, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-    """The bytes of ``path`` from ``start`` to ``end`` (exclusive), read in worker threads: one hand-off for a
-    file that fits in a chunk (opening, seeking and the first read happen together)."""
-    remaining = None if end is None else end - start
-    size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
-    handle, chunk = await asyncio.to_thread(_open_and_read, path, start, size)
-    try:
-        while chunk:
-            yield chunk
-            if remaining is not None:
-                remaining -= len(chunk)
-                if remaining <= 0:
-                    break
-            if len(chunk) < size:  # a short read is the end of the file
-                break
-            size = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
-            chunk = await asyncio.to_thread(handle.read, size)
-    finally:
-        handle.close()
-
-
-def _open_and_read(path: Path, start: int, size: int) -> tuple[BinaryIO, bytes]:
-    handle = open(path, "rb")
-    handle.seek(start)
-    return handle, handle.read(size)
 
 
 async def retrieve_metadata(request: Request) -> Response:

@@ -24,6 +24,7 @@ import uvicorn
 
 from dicomweb.app import create_app
 from dicomweb.config import Settings
+from dicomweb.zerocopy import HTTP_PROTOCOL
 
 # Most tests exercise DICOMweb itself; tests/test_auth.py turns authentication on where it is the subject.
 NO_AUTH: dict[str, str] = {"DICOMWEB_AUTH": "disabled"}
@@ -108,6 +109,7 @@ class LiveServer:
     url: str
     settings: Settings
     db: Database
+    http: str = HTTP_PROTOCOL  # uvicorn's HTTP protocol
 
     @property
     def dicomweb(self) -> str:
@@ -122,11 +124,14 @@ class LiveServer:
 
 
 @contextmanager
-def serve_in_thread(settings: Settings, db: Database) -> Iterator[LiveServer]:
-    """Run uvicorn with create_app(settings) on a free port in a background thread."""
+def serve_in_thread(settings: Settings, db: Database, http: str = HTTP_PROTOCOL) -> Iterator[LiveServer]:
+    """Run uvicorn with create_app(settings) on a free port in a background thread (with the server's own HTTP
+    protocol unless another is named: uvicorn's "httptools" or "h11")."""
     port = free_port()
     settings = settings.replace(port=port, database_url=db.url)
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False, http=http
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -136,7 +141,7 @@ def serve_in_thread(settings: Settings, db: Database) -> Iterator[LiveServer]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", settings, db)
+        yield LiveServer(f"http://127.0.0.1:{port}", settings, db, http)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -167,9 +172,9 @@ def server_factory(new_database: Any, tmp_path: Path) -> Iterator[Any]:
     """Start a server of its own for a test that needs particular settings or an empty archive."""
     with_stack: list[Any] = []
 
-    def start(**changes: Any) -> LiveServer:
+    def start(http: str = HTTP_PROTOCOL, **changes: Any) -> LiveServer:
         settings = Settings(data_dir=tmp_path / f"archive{len(with_stack)}", auth="disabled").replace(**changes)
-        manager = serve_in_thread(settings, new_database())
+        manager = serve_in_thread(settings, new_database(), http)
         with_stack.append(manager)
         return manager.__enter__()
 

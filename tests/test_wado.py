@@ -14,6 +14,8 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
+from dicomweb.zerocopy import HTTP_PROTOCOL
+
 from .conftest import LiveServer, store
 from .data import (
     CT,
@@ -111,20 +113,6 @@ class TestInstances:
         assert MULTIFRAME_US.read_bytes() in [body for _, body in study]
         assert [body for _, body in series] == [MULTIFRAME_US.read_bytes()]
 
-    def test_study_read_ahead_and_cut_short(self, stored: LiveServer) -> None:
-        """Thirty instances, each read while the one before is sent: every part byte-exact and in order; a client
-        that stops reading half way leaves a server that answers the next request."""
-        study, series = generate_uid(), generate_uid()
-        instances = [ct_instance(study_instance_uid=study, series_instance_uid=series, InstanceNumber=n)
-                     for n in range(1, 31)]  # fmt: skip
-        store(stored, instances)
-        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-        url = f"{stored.dicomweb}/studies/{study}"
-        assert [body for _, body in parts(httpx.get(url, headers={"Accept": accept}))] == instances
-        with httpx.stream("GET", url, headers={"Accept": accept}) as response:
-            next(response.iter_raw(4096))
-        assert len(parts(httpx.get(url, headers={"Accept": accept}))) == 30
-
     def test_dicomweb_client(self, stored: LiveServer) -> None:
         """dicomweb-client retrieves an instance and a study."""
         client = DICOMwebClient(stored.dicomweb)
@@ -133,6 +121,65 @@ class TestInstances:
         assert received.SOPInstanceUID == ds.SOPInstanceUID
         assert (received.pixel_array == ds.pixel_array).all()
         assert len(client.retrieve_study(ds.StudyInstanceUID)) >= 1
+
+
+class TestWholeStudy:
+    """A study as stored: one multipart body with a Content-Length, its files written by the kernel (sendfile, in
+    batches of 32) on the server's own protocol, or read in worker threads where the server offers no zero-copy
+    send (uvicorn's own httptools and h11 protocols here, as behind TLS)."""
+
+    PROTOCOLS = {"sendfile": HTTP_PROTOCOL, "read": "httptools", "h11": "h11"}
+    ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+    @pytest.fixture(params=list(PROTOCOLS))
+    def study(self, request: pytest.FixtureRequest, server_factory: Any) -> tuple[LiveServer, str, list[bytes]]:
+        """40 small CT instances and one of 2.6 MB (more than one read chunk) in the middle, stored in order."""
+        server: LiveServer = server_factory(http=self.PROTOCOLS[request.param])
+        study, series = generate_uid(), generate_uid()
+        instances = [ct_instance(study, series, InstanceNumber=n, size=1140 if n == 20 else 64) for n in range(1, 42)]
+        store(server, instances)
+        return server, f"{server.dicomweb}/studies/{study}", instances
+
+    def test_every_part_in_order(self, study: tuple[LiveServer, str, list[bytes]]) -> None:
+        """Every part byte-exact and in instance order; the Content-Length is the body's length."""
+        _, url, instances = study
+        response = httpx.get(url, headers={"Accept": self.ACCEPT})
+        assert int(response.headers["content-length"]) == len(response.content)
+        assert [body for _, body in parts(response)] == instances
+
+    def test_head(self, study: tuple[LiveServer, str, list[bytes]]) -> None:
+        """HEAD: the GET's status and Content-Length, no body."""
+        _, url, _ = study
+        length = httpx.get(url, headers={"Accept": self.ACCEPT}).headers["content-length"]
+        response = httpx.head(url, headers={"Accept": self.ACCEPT})
+        assert response.status_code == 200 and response.headers["content-length"] == length
+        assert response.content == b""
+
+    def test_client_gone_half_way(self, study: tuple[LiveServer, str, list[bytes]]) -> None:
+        """A client that stops reading after the first bytes leaves a server that answers the next request whole."""
+        _, url, instances = study
+        for _ in range(3):
+            with httpx.stream("GET", url, headers={"Accept": self.ACCEPT}) as response:
+                next(response.iter_raw(4096))
+        assert [body for _, body in parts(httpx.get(url, headers={"Accept": self.ACCEPT}))] == instances
+
+    def test_the_kernel_writes_the_files(
+        self, study: tuple[LiveServer, str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On the server's own protocol the files go through zerocopy's batches (two for 41 files), not Python."""
+        from dicomweb import zerocopy
+
+        server, url, instances = study
+        batches: list[int] = []
+        copy = zerocopy._copy
+
+        def counting(socket_fd: int, files: list[Any]) -> None:
+            batches.append(len(files))
+            copy(socket_fd, files)
+
+        monkeypatch.setattr(zerocopy, "_copy", counting)
+        assert [body for _, body in parts(httpx.get(url, headers={"Accept": self.ACCEPT}))] == instances
+        assert batches == ([32, 9] if server.http == HTTP_PROTOCOL else [])
 
 
 class TestMetadata:

@@ -1,0 +1,121 @@
+"""Stored files sent to the client by the kernel (``sendfile``), without passing through Python.
+
+uvicorn has no zero-copy send, so ``Protocol`` (uvicorn's httptools protocol, given to uvicorn as its ``http``
+class) adds one for plain TCP connections, as the ASGI extension ``dicomweb.sendfiles`` in ``scope["extensions"]``.
+A response with a Content-Length sends files with one message per batch of them:
+``{"type": "dicomweb.sendfiles", "parts": [(bytes before the file, path, byte count), ...], "more_body": True}``.
+Without the extension (TLS, another server) responses read the files themselves.
+
+A batch is written in one worker thread call (a file not in the page cache is read from disk inside ``sendfile``),
+with TCP_CORK set so that the small framing bytes and the files leave in full segments, as nginx's ``tcp_nopush``
+does. The thread writes to a duplicate of the connection's socket: the socket stays open for it even if the event
+loop closes the connection meanwhile, so the bytes can never reach another connection that reused the number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import select
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+SENDFILES = "dicomweb.sendfiles"
+HTTP_PROTOCOL = "dicomweb.zerocopy:Protocol"  # uvicorn's ``http`` setting
+STALL_SECONDS = 60.0  # a client that reads nothing for this long is dropped
+
+FilePart = tuple[bytes, str, int]  # bytes written before the file, its path, how many of its bytes are sent
+
+
+class Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, offering ``dicomweb.sendfiles`` on plain TCP connections."""
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and self.transport.get_extra_info("sslcontext") is None:
+            cycle.scope.setdefault("extensions", {})[SENDFILES] = {}
+            app = functools.partial(_with_sendfiles, app, cycle, sock.fileno())
+        super()._start_asgi_task(cycle, app)
+
+
+async def _with_sendfiles(
+    app: Any, cycle: RequestResponseCycle, socket_fd: int, scope: Any, receive: Any, send: Any
+) -> None:
+    async def send_or_copy(message: Any) -> None:
+        if message["type"] != SENDFILES:
+            await send(message)
+            return
+        await _send_files(cycle, socket_fd, message["parts"])
+        if not message.get("more_body", False):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    await app(scope, receive, send_or_copy)
+
+
+async def _send_files(cycle: RequestResponseCycle, socket_fd: int, parts: list[FilePart]) -> None:
+    if not cycle.response_started or cycle.chunked_encoding is not False or cycle.response_complete:
+        raise RuntimeError(f"{SENDFILES} needs a started response with a Content-Length")
+    size = sum(len(before) + count for before, _, count in parts)
+    if size > cycle.expected_content_length:
+        raise RuntimeError("Response content longer than Content-Length")
+    cycle.expected_content_length -= size
+    if cycle.disconnected or cycle.scope["method"] == "HEAD":
+        return
+    await _drained(cycle)
+    try:
+        await asyncio.to_thread(_copy, socket_fd, parts)
+    except (ConnectionError, TimeoutError):  # the client went away or stopped reading: drop the rest, as uvicorn does
+        cycle.disconnected = True
+        cycle.transport.close()
+
+
+async def _drained(cycle: RequestResponseCycle) -> None:
+    """Wait until everything written to the transport so far has reached the socket: the files go after it."""
+    transport = cycle.transport
+    if not transport.get_write_buffer_size():
+        return
+    transport.set_write_buffer_limits(high=0)  # the protocol is now paused until the buffer is empty
+    try:
+        await cycle.flow.drain()
+    finally:
+        if not transport.is_closing():
+            transport.set_write_buffer_limits()
+
+
+def _copy(socket_fd: int, parts: list[FilePart]) -> None:
+    """Each part's bytes, then its file's first bytes, to the (non-blocking) socket, waiting while it is full. A file
+    that is missing or shorter than said raises (the response is then cut short); a client that is gone raises
+    ConnectionError (or TimeoutError when it stopped reading)."""
+    # socket.socket(fileno=...) leaves the descriptor non-blocking as it is (the default timeout is None).
+    with socket.socket(fileno=os.dup(socket_fd)) as sock:
+        writable = select.poll()
+        writable.register(sock.fileno(), select.POLLOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        try:
+            for before, path, count in parts:
+                view = memoryview(before)
+                while view:
+                    view = view[_retry(writable, os.write, sock.fileno(), view) :]
+                with open(path, "rb") as file:
+                    offset = 0
+                    while offset < count:
+                        sent = _retry(writable, os.sendfile, sock.fileno(), file.fileno(), offset, count - offset)
+                        if sent == 0:
+                            raise EOFError(f"{path} is shorter than the {count} bytes to send")
+                        offset += sent
+        finally:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # the last segment leaves now
+
+
+def _retry(writable: select.poll, write: Callable[..., int], *args: Any) -> int:
+    """``write(*args)`` once the socket takes bytes."""
+    while True:
+        try:
+            return write(*args)
+        except BlockingIOError:
+            if not writable.poll(STALL_SECONDS * 1000):
+                raise TimeoutError(f"the client read nothing for {STALL_SECONDS:.0f} s") from None
