@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from . import frames
 from .archive import Archive
@@ -25,22 +26,53 @@ log = logging.getLogger("dicomweb")
 async def render_stored(
     archive: Archive, file: retrieve.StoredFile, frame: int, rendering: Rendering, media_type: str
 ) -> bytes:
-    """Render a stored instance's frame in the CPU process pool; 406 without pixel data or decoder, 400 for a frame
-    it does not have, 500 when its file is gone."""
+    """``render_located`` without the frame index; 500 when the file is gone."""
+    try:
+        return await render_located(archive, file, None, frame, rendering, media_type)
+    except FileNotFoundError:
+        path = archive.storage.absolute(file.file_path)
+        log.error("stored file missing: %s", path)
+        raise DicomwebError(
+            f"the stored file of instance {file.sop_instance_uid} is missing from the archive's storage"
+        ) from None
+
+
+async def render_instance(
+    archive: Archive, study: str, series: str, sop: str, frame: int, rendering: Rendering, media_type: str
+) -> bytes:
+    """One instance's frame rendered, from where it is known to be (Archive.read_located: its file and frame index
+    kept in memory, asked again of the database when the file has gone)."""
+
+    async def rendered(file: retrieve.StoredFile, index: list[Any] | None) -> bytes:
+        return await render_located(archive, file, index, frame, rendering, media_type)
+
+    return (await archive.read_located(study, series, sop, rendered))[1]
+
+
+async def render_located(
+    archive: Archive,
+    file: retrieve.StoredFile,
+    index: list[Any] | None,
+    frame: int,
+    rendering: Rendering,
+    media_type: str,
+) -> bytes:
+    """Render a stored instance's frame in a worker thread or the CPU process pool; a native frame whose location
+    is in ``index`` is read from there. 406 without pixel data or decoder, 400 for a frame it does not have;
+    FileNotFoundError when its file is gone."""
     sop = file.sop_instance_uid
     if not can_transcode(file.transfer_syntax_uid, ExplicitVRLittleEndian):
         raise NotAcceptable(f"instance {sop}: no decoder for {UID(file.transfer_syntax_uid).name} is installed")
     path = archive.storage.absolute(file.file_path)
+    native = file.transfer_syntax_uid in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    location = index[frame - 1] if native and index is not None and 1 <= frame <= len(index) else None
     try:
         if quick_to_decode(file.transfer_syntax_uid, file.pixels_per_frame):
-            return await asyncio.to_thread(render, path, frame, rendering, media_type)
-        return await archive.in_process(render, path, frame, rendering, media_type)
+            return await asyncio.to_thread(render, path, frame, rendering, media_type, location)
+        return await archive.in_process(render, path, frame, rendering, media_type, location)
     except frames.NoPixelData:
         raise NotAcceptable(
             f"instance {sop} ({UID(file.sop_class_uid).name}) has no pixel data, so no rendered image"
         ) from None
     except frames.FrameNotFound as exc:
         raise BadRequest(f"instance {sop}: {exc}") from None
-    except FileNotFoundError:
-        log.error("stored file missing: %s", path)
-        raise DicomwebError(f"the stored file of instance {sop} is missing from the archive's storage") from None

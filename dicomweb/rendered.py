@@ -29,7 +29,7 @@ from . import frames, media
 from .archive import Archive, archive_of
 from .db import retrieve
 from .errors import BadRequest, NotAcceptable
-from .render_stored import render_stored
+from .render_stored import render_instance, render_stored
 from .rendering import JPEG, RENDERED_TYPES, Rendering, rendering_from_query
 from .responses import MultipartRelatedResponse, Part
 from .uids import scope_of
@@ -80,6 +80,9 @@ async def retrieve_rendered(request: Request) -> Response:
     media_type, multipart = negotiate(request, multipart=True)
     rendering = rendering_from_query(request.query_params)
     archive = archive_of(request)
+    if sop is not None and series is not None and not multipart:  # the request a viewer repeats: as quick as can be
+        body = await render_instance(archive, study, series, sop, numbers[0] if numbers else 1, rendering, media_type)
+        return Response(body, media_type=media_type)
     files = await archive.stored_files(study, series, sop)
     if multipart:
         if numbers is None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.pixels.utils import pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from . import frames
 from .errors import BadRequest
@@ -141,11 +143,20 @@ def rendering_from_query(params: Mapping[str, str], viewport: tuple[int, int] | 
 # Rendering (blocking and CPU-bound: run it in the CPU process pool) -------------------------------------------
 
 
-def render(path: Path, frame: int, rendering: Rendering, media_type: str) -> bytes:
+def render(
+    path: Path, frame: int, rendering: Rendering, media_type: str, location: Sequence[Sequence[int]] | None = None
+) -> bytes:
     """Frame ``frame`` (1-based) of the stored file at ``path``, rendered and encoded as ``media_type``.
 
-    Raises frames.NoPixelData or frames.FrameNotFound; pydicom decodes only the frame asked for.
+    With ``location`` (the frame's byte ranges in the file, recorded at store time) a native grayscale frame is read
+    from there and only the header before the pixel data is parsed; otherwise, and for every other kind of frame,
+    pydicom reads and decodes just the frame asked for. Raises frames.NoPixelData or frames.FrameNotFound.
     """
+    if location is not None:
+        header = dcmread(path, stop_before_pixels=True)
+        native = native_frame(path, location, header)
+        if native is not None:
+            return encode(display_pixels(native, header, rendering.window), rendering, media_type)
     ds = Dataset()  # filled by pixel_array with the group 0028 attributes (pixel module, LUTs, windows)
     try:
         pixels = pixel_array(path, index=frame - 1, ds_out=ds)
@@ -160,6 +171,34 @@ def render(path: Path, frame: int, rendering: Rendering, media_type: str) -> byt
     if frame > count:
         raise _frame_not_found(frame, count)
     return encode(display_pixels(pixels, ds, rendering.window), rendering, media_type)
+
+
+def native_frame(path: Path, location: Sequence[Sequence[int]], ds: Dataset) -> npt.NDArray[np.generic] | None:
+    """A one-sample, 8 or 16-bit little endian native frame read at ``location``, as pydicom's pixel_array gives it
+    (the bits above Bits Stored corrected as it does, PS3.5 §8.1.1); None for any other kind of frame."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    bits, stored = int(ds.get("BitsAllocated") or 0), int(ds.get("BitsStored") or 0)
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if (
+        syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+        or int(ds.get("SamplesPerPixel") or 1) != 1
+        or bits not in (8, 16)
+        or not 1 <= stored <= bits
+        or len(location) != 1
+        or location[0][1] != rows * columns * bits // 8
+    ):
+        return None
+    offset, length = location[0]
+    with path.open("rb") as file:
+        data = os.pread(file.fileno(), length, offset)
+    if len(data) != length:
+        return None  # a file shorter than its index says: pydicom's reading says what is wrong
+    signed = ds.get("PixelRepresentation") == 1
+    pixels = np.frombuffer(data, dtype=f"<{'i' if signed else 'u'}{bits // 8}").reshape(rows, columns)
+    if stored < bits:  # as pydicom: shifted up and back, which sign-extends signed values and clears the rest
+        unused = bits - stored
+        pixels = np.right_shift(np.left_shift(pixels, unused), unused)
+    return pixels
 
 
 def _frame_not_found(frame: int, count: int) -> frames.FrameNotFound:

@@ -27,7 +27,7 @@ from . import frames, media
 from .archive import Archive, archive_of
 from .db import retrieve
 from .errors import BadRequest, DicomwebError
-from .render_stored import render_stored
+from .render_stored import render_instance
 from .rendering import DEFAULT_QUALITY, MAX_VIEWPORT, RENDERED_TYPES, Rendering, make_window, parse_int, parse_number
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import require_uid
@@ -57,11 +57,11 @@ async def retrieve_wado(request: Request) -> Response:
     media_type = _media_type(request)
     rendering, frame = _rendering(params) if media_type != media.DICOM else (Rendering(), 1)
     archive = archive_of(request)
-    files = await archive.stored_files(study, series, sop)
     if media_type == media.DICOM:
+        files = await archive.stored_files(study, series, sop)
         return await _dicom(archive, files[0], params.get("transferSyntax"))
     try:
-        body = await render_stored(archive, files[0], frame, rendering, media_type)
+        body = await render_instance(archive, study, series, sop, frame, rendering, media_type)
     except BadRequest as exc:  # the one the renderer raises: a frame the instance does not have
         raise BadRequest(f"frameNumber: {exc.detail}") from None
     return Response(body, media_type=media_type)

@@ -8,8 +8,9 @@ Without the extension (TLS, another server) responses read the files themselves.
 
 A batch is written in one worker thread call (a file not in the page cache is read from disk inside ``sendfile``),
 with TCP_CORK set so that the small framing bytes and the files leave in full segments, as nginx's ``tcp_nopush``
-does. The thread writes to a duplicate of the connection's socket: the socket stays open for it even if the event
-loop closes the connection meanwhile, so the bytes can never reach another connection that reused the number.
+does. The thread writes to a duplicate of the connection's socket, made on the event loop: the socket stays open
+for the thread even if the loop closes the connection meanwhile, so the bytes can never reach another connection
+that reused the number.
 """
 
 from __future__ import annotations
@@ -66,8 +67,14 @@ async def _send_files(cycle: RequestResponseCycle, socket_fd: int, parts: list[F
     if cycle.disconnected or cycle.scope["method"] == "HEAD":
         return
     await _drained(cycle)
+    if cycle.disconnected or cycle.transport.is_closing():
+        return
+    # Duplicated here, on the event loop, where the connection is known to be open, so that the number is this
+    # connection's socket (the loop closes it, and the number may be reused, only on this thread). The copy owns
+    # the duplicate and closes it; it is shielded so that it always runs to do so.
+    own = os.dup(socket_fd)
     try:
-        await asyncio.to_thread(_copy, socket_fd, parts)
+        await asyncio.shield(asyncio.to_thread(_copy, own, parts))
     except (ConnectionError, TimeoutError):  # the client went away or stopped reading: drop the rest, as uvicorn does
         cycle.disconnected = True
         cycle.transport.close()
@@ -86,12 +93,12 @@ async def _drained(cycle: RequestResponseCycle) -> None:
             transport.set_write_buffer_limits()
 
 
-def _copy(socket_fd: int, parts: list[FilePart]) -> None:
-    """Each part's bytes, then its file's first bytes, to the (non-blocking) socket, waiting while it is full. A file
-    that is missing or shorter than said raises (the response is then cut short); a client that is gone raises
-    ConnectionError (or TimeoutError when it stopped reading)."""
+def _copy(own: int, parts: list[FilePart]) -> None:
+    """Each part's bytes, then its file's first bytes, to the (non-blocking) socket ``own`` (closed at the end),
+    waiting while it is full. A file that is missing or shorter than said raises (the response is then cut short);
+    a client that is gone raises ConnectionError (or TimeoutError when it stopped reading)."""
     # socket.socket(fileno=...) leaves the descriptor non-blocking as it is (the default timeout is None).
-    with socket.socket(fileno=os.dup(socket_fd)) as sock:
+    with socket.socket(fileno=own) as sock:
         writable = select.poll()
         writable.register(sock.fileno(), select.POLLOUT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)

@@ -15,10 +15,11 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut
-from pydicom.uid import generate_uid
+from pydicom.pixels.utils import pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
-from dicomweb.rendering import Window, display_pixels, grayscale
+from dicomweb.rendering import Window, display_pixels, grayscale, native_frame
 
 from .conftest import LiveServer
 from .data import (
@@ -35,6 +36,7 @@ from .data import (
     stow_headers,
 )
 from .data import multipart as multipart_body
+from .test_frame_index import indexed
 
 RGB = TEST_FILES / "examples_rgb_color.dcm"  # 320 x 240 RGB, native
 PALETTE = TEST_FILES / "examples_palette.dcm"  # 800 x 350 PALETTE COLOR, 16-bit LUT entries
@@ -493,3 +495,95 @@ class TestLookupTable:
         np.testing.assert_array_equal(
             display_pixels(pixels, ds, window), grayscale(pixels, ds, window, photometric), err_msg=path.name
         )
+
+
+def _native_grayscale_files() -> list[Path]:
+    """pydicom's test files whose frames native_frame reads: native little endian, one sample, 8 or 16 bits."""
+    found = []
+    for path in readable_test_files():
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue
+        if (
+            ds.file_meta.get("TransferSyntaxUID") in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+            and ds.get("SamplesPerPixel", 1) == 1
+            and ds.get("BitsAllocated") in (8, 16)
+            and indexed(path) is not None
+        ):
+            found.append(path)
+    return found
+
+
+class TestNativeFrame:
+    """rendering.native_frame: a native frame read at the location recorded at store time is pydicom's pixel array
+    of that frame, and the rendered endpoints read it so."""
+
+    @pytest.mark.parametrize("path", _native_grayscale_files(), ids=lambda p: p.name)
+    def test_same_as_pydicom(self, path: Path) -> None:
+        index = indexed(path)
+        assert index is not None
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        for number in sorted({1, len(index)}):
+            pixels = native_frame(path, index[number - 1], header)
+            if pixels is None:  # a file shorter than its pixel data (MR_truncated): pydicom cannot read it either
+                with pytest.raises(ValueError):
+                    pixel_array(path, index=number - 1)
+                continue
+            np.testing.assert_array_equal(pixels, pixel_array(path, index=number - 1), err_msg=f"frame {number}")
+
+    def test_the_files_include_several_kinds(self) -> None:
+        """Signed and unsigned, 8 and 16 bits and implicit VR are among those files (multi-frame ones are not: see
+        test_multi_frame)."""
+        headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in _native_grayscale_files()]
+        assert {(ds.PixelRepresentation, ds.BitsAllocated) for ds in headers} >= {(0, 8), (0, 16), (1, 16)}
+        assert any(ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian for ds in headers)
+
+    def test_multi_frame(self, tmp_path: Path) -> None:
+        """Each frame of a three-frame 8-bit instance, read at its own location."""
+        frames = np.random.default_rng(5).integers(0, 256, (3, 16, 24), dtype=np.uint8)
+        path = tmp_path / "three.dcm"
+        ds = pydicom.dcmread(CT)
+        ds.Rows, ds.Columns, ds.NumberOfFrames = 16, 24, 3
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = frames.tobytes()
+        ds["PixelData"].VR = "OB"
+        ds.save_as(path, enforce_file_format=True)
+        index = indexed(path)
+        assert index is not None and len(index) == 3
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        for number in (1, 2, 3):
+            np.testing.assert_array_equal(native_frame(path, index[number - 1], header), frames[number - 1])
+
+    @pytest.mark.parametrize("signed", [True, False])
+    def test_unused_high_bits(self, tmp_path: Path, signed: bool) -> None:
+        """12 bits stored in 16 with junk above them: cleared (unsigned) or sign-extended (signed), as pydicom."""
+        rng = np.random.default_rng(3)
+        words = rng.integers(0, 65536, (32, 48), dtype=np.uint16)
+        path = tmp_path / "twelve.dcm"
+        ds = pydicom.dcmread(CT)
+        ds.Rows, ds.Columns, ds.BitsStored, ds.HighBit = 32, 48, 12, 11
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.PixelData = words.tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        index = indexed(path)
+        assert index is not None
+        pixels = native_frame(path, index[0], pydicom.dcmread(path, stop_before_pixels=True))
+        assert pixels is not None
+        np.testing.assert_array_equal(pixels, pixel_array(path))
+        assert pixels.min() >= (-2048 if signed else 0) and pixels.max() <= (2047 if signed else 4095)
+
+    def test_rendered_reads_the_recorded_location(self, stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A CT slice is rendered from the bytes at its recorded location: pydicom's pixel reading is not used."""
+        from dicomweb import rendering
+
+        def no_pixel_array(*args: object, **kwargs: object) -> None:
+            raise AssertionError("pixel_array was called")
+
+        monkeypatch.setattr(rendering, "pixel_array", no_pixel_array)
+        response = httpx.get(stored.url(CT, "/rendered"), headers={"Accept": "image/png"})
+        assert response.status_code == 200
+        shown = np.asarray(Image.open(io.BytesIO(response.content)))
+        ds = pydicom.dcmread(CT)
+        expected = display_pixels(ds.pixel_array, ds, None)
+        np.testing.assert_array_equal(shown, expected)
