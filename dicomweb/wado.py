@@ -10,6 +10,7 @@ store time, served without opening any file; its BulkDataURIs are made absolute 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -52,7 +53,26 @@ class Representation:
 def representation(
     accept: str | None, part_types: tuple[str, ...], single: bool, default_syntax: str
 ) -> Representation:
-    """Choose from the Accept header (PS3.18 §8.7.4); 406 listing what is available when nothing fits."""
+    """Choose from the Accept header (PS3.18 §8.7.4); 406 listing what is available when nothing fits. A viewer
+    sends the same few headers again and again: the answers for short ones are remembered."""
+    if accept is not None and len(accept) <= REMEMBERED_ACCEPT_LENGTH:
+        return _remembered_representation(accept, part_types, single, default_syntax)
+    return _representation(accept, part_types, single, default_syntax)
+
+
+REMEMBERED_ACCEPT_LENGTH = 256
+
+
+@functools.lru_cache(maxsize=256)
+def _remembered_representation(
+    accept: str, part_types: tuple[str, ...], single: bool, default_syntax: str
+) -> Representation:
+    return _representation(accept, part_types, single, default_syntax)
+
+
+def _representation(
+    accept: str | None, part_types: tuple[str, ...], single: bool, default_syntax: str
+) -> Representation:
     ranges = media.accept_ranges(accept or "*/*")
     for range_ in ranges:
         syntax_param = range_.params.get("transfer-syntax")
