@@ -28,6 +28,9 @@ T = TypeVar("T")
 
 KEPT_LOCATIONS = 4096  # instances whose locations are kept in memory (a few hundred bytes each, more for
 # multi-frame instances: one pair of numbers per fragment)
+# The first instance of a series asked for brings the locations of the whole series when it has at most this many
+# instances: one query instead of one per instance for a viewer that reads them all.
+SERIES_LOCATIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -56,17 +59,25 @@ class Archive:
         if not fresh and (found := self.locations.get(key)) is not None:
             self.locations.move_to_end(key)
             return found
+        whole_series = 0 if fresh else SERIES_LOCATIONS  # a fresh look is for an instance replaced or deleted
         async with self.pool.acquire() as conn:
-            try:
-                stored, index = await retrieve.instance_frames(conn, study, series, sop)
-            except LookupError:
-                self.locations.pop(key, None)
-                raise not_stored(study, series, sop) from None
-        found = (stored, orjson.loads(index) if index is not None else None)
-        self.locations[key] = found
+            rows = await retrieve.instance_frames(conn, study, series, sop, whole_series)
+        if not rows:
+            self.locations.pop(key, None)
+            raise not_stored(study, series, sop)
+        for uid, (stored, frames) in rows.items():
+            if uid != sop:
+                self._keep((study, series, uid), (stored, orjson.loads(frames) if frames is not None else None))
+        stored, frames = rows[sop]
+        found = (stored, orjson.loads(frames) if frames is not None else None)
+        self._keep(key, found)  # last: the most recently used
+        return found
+
+    def _keep(self, key: tuple[str, str, str], location: tuple[StoredFile, list[Any] | None]) -> None:
+        self.locations[key] = location
+        self.locations.move_to_end(key)
         if len(self.locations) > KEPT_LOCATIONS:
             self.locations.popitem(last=False)
-        return found
 
     async def stored_files(self, study: str, series: str | None, sop: str | None) -> list[StoredFile]:
         """The stored files in scope, in series and instance order; 404 naming what is not stored."""

@@ -419,6 +419,34 @@ class TestFrames:
         assert httpx.delete(url).status_code == 204
         assert httpx.get(url + "/frames/1", headers={"Accept": self.OHIF}).status_code == 404
 
+    @pytest.mark.parametrize("whole_series", [1000, 3])
+    def test_locations_of_a_series_in_one_query(
+        self, stored: LiveServer, monkeypatch: pytest.MonkeyPatch, whole_series: int
+    ) -> None:
+        """The first frame asked for in a series brings the locations of all its instances (one query for a viewer
+        reading the series), unless the series has more instances than SERIES_LOCATIONS: then one query each."""
+        from dicomweb import archive
+        from dicomweb.db import retrieve
+
+        monkeypatch.setattr(archive, "SERIES_LOCATIONS", whole_series)
+        queries: list[str] = []
+        query = retrieve.instance_frames
+
+        async def counting(conn: Any, study: str, series: str, sop: str, whole: int = 0) -> Any:
+            queries.append(sop)
+            return await query(conn, study, series, sop, whole)
+
+        monkeypatch.setattr(retrieve, "instance_frames", counting)
+        study, series = generate_uid(), generate_uid()
+        instances = [ct_instance(study, series, InstanceNumber=n) for n in range(1, 6)]
+        store(stored, instances)
+        for instance in instances:
+            sop = pydicom.dcmread(io.BytesIO(instance)).SOPInstanceUID
+            url = f"{stored.dicomweb}/studies/{study}/series/{series}/instances/{sop}/frames/1"
+            [(_, body)] = parts(httpx.get(url, headers={"Accept": self.OHIF}))
+            assert body == pydicom.dcmread(io.BytesIO(instance)).PixelData
+        assert len(queries) == (1 if whole_series >= 5 else 5)
+
     def test_range_on_one_frame(self, stored: LiveServer) -> None:
         """Range on a single frame (Cornerstone3D progressive loading): 206 with Content-Range of the frame."""
         ds = pydicom.dcmread(MULTIFRAME_US)

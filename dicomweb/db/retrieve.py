@@ -41,15 +41,28 @@ async def files(conn: asyncpg.Connection, study: str, series: str | None, sop: s
     return [StoredFile(**dict(row)) for row in rows]
 
 
-async def instance_frames(conn: asyncpg.Connection, study: str, series: str, sop: str) -> tuple[StoredFile, str | None]:
-    """One stored instance with its frame index (JSON text; None when the store recorded none); raises LookupError
-    when the instance is not stored."""
-    row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS}, i.frame_index::text {_SCOPE}", study, series, sop)
-    if row is None:
-        raise LookupError(sop)
-    values = dict(row)
-    index = values.pop("frame_index")
-    return StoredFile(**values), index
+async def instance_frames(
+    conn: asyncpg.Connection, study: str, series: str, sop: str, whole_series_up_to: int = 0
+) -> dict[str, tuple[StoredFile, str | None]]:
+    """One stored instance with its frame index (JSON text; None when the store recorded none), by SOP Instance
+    UID; with every other instance of its series when the series has at most ``whole_series_up_to`` instances (a
+    viewer reads them all, one request each). Empty when the instance is not stored."""
+    rows = await conn.fetch(
+        f"""SELECT {_FILE_COLUMNS}, i.frame_index::text
+        FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
+        WHERE st.study_instance_uid = $1 AND se.series_instance_uid = $2
+          AND (i.sop_instance_uid = $3 OR se.number_of_series_related_instances <= $4)""",
+        study,
+        series,
+        sop,
+        whole_series_up_to,
+    )
+    found = {}
+    for row in rows:
+        values = dict(row)
+        index = values.pop("frame_index")
+        found[values["sop_instance_uid"]] = (StoredFile(**values), index)
+    return found if sop in found else {}
 
 
 async def metadata(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[str]:
