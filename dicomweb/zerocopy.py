@@ -6,21 +6,22 @@ A response with a Content-Length sends files with one message per batch of them:
 ``{"type": "dicomweb.sendfiles", "parts": [(bytes before the file, path, byte count), ...], "more_body": True}``.
 Without the extension (TLS, another server) responses read the files themselves.
 
-A batch is written in one worker thread call (a file not in the page cache is read from disk inside ``sendfile``),
-with TCP_CORK set so that the small framing bytes and the files leave in full segments, as nginx's ``tcp_nopush``
-does. The thread writes to a duplicate of the connection's socket, made on the event loop: the socket stays open
-for the thread even if the loop closes the connection meanwhile, so the bytes can never reach another connection
-that reused the number.
+A batch is written by worker thread calls (a file not in the page cache is read from disk inside ``sendfile``), each
+writing until the socket is full; the wait for the client to take more is on the event loop, so a slow client holds
+no thread. TCP_CORK is set meanwhile so that the small framing bytes and the files leave in full segments, as
+nginx's ``tcp_nopush`` does. The threads write to a duplicate of the connection's socket, made on the event loop:
+the socket stays open for them even if the loop closes the connection meanwhile, so the bytes can never reach
+another connection that reused the number.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
-import select
 import socket
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -70,14 +71,45 @@ async def _send_files(cycle: RequestResponseCycle, socket_fd: int, parts: list[F
     if cycle.disconnected or cycle.transport.is_closing():
         return
     # Duplicated here, on the event loop, where the connection is known to be open, so that the number is this
-    # connection's socket (the loop closes it, and the number may be reused, only on this thread). The copy owns
-    # the duplicate and closes it; it is shielded so that it always runs to do so.
-    own = os.dup(socket_fd)
+    # connection's socket (the loop closes it, and the number may be reused, only on this thread); closed only once
+    # no worker thread writes to it any more.
+    sock = socket.socket(fileno=os.dup(socket_fd))  # left non-blocking, as it is (the default timeout is None)
+    progress = _Progress()
+    copying: asyncio.Future[bool] | None = None
     try:
-        await asyncio.shield(asyncio.to_thread(_copy, own, parts))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        while True:
+            copying = asyncio.ensure_future(asyncio.to_thread(_copy, sock.fileno(), parts, progress))
+            if await asyncio.shield(copying):
+                break
+            # The socket is full: wait for the client on the event loop, so that a slow client holds no thread.
+            await _writable(sock.fileno())
     except (ConnectionError, TimeoutError):  # the client went away or stopped reading: drop the rest, as uvicorn does
         cycle.disconnected = True
         cycle.transport.close()
+    finally:
+        if copying is not None and not copying.done():  # cancelled while a thread writes: let it stop first
+            await asyncio.wait([copying])
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # the last segment leaves now
+        sock.close()
+
+
+async def _writable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        await asyncio.wait_for(ready, STALL_SECONDS)
+    except TimeoutError:
+        raise TimeoutError(f"the client read nothing for {STALL_SECONDS:.0f} s") from None
+    finally:
+        loop.remove_writer(fd)
 
 
 async def _drained(cycle: RequestResponseCycle) -> None:
@@ -93,36 +125,32 @@ async def _drained(cycle: RequestResponseCycle) -> None:
             transport.set_write_buffer_limits()
 
 
-def _copy(own: int, parts: list[FilePart]) -> None:
-    """Each part's bytes, then its file's first bytes, to the (non-blocking) socket ``own`` (closed at the end),
-    waiting while it is full. A file that is missing or shorter than said raises (the response is then cut short);
-    a client that is gone raises ConnectionError (or TimeoutError when it stopped reading)."""
-    # socket.socket(fileno=...) leaves the descriptor non-blocking as it is (the default timeout is None).
-    with socket.socket(fileno=own) as sock:
-        writable = select.poll()
-        writable.register(sock.fileno(), select.POLLOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+@dataclass
+class _Progress:
+    """How far a batch has been written: its part, and how many bytes of it (its bytes before the file, then the
+    file's) have been sent."""
+
+    part: int = 0
+    sent: int = 0
+
+
+def _copy(fd: int, parts: list[FilePart], progress: _Progress) -> bool:
+    """The batch's parts, each its bytes and then its file's first bytes, to the non-blocking socket ``fd`` from
+    where ``progress`` says, until the socket is full (False) or all is written (True). A file that is missing or
+    shorter than said raises (the response is then cut short); a client that is gone raises ConnectionError."""
+    while progress.part < len(parts):
+        before, path, count = parts[progress.part]
         try:
-            for before, path, count in parts:
-                view = memoryview(before)
-                while view:
-                    view = view[_retry(writable, os.write, sock.fileno(), view) :]
+            while progress.sent < len(before):
+                progress.sent += os.write(fd, memoryview(before)[progress.sent :])
+            if progress.sent < len(before) + count:
                 with open(path, "rb") as file:
-                    offset = 0
-                    while offset < count:
-                        sent = _retry(writable, os.sendfile, sock.fileno(), file.fileno(), offset, count - offset)
+                    while (offset := progress.sent - len(before)) < count:
+                        sent = os.sendfile(fd, file.fileno(), offset, count - offset)
                         if sent == 0:
                             raise EOFError(f"{path} is shorter than the {count} bytes to send")
-                        offset += sent
-        finally:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # the last segment leaves now
-
-
-def _retry(writable: select.poll, write: Callable[..., int], *args: Any) -> int:
-    """``write(*args)`` once the socket takes bytes."""
-    while True:
-        try:
-            return write(*args)
+                        progress.sent += sent
         except BlockingIOError:
-            if not writable.poll(STALL_SECONDS * 1000):
-                raise TimeoutError(f"the client read nothing for {STALL_SECONDS:.0f} s") from None
+            return False
+        progress.part, progress.sent = progress.part + 1, 0
+    return True

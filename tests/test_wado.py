@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -171,15 +173,68 @@ class TestWholeStudy:
 
         server, url, instances = study
         batches: list[int] = []
+        seen: list[Any] = []
         copy = zerocopy._copy
 
-        def counting(socket_fd: int, files: list[Any]) -> None:
-            batches.append(len(files))
-            copy(socket_fd, files)
+        def counting(socket_fd: int, files: list[Any], progress: Any) -> bool:
+            if all(known is not progress for known in seen):  # a batch's first call (later ones continue it)
+                seen.append(progress)
+                batches.append(len(files))
+            return copy(socket_fd, files, progress)
 
         monkeypatch.setattr(zerocopy, "_copy", counting)
         assert [body for _, body in parts(httpx.get(url, headers={"Accept": self.ACCEPT}))] == instances
         assert batches == ([32, 9] if server.http == HTTP_PROTOCOL else [])
+
+
+class TestSlowClients:
+    def test_slow_clients_hold_no_worker_thread(self, server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Clients that stop reading a study hold no worker thread while the server waits for them: with twice as
+        many of them as threads, the server still reads files for others; each then gets its whole study."""
+        from dicomweb import app
+
+        monkeypatch.setattr(app, "WORKER_THREADS", 4)
+        server: LiveServer = server_factory()
+        study, series = generate_uid(), generate_uid()
+        instances = [ct_instance(study, series, InstanceNumber=n, size=1200) for n in range(1, 5)]  # 11.5 MB
+        store(server, instances)
+        host, port = server.url.removeprefix("http://").split(":")
+        request = (
+            f"GET /dicomweb/studies/{study} HTTP/1.1\r\nHost: {host}\r\nAccept: {TestWholeStudy.ACCEPT}\r\n\r\n"
+        ).encode()
+        slow = []
+        for _ in range(8):
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the study cannot fit in the buffers
+            client.connect((host, int(port)))
+            client.sendall(request)
+            slow.append(client)
+        try:
+            time.sleep(1.0)
+            sop = pydicom.dcmread(io.BytesIO(instances[0])).SOPInstanceUID
+            started = time.monotonic()
+            response = httpx.get(f"{server.dicomweb}/studies/{study}/series/{series}/instances/{sop}",
+                                 headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=30)  # fmt: skip
+            assert response.content == instances[0] and time.monotonic() - started < 5
+            for client in slow:
+                assert [body for _, body in _raw_parts(client)] == instances
+        finally:
+            for client in slow:
+                client.close()
+
+
+def _raw_parts(client: socket.socket) -> list[tuple[str, bytes]]:
+    """The parts of the one response a raw socket receives."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += client.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
+    length = int(headers["content-length"])
+    while len(body) < length:
+        body += client.recv(1 << 20)
+    response = httpx.Response(200, headers={"content-type": headers["content-type"]}, content=body)
+    return parts(response)
 
 
 class TestMetadata:
