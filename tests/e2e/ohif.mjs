@@ -90,7 +90,12 @@ function record(request, status, failure) {
   });
 }
 page.on('requestfinished', async request => {
-  const response = await request.response();
+  let response = null;
+  try {
+    response = await request.response();
+  } catch {
+    return; // the browser closed while this request's answer was being read: the run is over
+  }
   record(request, response ? response.status() : null, null);
 });
 page.on('requestfailed', request => record(request, null, request.failure()?.errorText || 'failed'));
