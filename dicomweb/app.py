@@ -25,6 +25,7 @@ from .db.pool import create_pool, ensure_schema
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
 from .routes import ROUTES
+from .routing import MatchedRouter
 from .storage import FileStorage
 
 log = logging.getLogger("dicomweb")
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
         )
     middleware.append(Middleware(AuthMiddleware, verifier=verifier, routes=routes))
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.router = MatchedRouter(routes, lifespan=lifespan)  # runs the route the middlewares found (routing.py)
     app.state.metrics = metrics
     return app
 

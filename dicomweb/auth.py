@@ -17,21 +17,21 @@ A path or query holding a NUL is 400 before anything else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote_plus
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, Mount
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .audit import audited
 from .config import Settings
 from .errors import error_response
 from .permissions import Permission, allowed, permission_for
+from .routing import RouteMatch, route_of
 from .tokens import (
     Principal,
     TokenError,
@@ -70,47 +70,6 @@ def verifier_for(settings: Settings) -> Verifier | None:
     else:
         keys = secret_keys(load_or_create_secret(settings.data_dir))
     return Verifier(keys, settings.jwt_issuer, settings.jwt_audience or None, settings.jwt_roles_claim or "roles")
-
-
-@dataclass(frozen=True)
-class RouteMatch:
-    """The route a request will reach: its path template (``/dicomweb/studies/{StudyInstanceUID}``) and the
-    values of its path parameters."""
-
-    template: str
-    path_params: Mapping[str, str]
-
-
-def match_route(routes: Sequence[BaseRoute], scope: Scope, prefix: str = "") -> RouteMatch | None:
-    """The route of the table a request will reach, if any: as Starlette's router picks it, the first whose path
-    and method match, else the first whose path matches (the router answers that one 405). Taking the first path
-    match alone would check a request against another route's permission when two routes share a path pattern
-    but name its parameter differently."""
-    partial: RouteMatch | None = None
-    for route in routes:
-        match, child = route.matches(scope)
-        if match is Match.NONE:
-            continue
-        path = str(getattr(route, "path", ""))
-        if isinstance(route, Mount):  # the router goes into the first mount whose prefix matches
-            return match_route(route.routes, {**scope, **child}, prefix + path)
-        found = RouteMatch(prefix + path, child.get("path_params", {}))
-        if match is Match.FULL:
-            return found
-        partial = partial or found
-    return partial
-
-
-ROUTE_MATCH = "dicomweb.route_match"  # the scope key under which route_of keeps its answer
-
-
-def route_of(routes: Sequence[BaseRoute], scope: Scope) -> RouteMatch | None:
-    """``match_route``, once per request: the middlewares that need the route (metrics, authentication) share it.
-    Call it before the router runs (routing rewrites the scope's root_path under mounts)."""
-    if ROUTE_MATCH not in scope:
-        scope[ROUTE_MATCH] = match_route(routes, scope)
-    found: RouteMatch | None = scope[ROUTE_MATCH]
-    return found
 
 
 def split_access_tokens(query_string: bytes) -> tuple[bytes, list[str]]:

@@ -391,7 +391,7 @@ class TestRouteMatch:
         """Two routes whose paths differ only in the parameter's name: the one with the request's method wins."""
         from starlette.routing import Mount, Route
 
-        from dicomweb.auth import match_route
+        from dicomweb.routing import match_route
 
         routes = [Mount("/api", routes=[Route("/x/{a}", _endpoint, methods=["POST"]), Route("/x/{b}", _endpoint)])]
         scope = {"type": "http", "path": "/api/x/1", "method": "GET", "root_path": ""}
