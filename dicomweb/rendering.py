@@ -16,6 +16,8 @@ import io
 import math
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,11 +151,12 @@ def render(
     """Frame ``frame`` (1-based) of the stored file at ``path``, rendered and encoded as ``media_type``.
 
     With ``location`` (the frame's byte ranges in the file, recorded at store time) a native grayscale frame is read
-    from there and only the header before the pixel data is parsed; otherwise, and for every other kind of frame,
-    pydicom reads and decodes just the frame asked for. Raises frames.NoPixelData or frames.FrameNotFound.
+    from there and only the header before the pixel data is parsed, once (``stored_header``); otherwise, and for
+    every other kind of frame, pydicom reads and decodes just the frame asked for. Raises frames.NoPixelData or
+    frames.FrameNotFound.
     """
     if location is not None:
-        header = dcmread(path, stop_before_pixels=True)
+        header = stored_header(path)
         native = native_frame(path, location, header)
         if native is not None:
             return encode(display_pixels(native, header, rendering.window), rendering, media_type)
@@ -171,6 +174,29 @@ def render(
     if frame > count:
         raise _frame_not_found(frame, count)
     return encode(display_pixels(pixels, ds, rendering.window), rendering, media_type)
+
+
+HEADERS_KEPT = 256  # parsed headers kept per process (tens of kilobytes each)
+_headers: OrderedDict[Path, Dataset] = OrderedDict()
+_headers_lock = threading.Lock()
+
+
+def stored_header(path: Path) -> Dataset:
+    """The data set of a stored file up to its pixel data, parsed once and kept for the next frames or windows of the
+    same instance (a stored file never changes: a replaced instance is another file)."""
+    with _headers_lock:
+        header = _headers.get(path)
+        if header is not None:
+            _headers.move_to_end(path)
+            return header
+    header = dcmread(path, stop_before_pixels=True)
+    for _ in header.iterall():  # every value converted now, so that threads sharing it only read it
+        pass
+    with _headers_lock:
+        _headers[path] = header
+        if len(_headers) > HEADERS_KEPT:
+            _headers.popitem(last=False)
+    return header
 
 
 def native_frame(path: Path, location: Sequence[Sequence[int]], ds: Dataset) -> npt.NDArray[np.generic] | None:

@@ -7,6 +7,7 @@ import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,7 +22,7 @@ from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from dicomweb.rendering import Window, display_pixels, grayscale, native_frame
 
-from .conftest import LiveServer
+from .conftest import LiveServer, store
 from .data import (
     CT,
     DEFLATED,
@@ -572,6 +573,25 @@ class TestNativeFrame:
         assert pixels is not None
         np.testing.assert_array_equal(pixels, pixel_array(path))
         assert pixels.min() >= (-2048 if signed else 0) and pixels.max() <= (2047 if signed else 4095)
+
+    def test_header_parsed_once(self, stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Other windows and sizes of the same instance reuse its parsed header (a stored file never changes)."""
+        from dicomweb import rendering
+
+        parsed: list[object] = []
+        dcmread = pydicom.dcmread
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            parsed.append(args[0])
+            return dcmread(*args, **kwargs)
+
+        monkeypatch.setattr(rendering, "dcmread", counting)
+        instance = ct_instance(size=32)
+        store(stored.server, [instance])
+        for query in ("window=40,400", "window=100,50,sigmoid", "viewport=16,16"):
+            response = httpx.get(stored.url(instance, f"/rendered?{query}"), headers={"Accept": "image/png"})
+            assert response.status_code == 200, query
+        assert len(parsed) == 1
 
     def test_rendered_reads_the_recorded_location(self, stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
         """A CT slice is rendered from the bytes at its recorded location: pydicom's pixel reading is not used."""
