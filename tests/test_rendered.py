@@ -231,6 +231,18 @@ class TestRenderedInstance:
         expected = pydicom.dcmread(path).pixel_array.astype(np.float64)
         assert mean_difference(np.asarray(rendered, dtype=np.float64), expected) < 0.01
 
+    @pytest.mark.parametrize("path", [CT, RGB], ids=lambda p: p.name)
+    def test_jpeg_is_the_png_compressed(self, stored: Stored, path: Path) -> None:
+        """The JPEG (libjpeg-turbo through simplejpeg with the codecs extra, else Pillow) decodes to the PNG's
+        pixels within the compression error, grayscale as L and colour as RGB."""
+        jpeg = image(
+            httpx.get(stored.url(path, "/rendered?quality=95"), headers={"Accept": "image/jpeg"}), "image/jpeg"
+        )
+        png = pixels(httpx.get(stored.url(path, "/rendered"), headers={"Accept": "image/png"}))
+        assert jpeg.mode == ("RGB" if png.ndim == 3 else "L")
+        # Colour is subsampled 4:2:0 (as Pillow does by default): sharp colour edges cost a little more.
+        assert mean_difference(np.asarray(jpeg, dtype=np.float64), png) < (3.0 if png.ndim == 3 else 1.0)
+
     def test_palette_colour(self, stored: Stored) -> None:
         """PALETTE COLOR through its 16-bit LUTs."""
         rendered = image(httpx.get(stored.url(PALETTE, "/rendered?accept=image/png")))
@@ -607,3 +619,19 @@ class TestNativeFrame:
         ds = pydicom.dcmread(CT)
         expected = display_pixels(ds.pixel_array, ds, None)
         np.testing.assert_array_equal(shown, expected)
+
+
+@pytest.mark.parametrize("encoder", ["simplejpeg", "pillow"])
+@pytest.mark.parametrize("shape", [(40, 60), (40, 60, 3)], ids=["grayscale", "colour"])
+def test_jpeg_encoders(monkeypatch: pytest.MonkeyPatch, encoder: str, shape: tuple[int, ...]) -> None:
+    """rendering.encode makes the same JPEG, within the compression error, with simplejpeg or without it (Pillow)."""
+    from dicomweb import rendering
+
+    if encoder == "pillow":
+        monkeypatch.setattr(rendering, "simplejpeg", None)
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    smooth = (x * 3 + y * 2).astype(np.uint8)
+    source = smooth if len(shape) == 2 else np.stack([smooth, smooth[::-1], 255 - smooth], axis=-1)
+    decoded = Image.open(io.BytesIO(rendering.encode(source, rendering.Rendering(quality=95), "image/jpeg")))
+    assert decoded.format == "JPEG" and decoded.mode == ("L" if len(shape) == 2 else "RGB")
+    assert mean_difference(np.asarray(decoded, dtype=np.float64), source.astype(np.float64)) < 2.0
