@@ -161,7 +161,8 @@ def render(
     frames.FrameNotFound.
     """
     if location is not None:
-        header = stored_header(path)
+        offset, length = location[0]
+        header = stored_header(path, keep=offset - (frame - 1) * length <= KEPT_HEADER_BYTES)
         native = native_frame(path, location, header)
         if native is not None:
             return encode(display_pixels(native, header, rendering.window), rendering, media_type)
@@ -181,14 +182,19 @@ def render(
     return encode(display_pixels(pixels, ds, rendering.window), rendering, media_type)
 
 
-HEADERS_KEPT = 256  # parsed headers kept per process (tens of kilobytes each)
+HEADERS_KEPT = 256  # parsed headers kept per process
+# Only headers of up to this many bytes in the file are kept (a few tens of kilobytes once parsed): an enhanced
+# multi-frame instance's per-frame functional groups can take megabytes, and are parsed again each time instead.
+KEPT_HEADER_BYTES = 64 * 1024
 _headers: OrderedDict[Path, Dataset] = OrderedDict()
 _headers_lock = threading.Lock()
 
 
-def stored_header(path: Path) -> Dataset:
-    """The data set of a stored file up to its pixel data, parsed once and kept for the next frames or windows of the
-    same instance (a stored file never changes: a replaced instance is another file)."""
+def stored_header(path: Path, keep: bool = True) -> Dataset:
+    """The data set of a stored file up to its pixel data, parsed once and, with ``keep``, kept for the next frames
+    or windows of the same instance (a stored file never changes: a replaced instance is another file)."""
+    if not keep:
+        return dcmread(path, stop_before_pixels=True)
     with _headers_lock:
         header = _headers.get(path)
         if header is not None:

@@ -586,8 +586,10 @@ class TestNativeFrame:
         np.testing.assert_array_equal(pixels, pixel_array(path))
         assert pixels.min() >= (-2048 if signed else 0) and pixels.max() <= (2047 if signed else 4095)
 
-    def test_header_parsed_once(self, stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Other windows and sizes of the same instance reuse its parsed header (a stored file never changes)."""
+    @pytest.mark.parametrize("large", [False, True], ids=["small header", "100 KB header"])
+    def test_header_parsed_once(self, stored: Stored, monkeypatch: pytest.MonkeyPatch, large: bool) -> None:
+        """Other windows and sizes of the same instance reuse its parsed header (a stored file never changes); a
+        header of more than 64 KB is not kept (parsed again each time), so the kept ones stay small."""
         from dicomweb import rendering
 
         parsed: list[object] = []
@@ -599,11 +601,18 @@ class TestNativeFrame:
 
         monkeypatch.setattr(rendering, "dcmread", counting)
         instance = ct_instance(size=32)
+        if large:
+            ds = pydicom.dcmread(io.BytesIO(instance))
+            ds.add_new(0x00091010, "OB", b"\x00" * 100_000)  # a private value before the pixel data
+            ds.add_new(0x00090010, "LO", "TEST")
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            instance = buffer.getvalue()
         store(stored.server, [instance])
         for query in ("window=40,400", "window=100,50,sigmoid", "viewport=16,16"):
             response = httpx.get(stored.url(instance, f"/rendered?{query}"), headers={"Accept": "image/png"})
             assert response.status_code == 200, query
-        assert len(parsed) == 1
+        assert len(parsed) == (3 if large else 1)
 
     def test_rendered_reads_the_recorded_location(self, stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
         """A CT slice is rendered from the bytes at its recorded location: pydicom's pixel reading is not used."""
