@@ -113,6 +113,9 @@ class MultipartFilesResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":  # the headers (Content-Length included) without reading a file
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         if SENDFILES in scope.get("extensions", {}):
             await self._send_by_kernel(send)
         else:
