@@ -4,7 +4,8 @@ Stores one study of ``--instances`` synthetic CT instances (512x512 16-bit, ~525
 generator) through STOW-RS, then measures, against any DICOMweb server (ours or Orthanc's plugin):
 
 - study and series metadata (p50/p95),
-- single-instance retrieve, one client, ``transfer-syntax=*`` (instances/s, p50),
+- single-instance retrieve, one client, ``transfer-syntax=*`` (instances/s, p50), by httpx and, when ``wrk`` is
+  installed, by wrk with one connection (the server's rate without the Python client's cost),
 - whole-study retrieve with ``transfer-syntax=*`` by curl (MB/s), and, when Debian's ``nginx`` is installed, the
   same body served by nginx as a static file with sendfile (the issue's reference), alternating with the server,
 - ``frames/1`` of every instance with 8 concurrent clients (frames/s), by Python threads and, when ``wrk`` is
@@ -119,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("single instance, 1 client", f"{len(sops) / elapsed:.0f} instances/s, p50 {statistics.median(times):.1f} ms")
     )
 
+    if shutil.which("wrk"):  # the same requests from a C client, one at a time: the server's rate, not Python's
+        urls = [instance_url(s) for s in sops]
+        results.append(("single instance, wrk, 1 connection", wrk_rate(urls, ALL_AS_STORED, 1, 4, "instances")))
+
     study_url = f"{base}/studies/{study}"
     rates = [curl_rate(study_url, ALL_AS_STORED) for _ in range(RUNS)]  # one transfer is noisy: median of several
     results.append(("whole study (curl, 7 runs)", f"median {statistics.median(rates):.0f} MB/s, best {max(rates):.0f}"))
@@ -131,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("frames/1, 8 clients", f"{count / elapsed:.0f} frames/s, p50 {statistics.median(frame_times):.1f} ms")
     )
     if shutil.which("wrk"):
-        results.append(("frames/1, 8 connections (wrk)", wrk_frames(frame_urls, FRAME_ACCEPT, 8, args.seconds)))
+        results.append(("frames/1, 8 connections (wrk)", wrk_rate(frame_urls, FRAME_ACCEPT, 8, args.seconds, "frames")))
 
     stop = threading.Event()
     transcodes: list[int] = []
@@ -217,8 +222,8 @@ end
 """
 
 
-def wrk_frames(urls: list[str], accept: str, connections: int, seconds: float) -> str:
-    """wrk on 2 threads with ``connections`` keep-alive connections, round robin over the URLs."""
+def wrk_rate(urls: list[str], accept: str, connections: int, seconds: float, unit: str) -> str:
+    """wrk on up to 2 threads with ``connections`` keep-alive connections, round robin over the URLs."""
     with tempfile.TemporaryDirectory() as work:
         paths, script = Path(work) / "paths.txt", Path(work) / "frames.lua"
         parsed = [httpx.URL(url) for url in urls]
@@ -226,7 +231,8 @@ def wrk_frames(urls: list[str], accept: str, connections: int, seconds: float) -
         script.write_text(WRK_SCRIPT)
         origin = f"{parsed[0].scheme}://{parsed[0].netloc.decode()}"
         run = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), origin],
+            ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script),
+             origin],
             env={**os.environ, "FRAME_PATHS": str(paths), "FRAME_ACCEPT": accept},
             capture_output=True, text=True, check=True,
         )  # fmt: skip
@@ -234,7 +240,7 @@ def wrk_frames(urls: list[str], accept: str, connections: int, seconds: float) -
     p50 = re.search(r"50%\s+([\d.]+\w+)", run.stdout)
     if rate is None or p50 is None:
         raise SystemExit(f"wrk: {run.stdout} {run.stderr}")
-    return f"{float(rate.group(1)):.0f} frames/s, p50 {p50.group(1)}"
+    return f"{float(rate.group(1)):.0f} {unit}/s, p50 {p50.group(1)}"
 
 
 def iter_call(client: httpx.Client, urls: list[str], accept: str) -> Callable[[], httpx.Response]:
