@@ -188,6 +188,8 @@ class TestWholeStudy:
 
 
 class TestSlowClients:
+    """Studies sent by the kernel to clients that do not read them (zerocopy.py)."""
+
     def test_slow_clients_hold_no_worker_thread(self, server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         """Clients that stop reading a study hold no worker thread while the server waits for them: with twice as
         many of them as threads, the server still reads files for others; each then gets its whole study."""
