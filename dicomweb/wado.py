@@ -254,31 +254,26 @@ FRAME_TYPES = (media.OCTET_STREAM, "image/jpeg", "image/jls", "image/jp2", "imag
                "image/dicom-rle", "image/jxl")  # fmt: skip
 
 
-async def _read_frames(
-    archive: Archive, stored: retrieve.StoredFile, index: list[Any] | None, numbers: list[int]
+def _read_frames(
+    path: Path, index: list[Any] | None, transfer_syntax_uid: str, numbers: list[int]
 ) -> list[frames.Frame]:
-    path = archive.storage.absolute(stored.file_path)
     if index is not None:  # byte ranges recorded at store time: no parsing of the file
-        return await asyncio.to_thread(read_indexed, path, index, stored.transfer_syntax_uid, numbers)
-    return await asyncio.to_thread(frames.read_frames, path, numbers)
+        return read_indexed(path, index, transfer_syntax_uid, numbers)
+    return frames.read_frames(path, numbers)
 
 
 def _read_and_decode(
-    path: Path, index: list[Any], stored: retrieve.StoredFile, numbers: list[int]
+    path: Path, index: list[Any] | None, stored: retrieve.StoredFile, numbers: list[int]
 ) -> list[frames.Frame]:
-    """A small frame read at its recorded location and decoded to native pixels."""
-    [frame] = read_indexed(path, index, stored.transfer_syntax_uid, numbers)
-    [decoded] = _decode_quickly(stored, path, frame.data, numbers)
-    return [frames.Frame(decoded, media.OCTET_STREAM, ExplicitVRLittleEndian)]
-
-
-def _decode_quickly(stored: retrieve.StoredFile, path: Path, frame: bytes, numbers: list[int]) -> list[bytes]:
-    """One small RLE frame decoded from the bytes already read, else from the file by pydicom."""
+    """One small RLE frame read and decoded to native pixels in one worker-thread call: from the bytes read when
+    decode_rle takes them, else from the file by pydicom."""
+    [frame] = _read_frames(path, index, stored.transfer_syntax_uid, numbers)
+    decoded = None
     if stored.pixels_per_frame and stored.bits_allocated:
-        decoded = transcode_module.decode_rle(frame, stored.pixels_per_frame, stored.bits_allocated)
-        if decoded is not None:
-            return [decoded]
-    return transcode_module.decode_frames(path, numbers)
+        decoded = transcode_module.decode_rle(frame.data, stored.pixels_per_frame, stored.bits_allocated)
+    if decoded is None:
+        [decoded] = transcode_module.decode_frames(path, numbers)
+    return [frames.Frame(decoded, media.OCTET_STREAM, ExplicitVRLittleEndian)]
 
 
 async def retrieve_frames(request: Request) -> Response:
@@ -293,17 +288,16 @@ async def retrieve_frames(request: Request) -> Response:
     assert series is not None and sop is not None  # the route names both
 
     async def read(stored: retrieve.StoredFile, index: list[Any] | None) -> list[frames.Frame]:
+        path = archive.storage.absolute(stored.file_path)
         if (
-            index is not None
-            and len(numbers) == 1
+            len(numbers) == 1
             and stored.transfer_syntax_uid == RLELossless
             and wanted.part_type == media.OCTET_STREAM
             and wanted.transfer_syntax == ExplicitVRLittleEndian
             and quick_to_decode(stored.transfer_syntax_uid, stored.pixels_per_frame)
-        ):  # read and decoded in one worker-thread call: a millisecond of work
-            path = archive.storage.absolute(stored.file_path)
+        ):  # About a millisecond of work: handing it to another process (and the frame back) costs more.
             return await asyncio.to_thread(_read_and_decode, path, index, stored, numbers)
-        return await _read_frames(archive, stored, index, numbers)
+        return await asyncio.to_thread(_read_frames, path, index, stored.transfer_syntax_uid, numbers)
 
     try:
         stored, found = await archive.read_located(study, series, sop, read)
@@ -321,11 +315,7 @@ async def retrieve_frames(request: Request) -> Response:
         if not can_transcode(stored.transfer_syntax_uid, ExplicitVRLittleEndian):
             raise NotAcceptable(f"instance {sop}: no decoder for {UID(stored_syntax).name} is installed")
         path = archive.storage.absolute(stored.file_path)
-        if len(numbers) == 1 and quick_to_decode(stored.transfer_syntax_uid, stored.pixels_per_frame):
-            # About a millisecond of work: handing it to another process (and a decoded frame back) costs more.
-            decoded = await asyncio.to_thread(_decode_quickly, stored, path, found[0].data, numbers)
-        else:
-            decoded = await archive.in_process(transcode_module.decode_frames, path, numbers)
+        decoded = await archive.in_process(transcode_module.decode_frames, path, numbers)
         payloads = [(media.OCTET_STREAM, ExplicitVRLittleEndian, d) for d in decoded]
     else:
         raise NotAcceptable(
