@@ -65,13 +65,13 @@ class Archive:
         if not rows:
             self.locations.pop(key, None)
             raise not_stored(study, series, sop)
-        for uid, (stored, frames) in rows.items():
+        located = {uid: (stored, orjson.loads(frames) if frames is not None else None)
+                   for uid, (stored, frames) in rows.items()}  # fmt: skip
+        for uid, location in located.items():
             if uid != sop:
-                self._keep((study, series, uid), (stored, orjson.loads(frames) if frames is not None else None))
-        stored, frames = rows[sop]
-        found = (stored, orjson.loads(frames) if frames is not None else None)
-        self._keep(key, found)  # last: the most recently used
-        return found
+                self._keep((study, series, uid), location)
+        self._keep(key, located[sop])  # last: the most recently used
+        return located[sop]
 
     def _keep(self, key: tuple[str, str, str], location: tuple[StoredFile, list[Any] | None]) -> None:
         self.locations[key] = location
