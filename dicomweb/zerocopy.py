@@ -36,11 +36,18 @@ FilePart = tuple[bytes, str, int]  # bytes written before the file, its path, ho
 class Protocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, offering ``dicomweb.sendfiles`` on plain TCP connections."""
 
+    socket_fd: int | None = None  # the connection's socket, when the files can be written to it (no TLS)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self.socket_fd = sock.fileno()
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and self.transport.get_extra_info("sslcontext") is None:
+        if self.socket_fd is not None:
             cycle.scope.setdefault("extensions", {})[SENDFILES] = {}
-            app = functools.partial(_with_sendfiles, app, cycle, sock.fileno())
+            app = functools.partial(_with_sendfiles, app, cycle, self.socket_fd)
         super()._start_asgi_task(cycle, app)
 
 
