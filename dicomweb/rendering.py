@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.pixels.utils import pixel_array
@@ -156,13 +156,12 @@ def render(
     """Frame ``frame`` (1-based) of the stored file at ``path``, rendered and encoded as ``media_type``.
 
     With ``location`` (the frame's byte ranges in the file, recorded at store time) a native grayscale frame is read
-    from there and only the header before the pixel data is parsed, once (``stored_header``); otherwise, and for
+    from there and only the header before the pixel data is parsed, once (``pixel_header``); otherwise, and for
     every other kind of frame, pydicom reads and decodes just the frame asked for. Raises frames.NoPixelData or
     frames.FrameNotFound.
     """
     if location is not None:
-        offset, length = location[0]
-        header = stored_header(path, keep=offset - (frame - 1) * length <= KEPT_HEADER_BYTES)
+        header = pixel_header(path)
         native = native_frame(path, location, header)
         if native is not None:
             return encode(display_pixels(native, header, rendering.window), rendering, media_type)
@@ -182,25 +181,25 @@ def render(
     return encode(display_pixels(pixels, ds, rendering.window), rendering, media_type)
 
 
-HEADERS_KEPT = 256  # parsed headers kept per process
-# Only headers of up to this many bytes in the file are kept (a few tens of kilobytes once parsed): an enhanced
-# multi-frame instance's per-frame functional groups can take megabytes, and are parsed again each time instead.
-KEPT_HEADER_BYTES = 64 * 1024
+HEADERS_KEPT = 4096  # pixel headers kept per process (a few hundred bytes each; a palette or VOI LUT adds its table)
 _headers: OrderedDict[Path, Dataset] = OrderedDict()
 _headers_lock = threading.Lock()
 
 
-def stored_header(path: Path, keep: bool = True) -> Dataset:
-    """The data set of a stored file up to its pixel data, parsed once and, with ``keep``, kept for the next frames
-    or windows of the same instance (a stored file never changes: a replaced instance is another file)."""
-    if not keep:
-        return dcmread(path, stop_before_pixels=True)
+def pixel_header(path: Path) -> Dataset:
+    """What rendering reads of a stored file besides its pixels: its group 0028 (the Image Pixel module, Modality
+    LUT, VOI LUT and palette attributes) and its transfer syntax. Parsed once and kept for the next frames, windows
+    and sizes of the same instance (a stored file never changes: a replaced instance is another file). Only that
+    group is kept, so an enhanced multi-frame instance's functional groups or a large private value are not held."""
     with _headers_lock:
         header = _headers.get(path)
         if header is not None:
             _headers.move_to_end(path)
             return header
-    header = dcmread(path, stop_before_pixels=True)
+    parsed = dcmread(path, stop_before_pixels=True)
+    header = parsed.group_dataset(0x0028)  # keeps the data set's original encoding (VOI LUT words' byte order)
+    header.file_meta = FileMetaDataset()
+    header.file_meta.TransferSyntaxUID = parsed.file_meta.get("TransferSyntaxUID")
     for _ in header.iterall():  # every value converted now, so that threads sharing it only read it
         pass
     with _headers_lock:
@@ -357,23 +356,25 @@ def fitted_size(width: int, height: int, max_width: int | None, max_height: int 
 
 
 def encode(pixels: npt.NDArray[np.uint8], rendering: Rendering, media_type: str) -> bytes:
-    """8-bit pixels cropped to the region, fitted to the viewport and encoded with Pillow."""
-    image = Image.fromarray(pixels)
+    """8-bit pixels cropped to the region, fitted to the viewport and encoded (JPEG by simplejpeg when installed,
+    else and for the other types by Pillow)."""
     if rendering.region is not None:
+        image = Image.fromarray(pixels)
         x0, y0, x1, y1 = rendering.region
         width, height = image.size
         box = (round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height))
-        image = image.crop((box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1)))
-    size = fitted_size(*image.size, rendering.max_width, rendering.max_height)
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.LANCZOS)
+        pixels = np.asarray(image.crop((box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1))))
+    height, width = pixels.shape[:2]
+    size = fitted_size(width, height, rendering.max_width, rendering.max_height)
+    if size != (width, height):
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
     if media_type == JPEG and simplejpeg is not None:
-        return jpeg(np.asarray(image), rendering.quality)
+        return jpeg(pixels, rendering.quality)
     buffer = io.BytesIO()
     if media_type == JPEG:
-        image.save(buffer, "JPEG", quality=rendering.quality)
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=rendering.quality)
     else:
-        image.save(buffer, PIL_FORMATS[media_type])
+        Image.fromarray(pixels).save(buffer, PIL_FORMATS[media_type])
     return buffer.getvalue()
 
 
@@ -383,6 +384,7 @@ def jpeg(pixels: npt.NDArray[np.uint8], quality: int) -> bytes:
     as Pillow does."""
     assert simplejpeg is not None
     if pixels.ndim == 2:
-        return bytes(simplejpeg.encode_jpeg(pixels[:, :, None], quality=quality, colorspace="GRAY"))
+        gray = np.ascontiguousarray(pixels)[:, :, None]
+        return bytes(simplejpeg.encode_jpeg(gray, quality=quality, colorspace="GRAY"))
     rgb = np.ascontiguousarray(pixels)
     return bytes(simplejpeg.encode_jpeg(rgb, quality=quality, colorspace="RGB", colorsubsampling="420"))
