@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import io
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -66,17 +68,38 @@ def timed(call: Callable[[], httpx.Response], runs: int) -> list[float]:
     return times
 
 
-def store_study(base: str, count: int) -> tuple[str, str, list[str]]:
-    """STOW a new study of ``count`` CT instances in batches of 50; returns its UIDs."""
-    instances = make_instances(count, CT_SIZE, UidSource(), np.random.default_rng(7))
+@dataclass(frozen=True)
+class Figure:
+    """One measurement: the number compared between servers, which way is better, and how it reads."""
 
-    first = pydicom.dcmread(__import__("io").BytesIO(instances[0]), stop_before_pixels=True)
-    sops = [
-        str(pydicom.dcmread(__import__("io").BytesIO(i), stop_before_pixels=True).SOPInstanceUID) for i in instances
-    ]
+    value: float
+    text: str
+    higher_is_better: bool = True
+
+
+Scenario = tuple[str, Callable[[], Figure]]  # a name, and the measurement (run once or several times)
+
+
+def latency(times: list[float]) -> Figure:
+    p50 = statistics.median(times)
+    return Figure(p50, f"p50 {p50:.1f} ms, p95 {percentile(times, 0.95):.1f} ms", higher_is_better=False)
+
+
+def rate(count: int, elapsed: float, times: list[float], unit: str) -> Figure:
+    return Figure(count / elapsed, f"{count / elapsed:.0f} {unit}/s, p50 {statistics.median(times):.1f} ms")
+
+
+def make_study(count: int) -> list[bytes]:
+    """``count`` CT instances of one new study (made once, stored on every server compared)."""
+    return make_instances(count, CT_SIZE, UidSource(), np.random.default_rng(7))
+
+
+def store_study(base: str, instances: list[bytes]) -> tuple[str, str, list[str]]:
+    """STOW the instances in batches of 50; returns the study's, series' and instances' UIDs."""
+    headers = [pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True) for data in instances]
     boundary = b"wado-bench-boundary"
     with httpx.Client(timeout=600, headers=NO_COMPRESSION) as client:
-        for start in range(0, count, 50):
+        for start in range(0, len(instances), 50):
             body = multipart_body(instances[start : start + 50], boundary)
             response = client.post(
                 f"{base}/studies",
@@ -85,7 +108,87 @@ def store_study(base: str, count: int) -> tuple[str, str, list[str]]:
             )
             if response.status_code != 200:
                 raise SystemExit(f"STOW failed: {response.status_code} {response.text[:300]}")
-    return str(first.StudyInstanceUID), str(first.SeriesInstanceUID), sops
+    return str(headers[0].StudyInstanceUID), str(headers[0].SeriesInstanceUID), [str(h.SOPInstanceUID) for h in headers]
+
+
+def scenarios(base: str, instances: list[bytes], runs: int = 20, seconds: float = 5.0) -> list[Scenario]:
+    """Store the study on the server at ``base`` (not timed); the measurements of retrieving it."""
+    started = time.perf_counter()
+    study, series, sops = store_study(base, instances)
+    print(f"{base}: stored {len(sops)} instances in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    client = httpx.Client(timeout=600, headers=NO_COMPRESSION)
+    study_metadata = f"{base}/studies/{study}/metadata"
+    series_metadata = f"{base}/studies/{study}/series/{series}/metadata"
+    instance_urls = [f"{base}/studies/{study}/series/{series}/instances/{sop}" for sop in sops]
+    frame_urls = [f"{url}/frames/1" for url in instance_urls]
+
+    def metadata(url: str) -> Figure:
+        client.get(url, headers={"Accept": "application/dicom+json"})
+        return latency(timed(iter_call(client, [url] * runs, "application/dicom+json"), runs))
+
+    def single_instances() -> Figure:
+        start = time.perf_counter()
+        times = timed(iter_call(client, instance_urls, ALL_AS_STORED), len(instance_urls))
+        return rate(len(times), time.perf_counter() - start, times, "instances")
+
+    def whole_study() -> Figure:
+        study_url = f"{base}/studies/{study}"
+        rates = [curl_rate(study_url, ALL_AS_STORED) for _ in range(RUNS)]  # one transfer is noisy: median of several
+        reference = nginx_reference(study_url, rates) if shutil.which("nginx") else None
+        median = statistics.median(rates)
+        if reference is None:
+            return Figure(median, f"median {median:.0f} MB/s, best {max(rates):.0f}")
+        return Figure(median, f"median {median:.0f} MB/s: {median / reference:.0%} of nginx's {reference:.0f} MB/s")
+
+    def metadata_under_transcodes() -> Figure:
+        stop = threading.Event()
+        statuses: set[int] = set()
+
+        def transcode_load() -> None:
+            with httpx.Client(timeout=600, headers=NO_COMPRESSION) as load:
+                while not stop.is_set():
+                    statuses.add(
+                        load.get(f"{base}/studies/{study}/series/{series}", headers={"Accept": IMPLICIT}).status_code
+                    )
+
+        loaders = [threading.Thread(target=transcode_load) for _ in range(4)]
+        for thread in loaders:
+            thread.start()
+        time.sleep(1.0)
+        try:
+            figure = latency(timed(iter_call(client, [study_metadata] * runs, "application/dicom+json"), runs))
+        finally:
+            stop.set()
+            for thread in loaders:
+                thread.join()
+        return replace(figure, text=f"{figure.text} (transcode statuses {sorted(statuses)})")
+
+    measured: list[Scenario] = [
+        ("study metadata", lambda: metadata(study_metadata)),
+        ("series metadata", lambda: metadata(series_metadata)),
+        ("single instance, 1 client", single_instances),
+    ]
+    if shutil.which("wrk"):  # the same requests from a C client, one at a time: the server's rate, not Python's
+        measured.append(
+            ("single instance, wrk, 1 connection", lambda: wrk_rate(instance_urls, ALL_AS_STORED, 1, 4, "instances"))
+        )
+    measured += [
+        ("whole study (curl)", whole_study),
+        ("frames/1, 8 clients", lambda: rate(*concurrent_gets(frame_urls, FRAME_ACCEPT, 8, seconds), "frames")),
+    ]
+    if shutil.which("wrk"):
+        measured.append(
+            ("frames/1, 8 connections (wrk)", lambda: wrk_rate(frame_urls, FRAME_ACCEPT, 8, seconds, "frames"))
+        )
+    measured.append(("study metadata under 4 transcodes", metadata_under_transcodes))
+    return measured
+
+
+def run(measured: list[Scenario]) -> None:
+    """Each measurement once, printed as it comes."""
+    width = max(len(name) for name, _ in measured)
+    for name, measure in measured:
+        print(f"{name:<{width}}  {measure().text}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,76 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="repetitions of each latency measurement")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of the concurrent frame scenario")
     args = parser.parse_args(argv)
-    base = args.base_url.rstrip("/")
-
-    started = time.perf_counter()
-    study, series, sops = store_study(base, args.instances)
-    print(f"stored {len(sops)} instances in {time.perf_counter() - started:.1f} s (study {study})")
-    client = httpx.Client(timeout=600, headers=NO_COMPRESSION)
-    results: list[tuple[str, str]] = []
-
-    study_metadata = f"{base}/studies/{study}/metadata"
-    series_metadata = f"{base}/studies/{study}/series/{series}/metadata"
-    client.get(study_metadata)
-    for name, url in (("study metadata", study_metadata), ("series metadata", series_metadata)):
-        times = timed(iter_call(client, [url] * args.runs, "application/dicom+json"), args.runs)
-        results.append((name, f"p50 {statistics.median(times):.1f} ms, p95 {percentile(times, 0.95):.1f} ms"))
-
-    def instance_url(sop: str) -> str:
-        return f"{base}/studies/{study}/series/{series}/instances/{sop}"
-
-    start = time.perf_counter()
-    times = timed(iter_call(client, [instance_url(s) for s in sops], ALL_AS_STORED), len(sops))
-    elapsed = time.perf_counter() - start
-    results.append(
-        ("single instance, 1 client", f"{len(sops) / elapsed:.0f} instances/s, p50 {statistics.median(times):.1f} ms")
-    )
-
-    if shutil.which("wrk"):  # the same requests from a C client, one at a time: the server's rate, not Python's
-        urls = [instance_url(s) for s in sops]
-        results.append(("single instance, wrk, 1 connection", wrk_rate(urls, ALL_AS_STORED, 1, 4, "instances")))
-
-    study_url = f"{base}/studies/{study}"
-    rates = [curl_rate(study_url, ALL_AS_STORED) for _ in range(RUNS)]  # one transfer is noisy: median of several
-    results.append(("whole study (curl, 7 runs)", f"median {statistics.median(rates):.0f} MB/s, best {max(rates):.0f}"))
-    if shutil.which("nginx"):
-        results.append(("whole study, nginx (same body)", nginx_reference(study_url, rates)))
-
-    frame_urls = [f"{instance_url(s)}/frames/1" for s in sops]
-    count, elapsed, frame_times = concurrent_gets(frame_urls, FRAME_ACCEPT, clients=8, seconds=args.seconds)
-    results.append(
-        ("frames/1, 8 clients", f"{count / elapsed:.0f} frames/s, p50 {statistics.median(frame_times):.1f} ms")
-    )
-    if shutil.which("wrk"):
-        results.append(("frames/1, 8 connections (wrk)", wrk_rate(frame_urls, FRAME_ACCEPT, 8, args.seconds, "frames")))
-
-    stop = threading.Event()
-    transcodes: list[int] = []
-
-    def transcode_load() -> None:
-        with httpx.Client(timeout=600, headers=NO_COMPRESSION) as load:
-            while not stop.is_set():
-                response = load.get(f"{base}/studies/{study}/series/{series}", headers={"Accept": IMPLICIT})
-                transcodes.append(response.status_code)
-
-    loaders = [threading.Thread(target=transcode_load) for _ in range(4)]
-    for thread in loaders:
-        thread.start()
-    time.sleep(1.0)
-    times = timed(iter_call(client, [study_metadata] * args.runs, "application/dicom+json"), args.runs)
-    stop.set()
-    for thread in loaders:
-        thread.join()
-    results.append(
-        (
-            "study metadata under 4 transcodes",
-            f"p50 {statistics.median(times):.1f} ms (transcode statuses {set(transcodes)})",
-        )
-    )
-
-    width = max(len(name) for name, _ in results)
-    for name, figure in results:
-        print(f"{name:<{width}}  {figure}")
+    run(scenarios(args.base_url.rstrip("/"), make_study(args.instances), args.runs, args.seconds))
     return 0
 
 
@@ -188,9 +222,9 @@ http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {work}
 """
 
 
-def nginx_reference(study_url: str, rates: list[float]) -> str:
+def nginx_reference(study_url: str, rates: list[float]) -> float:
     """The study's multipart body, as the server sent it, served by nginx as a static file (sendfile on): its
-    median rate over RUNS transfers, alternating with as many more of the server's own, and the ratio."""
+    median rate (MB/s) over RUNS transfers, alternating with as many more of the server's own, added to ``rates``."""
     with tempfile.TemporaryDirectory() as work:
         subprocess.run(["curl", "-s", "-o", f"{work}/study", "-H", f"Accept: {ALL_AS_STORED}", study_url], check=True)
         port = 18090
@@ -205,8 +239,7 @@ def nginx_reference(study_url: str, rates: list[float]) -> str:
         finally:
             nginx.terminate()
             nginx.wait()
-    ratio = statistics.median(rates) / statistics.median(reference)
-    return f"median {statistics.median(reference):.0f} MB/s; the server's median of {len(rates)}: {ratio:.0%} of it"
+    return statistics.median(reference)
 
 
 WRK_SCRIPT = """
@@ -222,7 +255,7 @@ end
 """
 
 
-def wrk_rate(urls: list[str], accept: str, connections: int, seconds: float, unit: str) -> str:
+def wrk_rate(urls: list[str], accept: str, connections: int, seconds: float, unit: str) -> Figure:
     """wrk on up to 2 threads with ``connections`` keep-alive connections, round robin over the URLs."""
     with tempfile.TemporaryDirectory() as work:
         paths, script = Path(work) / "paths.txt", Path(work) / "frames.lua"
@@ -234,13 +267,13 @@ def wrk_rate(urls: list[str], accept: str, connections: int, seconds: float, uni
             ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script),
              origin],
             env={**os.environ, "FRAME_PATHS": str(paths), "FRAME_ACCEPT": accept},
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True,
         )  # fmt: skip
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
+    per_second = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
     p50 = re.search(r"50%\s+([\d.]+\w+)", run.stdout)
-    if rate is None or p50 is None:
-        raise SystemExit(f"wrk: {run.stdout} {run.stderr}")
-    return f"{float(rate.group(1)):.0f} {unit}/s, p50 {p50.group(1)}"
+    if run.returncode != 0 or per_second is None or p50 is None:  # the script exits 1 on a status other than 200
+        raise SystemExit(f"wrk: {(run.stderr.strip() or run.stdout).splitlines()[0]}")
+    return Figure(float(per_second.group(1)), f"{float(per_second.group(1)):.0f} {unit}/s, p50 {p50.group(1)} (wrk)")
 
 
 def iter_call(client: httpx.Client, urls: list[str], accept: str) -> Callable[[], httpx.Response]:

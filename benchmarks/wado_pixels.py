@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,7 +35,18 @@ from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLEL
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stow import CT_SIZE, UidSource, content_type, make_instances, multipart_body
-from wado import NO_COMPRESSION, concurrent_gets, iter_call, percentile, timed, wrk_rate
+from wado import (
+    NO_COMPRESSION,
+    Figure,
+    Scenario,
+    concurrent_gets,
+    iter_call,
+    latency,
+    rate,
+    run,
+    timed,
+    wrk_rate,
+)
 
 AS_STORED_FRAME = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 DECODED_FRAME = "multipart/related; type=application/octet-stream"
@@ -111,14 +122,57 @@ def warm_up(urls: list[str], accept: str, clients: int) -> None:
     concurrent_gets(urls, accept, clients, 1.0)
 
 
-def rate(urls: list[str], accept: str, clients: int, seconds: float, unit: str) -> str:
-    """Requests/s and p50 with ``clients`` Python clients, then (when Debian's ``wrk`` is installed) with as many wrk
-    connections: Python's client caps the rate at about 600/s here, wrk's C client does not."""
-    count, elapsed, times = concurrent_gets(urls, accept, clients, seconds)
-    figure = f"{count / elapsed:.0f} {unit}/s, p50 {statistics.median(times):.1f} ms"
-    if shutil.which("wrk"):
-        figure += f"; wrk {wrk_rate(urls, accept, clients, seconds, unit)}"
-    return figure
+@dataclass(frozen=True)
+class PixelData:
+    """What the scenarios store (made once, the same on every server compared)."""
+
+    multiframe: bytes  # the 200-frame JPEG instance
+    native: list[bytes]  # CT instances, Explicit VR Little Endian
+    compressed: dict[str, list[bytes]]  # the same pixels per compressed transfer syntax pydicom can encode here
+
+
+def make_data(count: int) -> PixelData:
+    uids, rng = UidSource(), np.random.default_rng(11)
+    multiframe = multiframe_jpeg(uids, rng)
+    native = make_instances(count, CT_SIZE, uids, rng)
+    encoded = {syntax: compressed(native, syntax, uids) for syntax in (RLELossless, JPEGLSLossless, JPEG2000Lossless)}
+    return PixelData(multiframe, native, {syntax: data for syntax, data in encoded.items() if data is not None})
+
+
+def scenarios(base: str, data: PixelData, runs: int = 50, clients: int = 4, seconds: float = 8.0) -> list[Scenario]:
+    """Store the data on the server at ``base`` (not timed); the measurements. Each rate is measured with
+    ``clients`` Python clients, then (when Debian's ``wrk`` is installed) with as many wrk connections: Python's
+    client caps the rate at about 600/s here, wrk's C client does not."""
+    stow(base, [data.multiframe, *data.native, *(instance for group in data.compressed.values() for instance in group)])
+    client = httpx.Client(timeout=600, headers=NO_COMPRESSION)
+    middle = f"{url_of(base, data.multiframe)}/frames/{FRAMES // 2}"
+
+    def middle_frame() -> Figure:
+        client.get(middle, headers={"Accept": AS_STORED_FRAME})
+        return latency(timed(iter_call(client, [middle] * runs, AS_STORED_FRAME), runs))
+
+    def by_python(urls: list[str], accept: str, unit: str) -> Callable[[], Figure]:
+        def measure() -> Figure:
+            warm_up(urls, accept, clients)
+            return rate(*concurrent_gets(urls, accept, clients, seconds), unit)
+
+        return measure
+
+    def by_wrk(urls: list[str], accept: str, unit: str) -> Callable[[], Figure]:
+        return lambda: wrk_rate(urls, accept, clients, seconds, unit)
+
+    measured: list[Scenario] = [(f"frame {FRAMES // 2} of {FRAMES} (JPEG)", middle_frame)]
+    pairs = [
+        (f"{pydicom.uid.UID(syntax).name} -> native", [f"{url_of(base, i)}/frames/1" for i in instances], DECODED_FRAME)
+        for syntax, instances in data.compressed.items()
+    ]
+    pairs.append(("rendered image/jpeg", [f"{url_of(base, i)}/rendered" for i in data.native], "image/jpeg"))
+    for name, urls, accept in pairs:
+        unit = "images" if accept == "image/jpeg" else "frames"
+        measured.append((f"{name}, {clients} clients", by_python(urls, accept, unit)))
+        if shutil.which("wrk"):
+            measured.append((f"{name}, {clients} connections (wrk)", by_wrk(urls, accept, unit)))
+    return measured
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,47 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for the rates (default 4)")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each rate measurement")
     args = parser.parse_args(argv)
-    base = args.base_url.rstrip("/")
-    uids, rng = UidSource(), np.random.default_rng(11)
-    results: list[tuple[str, str]] = []
-
-    multiframe = multiframe_jpeg(uids, rng)
-    stow(base, [multiframe])
-    client = httpx.Client(timeout=600, headers=NO_COMPRESSION)
-    middle = f"{url_of(base, multiframe)}/frames/{FRAMES // 2}"
-    client.get(middle, headers={"Accept": AS_STORED_FRAME})
-    times = timed(iter_call(client, [middle] * args.runs, AS_STORED_FRAME), args.runs)
-    results.append(
-        (
-            f"frame {FRAMES // 2} of {FRAMES} (JPEG)",
-            f"p50 {statistics.median(times):.1f} ms, p95 {percentile(times, 0.95):.1f} ms",
-        )
-    )
-
-    native = make_instances(args.count, CT_SIZE, uids, rng)
-    for syntax in (RLELossless, JPEGLSLossless, JPEG2000Lossless):
-        instances = compressed(native, syntax, uids)
-        if instances is None:
-            continue
-        stow(base, instances)
-        urls = [f"{url_of(base, data)}/frames/1" for data in instances]
-        name = f"{pydicom.uid.UID(syntax).name} -> native, {args.clients} clients"
-        try:
-            warm_up(urls, DECODED_FRAME, args.clients)
-            results.append((name, rate(urls, DECODED_FRAME, args.clients, args.seconds, "frames")))
-        except SystemExit as failed:  # the server cannot decode it: say so, measure the rest
-            results.append((name, f"not served: {str(failed.code).rsplit(': ', 1)[-1]}"))
-
-    stow(base, native)
-    urls = [f"{url_of(base, data)}/rendered" for data in native]
-    warm_up(urls, "image/jpeg", args.clients)
-    results.append(
-        (f"rendered image/jpeg, {args.clients} clients", rate(urls, "image/jpeg", args.clients, args.seconds, "images"))
-    )
-
-    width = max(len(name) for name, _ in results)
-    for name, figure in results:
-        print(f"{name:<{width}}  {figure}")
+    run(scenarios(args.base_url.rstrip("/"), make_data(args.count), args.runs, args.clients, args.seconds))
     return 0
 
 

@@ -30,7 +30,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """No reset query on release: the archive never changes session state (no SET, LISTEN or session locks)."""
 
 
-async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
+async def create_pool(url: str, max_size: int, custom_plans: bool = True) -> asyncpg.Pool:
+    """A pool whose connections plan every execution anew (``custom_plans``), or keep a statement's plan when
+    PostgreSQL finds it as good (for statements whose best plan never depends on their values)."""
     pool = await asyncpg.create_pool(
         url,
         min_size=1,
@@ -39,7 +41,7 @@ async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
         reset=_keep_session,
         # asyncpg prepares every statement; a generic plan cannot use an index for "name LIKE $1" (the prefix is
         # unknown), so searches would silently turn into scans after a few calls. Plan each execution instead.
-        server_settings={"plan_cache_mode": "force_custom_plan"},
+        server_settings={"plan_cache_mode": "force_custom_plan" if custom_plans else "auto"},
     )
     assert pool is not None
     return pool
