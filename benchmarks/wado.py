@@ -17,6 +17,8 @@ Example::
 
     python benchmarks/wado.py http://127.0.0.1:8080/dicomweb
     python benchmarks/wado.py http://127.0.0.1:8042/dicom-web     # Orthanc, the same data
+
+side_by_side.py runs these scenarios against two servers in turn, on the same data (compare_wado.sh).
 """
 
 from __future__ import annotations
