@@ -181,7 +181,10 @@ def render(
     return encode(display_pixels(pixels, ds, rendering.window), rendering, media_type)
 
 
-HEADERS_KEPT = 4096  # pixel headers kept per process (a few hundred bytes each; a palette or VOI LUT adds its table)
+HEADERS_KEPT = 4096  # pixel headers kept per process (a few kilobytes each)
+# A header whose values (LUT data, mostly) take more than about this many bytes is parsed each time instead of kept:
+# a 16-bit palette or VOI LUT holds 65,536 entries per table.
+KEPT_HEADER_BYTES = 16 * 1024
 _headers: OrderedDict[Path, Dataset] = OrderedDict()
 _headers_lock = threading.Lock()
 
@@ -190,7 +193,8 @@ def pixel_header(path: Path) -> Dataset:
     """What rendering reads of a stored file besides its pixels: its group 0028 (the Image Pixel module, Modality
     LUT, VOI LUT and palette attributes) and its transfer syntax. Parsed once and kept for the next frames, windows
     and sizes of the same instance (a stored file never changes: a replaced instance is another file). Only that
-    group is kept, so an enhanced multi-frame instance's functional groups or a large private value are not held."""
+    group is kept, so an enhanced multi-frame instance's functional groups or a large private value are not held,
+    and not when its own values are large."""
     with _headers_lock:
         header = _headers.get(path)
         if header is not None:
@@ -200,8 +204,12 @@ def pixel_header(path: Path) -> Dataset:
     header = parsed.group_dataset(0x0028)  # keeps the data set's original encoding (VOI LUT words' byte order)
     header.file_meta = FileMetaDataset()
     header.file_meta.TransferSyntaxUID = parsed.file_meta.get("TransferSyntaxUID")
-    for _ in header.iterall():  # every value converted now, so that threads sharing it only read it
-        pass
+    size = 0
+    for element in header.iterall():  # every value converted now, so that threads sharing it only read it
+        value = element.value
+        size += len(value) if isinstance(value, bytes) else 8 * len(value) if isinstance(value, MultiValue) else 8
+    if size > KEPT_HEADER_BYTES:
+        return header
     with _headers_lock:
         _headers[path] = header
         if len(_headers) > HEADERS_KEPT:

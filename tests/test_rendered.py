@@ -586,10 +586,11 @@ class TestNativeFrame:
         np.testing.assert_array_equal(pixels, pixel_array(path))
         assert pixels.min() >= (-2048 if signed else 0) and pixels.max() <= (2047 if signed else 4095)
 
-    @pytest.mark.parametrize("large", [False, True], ids=["small header", "100 KB header"])
-    def test_header_parsed_once(self, stored: Stored, monkeypatch: pytest.MonkeyPatch, large: bool) -> None:
+    @pytest.mark.parametrize("large", ["", "private value", "VOI LUT"])
+    def test_header_parsed_once(self, stored: Stored, monkeypatch: pytest.MonkeyPatch, large: str) -> None:
         """Other windows and sizes of the same instance reuse its parsed header (a stored file never changes). Only
-        its group 0028 is kept: a large value elsewhere in the header is not held in memory."""
+        its group 0028 is kept: a large value elsewhere in the header is not held in memory; a header whose own
+        values are large (a 16-bit VOI LUT) is parsed each time instead of kept."""
         from dicomweb import rendering
 
         parsed: list[object] = []
@@ -603,8 +604,14 @@ class TestNativeFrame:
         instance = ct_instance(size=32)
         if large:
             ds = pydicom.dcmread(io.BytesIO(instance))
-            ds.add_new(0x00091010, "OB", b"\x00" * 100_000)  # a private value before the pixel data
-            ds.add_new(0x00090010, "LO", "TEST")
+            if large == "private value":
+                ds.add_new(0x00091010, "OB", b"\x00" * 100_000)  # before the pixel data
+                ds.add_new(0x00090010, "LO", "TEST")
+            else:
+                lut = Dataset()
+                lut.LUTDescriptor = [0, 0, 16]  # 65,536 entries
+                lut.add_new(0x00283006, "US", list(range(65536)))  # LUT Data
+                ds.VOILUTSequence = [lut]
             buffer = io.BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             instance = buffer.getvalue()
@@ -612,11 +619,12 @@ class TestNativeFrame:
         for query in ("window=40,400", "window=100,50,sigmoid", "viewport=16,16"):
             response = httpx.get(stored.url(instance, f"/rendered?{query}"), headers={"Accept": "image/png"})
             assert response.status_code == 200, query
-        assert len(parsed) == 1
-        kept = rendering.pixel_header(Path(str(parsed[0])))
-        assert len(parsed) == 1
-        assert {tag.group for tag in kept.keys()} == {0x0028}
-        assert kept.Rows == 32 and kept.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert len(parsed) == (3 if large == "VOI LUT" else 1)
+        if large != "VOI LUT":
+            kept = rendering.pixel_header(Path(str(parsed[0])))
+            assert len(parsed) == 1
+            assert {tag.group for tag in kept.keys()} == {0x0028}
+            assert kept.Rows == 32 and kept.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
 
     def test_rendered_reads_the_recorded_location(self, stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
         """A CT slice is rendered from the bytes at its recorded location: pydicom's pixel reading is not used."""
