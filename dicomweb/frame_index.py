@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import os
 import struct
-from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-)
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .frames import (
-    ITEM,
     PIXEL_DATA_TAGS,
     UNDEFINED_LENGTH,
     VIDEO_TRANSFER_SYNTAXES,
@@ -30,13 +26,11 @@ from .frames import (
     Frame,
     bits_allocated_of,
     check_frame_numbers,
-    extended_offsets,
     fragment_items,
+    frame_bits_of,
     frame_label,
-    item_header,
+    frame_offsets,
     number_of_frames_of,
-    read_exactly,
-    required_int,
     swap_unit,
 )
 
@@ -66,10 +60,7 @@ def frame_index(file: BinaryIO, ds: Dataset) -> FrameIndex | None:
 def _native_index(ds: Dataset, raw: RawDataElement, count: int) -> FrameIndex | None:
     if ds.original_encoding[1] is False and swap_unit(str(raw.VR or ""), bits_allocated_of(ds)) != 1:
         return None  # big endian words: swapped when served
-    frame_bits = bits_allocated_of(ds) * required_int(ds, "Rows") * required_int(ds, "Columns")
-    frame_bits *= required_int(ds, "SamplesPerPixel")
-    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
-        frame_bits = frame_bits // 3 * 2
+    frame_bits = frame_bits_of(ds)
     if frame_bits % 8 or count * frame_bits // 8 > raw.length:
         return None
     size = frame_bits // 8
@@ -77,15 +68,9 @@ def _native_index(ds: Dataset, raw: RawDataElement, count: int) -> FrameIndex | 
 
 
 def _encapsulated_index(file: BinaryIO, ds: Dataset, value_tell: int, count: int) -> FrameIndex | None:
-    file.seek(value_tell)
-    tag, bot_length = item_header(file)
-    if tag != ITEM or bot_length % 4:
-        return None
-    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", read_exactly(file, bot_length)))
-    first_fragment = value_tell + 8 + bot_length
-    offsets = extended_offsets(file, ds) or basic_offsets
+    first_fragment, offsets = frame_offsets(file, ds, value_tell, count)
     items = fragment_items(file, first_fragment)
-    if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in pairwise(offsets)):
+    if offsets:
         starts = {position: n for n, position in enumerate(first_fragment + offset for offset in offsets)}
         if all(position in {p for p, _ in items} for position in starts):
             frames: FrameIndex = []

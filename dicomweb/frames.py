@@ -219,7 +219,7 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
 
             def read(offset: int, size: int) -> bytes:
                 file.seek(element.value_tell + offset)
-                return read_exactly(file, size)
+                return _read_exactly(file, size)
 
             data = _native_frames(ds, read, element.length, swap, numbers)
             return [Frame(frame, OCTET_STREAM, ExplicitVRLittleEndian) for frame in data]
@@ -307,13 +307,13 @@ def number_of_frames_of(ds: Dataset) -> int:
 
 
 def bits_allocated_of(ds: Dataset) -> int:
-    bits_allocated = required_int(ds, "BitsAllocated")
+    bits_allocated = _required_int(ds, "BitsAllocated")
     if bits_allocated != 1 and bits_allocated % 8:
         raise BrokenPixelData(f"Bits Allocated {bits_allocated} is neither 1 nor a multiple of 8")
     return bits_allocated
 
 
-def required_int(ds: Dataset, keyword: str) -> int:
+def _required_int(ds: Dataset, keyword: str) -> int:
     value = ds.get(keyword)
     if not isinstance(value, int) or value < 1:
         raise BrokenPixelData(f"{keyword} is {'missing' if value is None else repr(value)}; frames cannot be located")
@@ -336,16 +336,11 @@ def _native_frames(
 ) -> list[bytes]:
     """Cut frames out of native pixel data of ``length`` bytes, read through ``read(offset, size)``.
 
-    A frame is Rows x Columns x Samples per Pixel x Bits Allocated bits; for YBR_FULL_422 only two samples of three
-    are stored (PS3.3 §C.7.6.3.1.2). With Bits Allocated 1 the pixels are packed with no padding between frames
+    A frame is ``frame_bits_of`` bits. With Bits Allocated 1 the pixels are packed with no padding between frames
     (PS3.5 §8.1.1), so a frame can start inside a byte: it is shifted to start at bit 0 of its first byte, the first
     pixel in the least significant bit, and its unused last bits are zero.
     """
-    bits_allocated = bits_allocated_of(ds)
-    pixels = required_int(ds, "Rows") * required_int(ds, "Columns") * required_int(ds, "SamplesPerPixel")
-    frame_bits = pixels * bits_allocated
-    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
-        frame_bits = frame_bits // 3 * 2
+    frame_bits = frame_bits_of(ds)
     frames: list[bytes] = []
     for number in numbers:
         start_bit = (number - 1) * frame_bits
@@ -361,6 +356,16 @@ def _native_frames(
             data = (value & ((1 << frame_bits) - 1)).to_bytes(-(-frame_bits // 8), "little")
         frames.append(data)
     return frames
+
+
+def frame_bits_of(ds: Dataset) -> int:
+    """The bits of one native frame: Rows x Columns x Samples per Pixel x Bits Allocated; for YBR_FULL_422 only two
+    samples of three are stored (PS3.3 §C.7.6.3.1.2)."""
+    pixels = _required_int(ds, "Rows") * _required_int(ds, "Columns") * _required_int(ds, "SamplesPerPixel")
+    frame_bits = pixels * bits_allocated_of(ds)
+    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        frame_bits = frame_bits // 3 * 2
+    return frame_bits
 
 
 def _read_little_endian(read: Callable[[int, int], bytes], start: int, end: int, length: int, swap: int) -> bytes:
@@ -391,16 +396,8 @@ def _encapsulated_frames(
     file: BinaryIO, ds: Dataset, element: _PixelElement, count: int, numbers: list[int]
 ) -> list[bytes]:
     """Frames of encapsulated pixel data (PS3.5 §A.4), reading only the fragments they are made of."""
-    file.seek(element.value_tell)
-    tag, bot_length = item_header(file)
-    if tag != ITEM or bot_length % 4:
-        raise BrokenPixelData("encapsulated pixel data does not start with a Basic Offset Table item")
-    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", read_exactly(file, bot_length)))
-    first_fragment = element.value_tell + 8 + bot_length
-    # Offsets count from the first fragment's item tag; the Basic Offset Table is empty when the Extended Offset
-    # Table is present (PS3.3 §C.7.6.3.1.8), which also covers pixel data past 4 GiB.
-    offsets = extended_offsets(file, ds) or basic_offsets
-    if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in pairwise(offsets)):
+    first_fragment, offsets = frame_offsets(file, ds, element.value_tell, count)
+    if offsets:
         starts = [first_fragment + offset for offset in offsets]
         ends: list[int | None] = [*starts[1:], None]
         try:
@@ -415,25 +412,42 @@ def _encapsulated_frames(
     return _split_frames(file, element, count, numbers)
 
 
-def extended_offsets(file: BinaryIO, ds: Dataset) -> list[int]:
+def frame_offsets(file: BinaryIO, ds: Dataset, value_tell: int, count: int) -> tuple[int, list[int]]:
+    """Where the first fragment's item tag is in the file, and each frame's offset from it: one increasing offset
+    per frame, the first 0, or none when the offset tables do not give that."""
+    file.seek(value_tell)
+    tag, bot_length = _item_header(file)
+    if tag != ITEM or bot_length % 4:
+        raise BrokenPixelData("encapsulated pixel data does not start with a Basic Offset Table item")
+    basic_offsets = list(struct.unpack(f"<{bot_length // 4}L", _read_exactly(file, bot_length)))
+    first_fragment = value_tell + 8 + bot_length
+    # Offsets count from the first fragment's item tag; the Basic Offset Table is empty when the Extended Offset
+    # Table is present (PS3.3 §C.7.6.3.1.8), which also covers pixel data past 4 GiB.
+    offsets = _extended_offsets(file, ds) or basic_offsets
+    if len(offsets) == count and offsets[0] == 0 and all(a < b for a, b in pairwise(offsets)):
+        return first_fragment, offsets
+    return first_fragment, []
+
+
+def _extended_offsets(file: BinaryIO, ds: Dataset) -> list[int]:
     raw = ds.get_item(Tag("ExtendedOffsetTable"), keep_deferred=True)
     if raw is None:
         return []
     value = raw.value
     if value is None and isinstance(raw, RawDataElement):  # deferred: read it from the file
         file.seek(raw.value_tell)
-        value = read_exactly(file, raw.length)
+        value = _read_exactly(file, raw.length)
     if not isinstance(value, bytes) or len(value) % 8:
         return []
     return list(struct.unpack(f"<{len(value) // 8}Q", value))
 
 
-def item_header(file: BinaryIO) -> tuple[int, int]:
-    group, element, length = struct.unpack("<HHL", read_exactly(file, 8))
+def _item_header(file: BinaryIO) -> tuple[int, int]:
+    group, element, length = struct.unpack("<HHL", _read_exactly(file, 8))
     return group << 16 | element, length
 
 
-def read_exactly(file: BinaryIO, size: int) -> bytes:
+def _read_exactly(file: BinaryIO, size: int) -> bytes:
     data = file.read(size)
     if len(data) != size:
         raise BrokenPixelData("the file ends inside its pixel data")
@@ -446,12 +460,12 @@ def _read_fragments(file: BinaryIO, start: int, end: int | None) -> bytes:
     position = start
     values: list[bytes] = []
     while end is None or position < end:
-        tag, length = item_header(file)
+        tag, length = _item_header(file)
         if tag == SEQUENCE_DELIMITER:
             break
         if tag != ITEM or length == UNDEFINED_LENGTH:
             raise BrokenPixelData(f"unexpected data at byte {position} of the file inside the encapsulated pixel data")
-        values.append(read_exactly(file, length))
+        values.append(_read_exactly(file, length))
         position += 8 + length
     if not values:
         raise BrokenPixelData(f"no fragment starts at byte {start} of the file")
@@ -464,7 +478,7 @@ def fragment_items(file: BinaryIO, first_fragment: int) -> list[tuple[int, int]]
     position = first_fragment
     items: list[tuple[int, int]] = []
     while True:
-        tag, length = item_header(file)
+        tag, length = _item_header(file)
         if tag == SEQUENCE_DELIMITER:
             return items
         if tag != ITEM or length == UNDEFINED_LENGTH:
