@@ -36,24 +36,37 @@ class Part:
     location: str | None = None
 
 
+class Framing:
+    """The framing of one ``multipart/related`` body (RFC 2046 §5.1.1, RFC 2387): a new boundary, the body's
+    Content-Type, each part's head and the closing delimiter."""
+
+    def __init__(self, part_type: str) -> None:
+        self.boundary = uuid.uuid4().hex
+        self.media_type = f'multipart/related; type="{part_type}"; boundary={self.boundary}'
+        self.close = f"--{self.boundary}--\r\n".encode("latin-1")
+
+    def head(self, content_type: str, location: str | None = None) -> bytes:
+        """The delimiter and headers before a part's bytes (a part's bytes are followed by CRLF)."""
+        head = f"--{self.boundary}\r\nContent-Type: {content_type}\r\n"
+        if location:
+            head += f"Content-Location: {location}\r\n"
+        return (head + "\r\n").encode("latin-1")
+
+
 class MultipartRelatedResponse(StreamingResponse):
     """``multipart/related`` (RFC 2387), streamed part by part: the first part leaves before the last is read."""
 
     def __init__(self, parts: AsyncIterator[Part], part_type: str, headers: dict[str, str] | None = None) -> None:
-        self.boundary = uuid.uuid4().hex
-        media_type = f'multipart/related; type="{part_type}"; boundary={self.boundary}'
-        super().__init__(self._body(parts), media_type=media_type, headers=headers)
+        self.framing = Framing(part_type)
+        super().__init__(self._body(parts), media_type=self.framing.media_type, headers=headers)
 
     async def _body(self, parts: AsyncIterator[Part]) -> AsyncIterator[bytes]:
         async for part in parts:
-            head = f"--{self.boundary}\r\nContent-Type: {part.content_type}\r\n"
-            if part.location:
-                head += f"Content-Location: {part.location}\r\n"
-            yield (head + "\r\n").encode("latin-1")
+            yield self.framing.head(part.content_type, part.location)
             async for chunk in part.chunks:
                 yield chunk
             yield b"\r\n"
-        yield f"--{self.boundary}--\r\n".encode("latin-1")
+        yield self.framing.close
 
 
 class MultipartBytesResponse(Response):
@@ -61,15 +74,12 @@ class MultipartBytesResponse(Response):
     as its pieces, so that a frame's bytes are handed to the socket as they are instead of copied into one body."""
 
     def __init__(self, parts: list[tuple[str, bytes]], headers: Mapping[str, str] | None = None) -> None:
-        boundary = uuid.uuid4().hex
+        framing = Framing(parts[0][0].split(";")[0])
         self.pieces: list[bytes] = []
         for content_type, data in parts:
-            self.pieces += [f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1"), data, b"\r\n"]
-        self.pieces.append(f"--{boundary}--\r\n".encode("latin-1"))
-        part_type = parts[0][0].split(";")[0]
-        super().__init__(
-            None, headers=headers, media_type=f'multipart/related; type="{part_type}"; boundary={boundary}'
-        )
+            self.pieces += [framing.head(content_type), data, b"\r\n"]
+        self.pieces.append(framing.close)
+        super().__init__(None, headers=headers, media_type=framing.media_type)
         self.headers["content-length"] = str(sum(len(piece) for piece in self.pieces))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -97,17 +107,14 @@ class MultipartFilesResponse(Response):
     threads. Either way the next file is opened (or, when small, read) while the one before it is sent."""
 
     def __init__(self, parts: list[StoredPart], part_type: str, headers: Mapping[str, str] | None = None) -> None:
-        boundary = uuid.uuid4().hex
+        framing = Framing(part_type)
         self.parts = parts
         # What goes before each file: the end of the part before it (if any) and the part's head.
         self.before = [
-            (b"\r\n" if number else b"")
-            + f"--{boundary}\r\nContent-Type: {part.content_type}\r\n\r\n".encode("latin-1")
-            for number, part in enumerate(parts)
+            (b"\r\n" if number else b"") + framing.head(part.content_type) for number, part in enumerate(parts)
         ]
-        self.tail = (b"\r\n" if parts else b"") + f"--{boundary}--\r\n".encode("latin-1")
-        media_type = f'multipart/related; type="{part_type}"; boundary={boundary}'
-        super().__init__(None, headers=headers, media_type=media_type)
+        self.tail = (b"\r\n" if parts else b"") + framing.close
+        super().__init__(None, headers=headers, media_type=framing.media_type)
         length = sum(len(before) + part.size for before, part in zip(self.before, parts, strict=True))
         self.headers["content-length"] = str(length + len(self.tail))
 
