@@ -14,6 +14,7 @@ from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .dicomjson import BULK_DATA_THRESHOLD
+from .transcode import decoding
 
 _PATH = re.compile(r"[0-9A-F]{8}(/\d{1,6}/[0-9A-F]{8})*")
 
@@ -37,9 +38,15 @@ def valid_path(path: str) -> bool:
 
 
 def locate(file: Path, path: str) -> BulkValue:
-    """Locate the value at ``path`` ("7FE00010", or "00540016/0/00181078" through sequence items)."""
+    """Locate the value at ``path`` ("7FE00010", or "00540016/0/00181078" through sequence items); CannotDecode when
+    the stored data set cannot be parsed as far as that value."""
     if not valid_path(path):
         raise BulkDataNotFound(f"{path!r} is not a bulk data path")
+    with decoding("the stored data set", passing=(BulkDataNotFound,)):
+        return _locate(file, path)
+
+
+def _locate(file: Path, path: str) -> BulkValue:
     steps = path.split("/")
     ds: Dataset = dcmread(file, defer_size=BULK_DATA_THRESHOLD)
     # Offsets into a deflated file are offsets into the inflated stream: read such values from memory.

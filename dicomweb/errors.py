@@ -8,9 +8,11 @@ The tree::
      ├── Forbidden (403)              the roles allow the action, but not on this resource (another's annotation)
      ├── NotFound (404)               no such resource (unknown UID or path)
      ├── NotAcceptable (406)          no representation the Accept header allows
+     │    └── NoImage (406)           a rendered image of an instance without pixel data (an SR, a waveform)
      ├── Conflict (409)               the request clashes with what is stored
      ├── PayloadTooLarge (413)        the body exceeds DICOMWEB_MAX_UPLOAD_MB
      ├── RangeNotSatisfiable (416)    a Range header outside the value
+     ├── Unprocessable (422)          a stored instance's pixel data cannot be decoded, so it has no rendered image
      ├── PreconditionRequired (428)   an update must name the version it read (If-Match or "version")
      ├── UnsupportedMediaType (415)   the Content-Type is not one the resource accepts
      └── ServiceUnavailable (503)     a dependency (database, storage) is not ready; retry later
@@ -82,6 +84,11 @@ class NotAcceptable(DicomwebError):
     status = 406
 
 
+class NoImage(NotAcceptable):
+    """A rendered image or thumbnail of an instance that has no pixel data (an SR, a waveform): it has no image
+    representation at all (PS3.18 §8.7.8.1); a study or series rendering passes over it."""
+
+
 class Conflict(DicomwebError):
     """The request clashes with stored data, e.g. a STOW request of which no instance could be stored."""
 
@@ -101,6 +108,14 @@ class RangeNotSatisfiable(DicomwebError):
 
     def __init__(self, detail: str, size: int) -> None:
         super().__init__(detail, {"content-range": f"bytes */{size}"})
+
+
+class Unprocessable(DicomwebError):
+    """The request is understood and the instance is stored, but its pixel data cannot be decoded (broken in a way
+    that only decoding shows), so no rendered image or thumbnail can be made of it; the instance as stored
+    (``transfer-syntax=*``) and its metadata can still be retrieved."""
+
+    status = 422
 
 
 class PreconditionRequired(DicomwebError):

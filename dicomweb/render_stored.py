@@ -16,9 +16,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from . import frames
 from .archive import Archive
 from .db import retrieve
-from .errors import BadRequest, DicomwebError, NotAcceptable
+from .errors import BadRequest, DicomwebError, NoImage, NotAcceptable, Unprocessable
 from .rendering import Rendering, render
-from .transcode import can_transcode, quick_to_decode
+from .transcode import CannotDecode, can_transcode, quick_to_decode
 
 log = logging.getLogger("dicomweb")
 
@@ -58,11 +58,11 @@ async def render_located(
     media_type: str,
 ) -> bytes:
     """Render a stored instance's frame in a worker thread or the CPU process pool; a native frame whose location
-    is in ``index`` is read from there. 406 without pixel data or decoder, 400 for a frame it does not have;
-    FileNotFoundError when its file is gone."""
+    is in ``index`` is read from there. 406 without pixel data or decoder, 422 when its pixel data cannot be decoded,
+    400 for a frame it does not have; FileNotFoundError when its file is gone."""
     sop = file.sop_instance_uid
     if not can_transcode(file.transfer_syntax_uid, ExplicitVRLittleEndian):
-        raise NotAcceptable(f"instance {sop}: no decoder for {UID(file.transfer_syntax_uid).name} is installed")
+        raise NotAcceptable(f"instance {sop}: no decoder for {UID(file.transfer_syntax_uid).name} is available")
     path = archive.storage.absolute(file.file_path)
     native = file.transfer_syntax_uid in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
     location = index[frame - 1] if native and index is not None and 1 <= frame <= len(index) else None
@@ -71,8 +71,12 @@ async def render_located(
             return await asyncio.to_thread(render, path, frame, rendering, media_type, location)
         return await archive.in_process(render, path, frame, rendering, media_type, location)
     except frames.NoPixelData:
-        raise NotAcceptable(
+        raise NoImage(
             f"instance {sop} ({UID(file.sop_class_uid).name}) has no pixel data, so no rendered image"
         ) from None
     except frames.FrameNotFound as exc:
         raise BadRequest(f"instance {sop}: {exc}") from None
+    except CannotDecode as exc:
+        raise Unprocessable(
+            f"instance {sop}: {exc}; it has no rendered image (retrieve it as stored instead)"
+        ) from None

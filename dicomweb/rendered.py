@@ -28,10 +28,10 @@ from starlette.responses import Response
 from . import frames, media
 from .archive import Archive, archive_of
 from .db import retrieve
-from .errors import BadRequest, NotAcceptable
+from .errors import BadRequest, NoImage, NotAcceptable, Unprocessable
 from .render_stored import render_instance, render_stored
 from .rendering import JPEG, RENDERED_TYPES, Rendering, rendering_from_query
-from .responses import MultipartRelatedResponse, Part
+from .responses import MultipartBytesResponse, MultipartRelatedResponse, bytes_part, chain, warning_headers
 from .uids import scope_of
 
 log = logging.getLogger("dicomweb")
@@ -65,6 +65,17 @@ def negotiate(request: Request, multipart: bool) -> tuple[str, bool]:
     return media.negotiate(accept, RENDERED_TYPES), False
 
 
+# Instances tried after the representatives when none of those renders (their pixel data does not decode).
+FURTHER_CANDIDATES = 4
+
+
+def candidates_of(files: list[retrieve.StoredFile]) -> list[retrieve.StoredFile]:
+    """What a study or series renders, in the order tried: each series' representative, then a few others."""
+    chosen = representatives(files)
+    uids = {file.sop_instance_uid for file in chosen}
+    return chosen + [file for file in files if file.sop_instance_uid not in uids][:FURTHER_CANDIDATES]
+
+
 def representatives(files: list[retrieve.StoredFile]) -> list[retrieve.StoredFile]:
     """For each series in order, its middle instance by Instance Number (the lower middle of an even count)."""
     by_series: dict[str, list[retrieve.StoredFile]] = {}
@@ -85,15 +96,16 @@ async def retrieve_rendered(request: Request) -> Response:
         return Response(body, media_type=media_type)
     files = await archive.stored_files(study, series, sop)
     if multipart:
+        agent = request.url.hostname or "dicomweb"
         if numbers is None:
-            return await _multipart(archive, [(file, 1) for file in files], rendering, media_type)
+            return await _multipart(archive, [(file, 1) for file in files], rendering, media_type, agent)
         count = files[0].number_of_frames or 1
         beyond = [n for n in numbers if n > count]
         if beyond:  # checked before the first part leaves: a later failure could only cut the response short
             raise BadRequest(f"instance {sop}: frame {beyond[0]} does not exist: the instance has {count} frame(s)")
-        return await _multipart(archive, [(files[0], n) for n in numbers], rendering, media_type)
+        return await _multipart(archive, [(files[0], n) for n in numbers], rendering, media_type, agent, whole=True)
     first = numbers[0] if numbers else 1
-    candidates = files if sop is not None else representatives(files)
+    candidates = files if sop is not None else candidates_of(files)
     body = await _first_rendered(archive, [(f, first) for f in candidates], rendering, media_type, cache=False)
     return Response(body, media_type=media_type)
 
@@ -107,7 +119,7 @@ async def retrieve_thumbnail(request: Request) -> Response:
     archive = archive_of(request)
     files = await archive.stored_files(study, series, sop)
     first = numbers[0] if numbers else 1
-    candidates = files if sop is not None else representatives(files)
+    candidates = files if sop is not None else candidates_of(files)
     body = await _first_rendered(archive, [(f, first) for f in candidates], rendering, media_type, cache=True)
     return Response(body, media_type=media_type)
 
@@ -119,8 +131,9 @@ async def _first_rendered(
     media_type: str,
     cache: bool,
 ) -> bytes:
-    """The first candidate that renders; instances without pixel data are passed over (an SR series first)."""
-    refusal: NotAcceptable | None = None
+    """The first candidate that renders; instances without pixel data, or whose pixel data cannot be decoded, are
+    passed over (an SR series first)."""
+    refusals: list[NotAcceptable | Unprocessable] = []
     for file, frame in candidates:
         cached = thumbnail_path(archive, file, frame, rendering, media_type) if cache else None
         if cached is not None:
@@ -129,48 +142,65 @@ async def _first_rendered(
                 return body
         try:
             body = await render_stored(archive, file, frame, rendering, media_type)
-        except NotAcceptable as exc:
-            refusal = exc
+        except (NotAcceptable, Unprocessable) as exc:
+            refusals.append(exc)
             continue
         if cached is not None:
             await asyncio.to_thread(_write_cached, cached, body)
         return body
-    if len(candidates) == 1 and refusal is not None:
-        raise refusal
+    failures = [refusal for refusal in refusals if not isinstance(refusal, NoImage)]
+    if len(candidates) == 1 or failures:
+        raise (failures or refusals)[0]  # the one instance's reason, or the first that is not "no pixel data"
     raise NotAcceptable("no instance here has pixel data that can be rendered")
 
 
 async def _multipart(
-    archive: Archive, targets: list[tuple[retrieve.StoredFile, int]], rendering: Rendering, media_type: str
+    archive: Archive,
+    targets: list[tuple[retrieve.StoredFile, int]],
+    rendering: Rendering,
+    media_type: str,
+    agent: str,
+    whole: bool = False,
 ) -> Response:
-    """One part per renderable target, streamed; the first is rendered before answering, so that an error (or
-    nothing to render) is a clean status. Instances without pixel data are left out."""
-    parts = _rendered_parts(archive, targets, rendering, media_type)
-    first = await anext(parts, None)
-    if first is None:
+    """One part per renderable target. Instances without pixel data, or whose pixel data cannot be decoded, are left
+    out, and a Warning names the latter (PS3.18 §10.4.3). A frame list (``whole``) is rendered before answering, so
+    that the Warning names every frame left out; the instances of a study or series stream, the first rendered before
+    answering so that nothing to render is a clean status, and a failure after it is only logged."""
+    left_out: list[str] = []
+    rendered = _rendered(archive, targets, rendering, media_type, left_out)
+    if whole:
+        images = [image async for image in rendered]
+        if images:
+            pieces = [(media_type, image) for image in images]
+            return MultipartBytesResponse(pieces, headers=warning_headers(agent, left_out))
+    else:
+        first = await anext(rendered, None)
+        if first is not None:
+            parts = (bytes_part(media_type, image) async for image in rendered)
+            return MultipartRelatedResponse(
+                chain(bytes_part(media_type, first), parts), media_type, headers=warning_headers(agent, left_out)
+            )
+    if not left_out:
         raise NotAcceptable("no instance here has pixel data that can be rendered")
-
-    async def all_parts() -> AsyncIterator[Part]:
-        yield first
-        async for part in parts:
-            yield part
-
-    return MultipartRelatedResponse(all_parts(), media_type)
+    raise Unprocessable(f"nothing here can be rendered: {'; '.join(left_out[:3])}")
 
 
-async def _rendered_parts(
-    archive: Archive, targets: list[tuple[retrieve.StoredFile, int]], rendering: Rendering, media_type: str
-) -> AsyncIterator[Part]:
+async def _rendered(
+    archive: Archive,
+    targets: list[tuple[retrieve.StoredFile, int]],
+    rendering: Rendering,
+    media_type: str,
+    left_out: list[str],
+) -> AsyncIterator[bytes]:
+    """The image of each target that renders; why each other one is left out goes to ``left_out``."""
     for file, frame in targets:
         try:
-            body = await render_stored(archive, file, frame, rendering, media_type)
-        except NotAcceptable:
-            continue
-        yield Part(media_type, _bytes(body))
-
-
-async def _bytes(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+            yield await render_stored(archive, file, frame, rendering, media_type)
+        except NoImage:
+            continue  # not an image: nothing is missing
+        except (NotAcceptable, Unprocessable) as exc:
+            log.warning("rendered: left out: %s", exc.detail)
+            left_out.append(f"left out: {exc.detail}")
 
 
 # Thumbnail cache ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import simplejpeg
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -35,12 +36,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from . import frames
 from .errors import BadRequest
-from .transcode import prefer_charls
-
-try:
-    import simplejpeg
-except ImportError:  # without the codecs extra: Pillow encodes JPEG
-    simplejpeg = None
+from .transcode import decoding, prefer_charls
 
 prefer_charls()  # rendering decodes in the CPU pool's workers too
 
@@ -151,6 +147,15 @@ def rendering_from_query(params: Mapping[str, str], viewport: tuple[int, int] | 
 
 
 def render(
+    path: Path, frame: int, rendering: Rendering, media_type: str, location: Sequence[Sequence[int]] | None = None
+) -> bytes:
+    """Frame ``frame`` of the stored file at ``path`` rendered (``render_frame``); transcode.CannotDecode when its
+    pixel data or the attributes that describe it cannot be decoded."""
+    with decoding(f"frame {frame}", passing=(frames.NoPixelData, frames.FrameNotFound)):
+        return render_frame(path, frame, rendering, media_type, location)
+
+
+def render_frame(
     path: Path, frame: int, rendering: Rendering, media_type: str, location: Sequence[Sequence[int]] | None = None
 ) -> bytes:
     """Frame ``frame`` (1-based) of the stored file at ``path``, rendered and encoded as ``media_type``.
@@ -364,8 +369,8 @@ def fitted_size(width: int, height: int, max_width: int | None, max_height: int 
 
 
 def encode(pixels: npt.NDArray[np.uint8], rendering: Rendering, media_type: str) -> bytes:
-    """8-bit pixels cropped to the region, fitted to the viewport and encoded (JPEG by simplejpeg when installed,
-    else and for the other types by Pillow)."""
+    """8-bit pixels cropped to the region, fitted to the viewport and encoded (JPEG by simplejpeg, PNG and GIF by
+    Pillow)."""
     if rendering.region is not None:
         image = Image.fromarray(pixels)
         x0, y0, x1, y1 = rendering.region
@@ -376,21 +381,16 @@ def encode(pixels: npt.NDArray[np.uint8], rendering: Rendering, media_type: str)
     size = fitted_size(width, height, rendering.max_width, rendering.max_height)
     if size != (width, height):
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
-    if media_type == JPEG and simplejpeg is not None:
+    if media_type == JPEG:
         return jpeg(pixels, rendering.quality)
     buffer = io.BytesIO()
-    if media_type == JPEG:
-        Image.fromarray(pixels).save(buffer, "JPEG", quality=rendering.quality)
-    else:
-        Image.fromarray(pixels).save(buffer, PIL_FORMATS[media_type])
+    Image.fromarray(pixels).save(buffer, PIL_FORMATS[media_type])
     return buffer.getvalue()
 
 
 def jpeg(pixels: npt.NDArray[np.uint8], quality: int) -> bytes:
-    """8-bit grayscale or RGB pixels as a baseline JPEG by libjpeg-turbo through simplejpeg (the ``codecs`` extra):
-    about 40% less time than Pillow's encoder here, with the GIL released while it works. Colour is subsampled 4:2:0,
-    as Pillow does."""
-    assert simplejpeg is not None
+    """8-bit grayscale or RGB pixels as a baseline JPEG by libjpeg-turbo through simplejpeg: about 40% less time than
+    Pillow's encoder here, with the GIL released while it works. Colour is subsampled 4:2:0, as Pillow does."""
     if pixels.ndim == 2:
         gray = np.ascontiguousarray(pixels)[:, :, None]
         return bytes(simplejpeg.encode_jpeg(gray, quality=quality, colorspace="GRAY"))

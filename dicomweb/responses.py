@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,37 @@ from starlette.types import Receive, Scope, Send
 from .media import DICOM_JSON
 from .storage import CHUNK_BYTES, read_chunks
 from .zerocopy import SENDFILES
+
+log = logging.getLogger("dicomweb")
+
+MAX_WARNINGS = 20  # explanations sent as Warning header values; the rest are counted
+
+
+def warning_headers(agent: str, texts: list[str]) -> dict[str, str]:
+    """Explanations as ``Warning: 299`` values (RFC 7234 §5.5, which PS3.18 §8.10.3 names for what a response leaves
+    out or could not do), the first MAX_WARNINGS of them, quoted and in ASCII; none for no texts."""
+    if not texts:
+        return {}
+    shown = [t.replace('"', "'").replace("\\", "/").encode("ascii", "replace").decode() for t in texts[:MAX_WARNINGS]]
+    if len(texts) > MAX_WARNINGS:
+        shown.append(f"{len(texts) - MAX_WARNINGS} more")
+    return {"warning": ", ".join(f'299 {agent} "{text}"' for text in shown)}
+
+
+def bytes_part(content_type: str, data: bytes) -> Part:
+    """A part whose bytes are already in memory."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    return Part(content_type, chunks())
+
+
+async def chain(first: Part, rest: AsyncIterator[Part]) -> AsyncIterator[Part]:
+    """``first`` (made before the response started, so that its failure could still be a status) and then ``rest``."""
+    yield first
+    async for part in rest:
+        yield part
 
 
 class DicomJSONResponse(Response):
@@ -61,7 +93,17 @@ class MultipartRelatedResponse(StreamingResponse):
         super().__init__(self._body(parts), media_type=self.framing.media_type, headers=headers)
 
     async def _body(self, parts: AsyncIterator[Part]) -> AsyncIterator[bytes]:
-        async for part in parts:
+        """The parts, then the closing delimiter. The producers leave out what they cannot make before its part
+        begins; should the next part still fail unexpectedly, the body ends there, well-formed, rather than being cut
+        (a part whose bytes fail midway is cut off: a short part must not pass for a whole one)."""
+        while True:
+            try:
+                part = await anext(parts)
+            except StopAsyncIteration:
+                break
+            except Exception:
+                log.exception("a multipart/related response ends early: its next part could not be made")
+                break
             yield self.framing.head(part.content_type, part.location)
             async for chunk in part.chunks:
                 yield chunk

@@ -25,13 +25,12 @@ from .errors import PayloadTooLarge
 from .instance import InvalidInstance
 from .metrics import metrics_of
 from .multipart import ReceivedPart, read_multipart, read_single
-from .responses import DicomJSONResponse
+from .responses import DicomJSONResponse, warning_headers
 from .status import FailureReason
 from .uids import require_uid
 from .urls import base_url
 
 MAX_PARALLEL_PARSES = 2  # parts parsed in worker threads while the body is still arriving
-MAX_WARNING_HEADERS = 20  # per-instance failure explanations sent as Warning headers
 
 # DICOM JSON tags of the Store Instances Response Module (PS3.18 Table 10.5.3-3).
 RETRIEVE_URL = "00081190"
@@ -171,10 +170,4 @@ class StoreResponse:
 
     def warnings(self, request: Request) -> dict[str, str]:
         """Why each instance failed, as ``Warning: 299`` headers (RFC 7234 §5.5), the first few of them."""
-        if not self.details:
-            return {}
-        agent = request.url.hostname or "dicomweb"
-        shown = [d.replace('"', "'").encode("ascii", "replace").decode() for d in self.details[:MAX_WARNING_HEADERS]]
-        if len(self.details) > MAX_WARNING_HEADERS:
-            shown.append(f"{len(self.details) - MAX_WARNING_HEADERS} more failures")
-        return {"warning": ", ".join(f'299 {agent} "{text}"' for text in shown)}
+        return warning_headers(request.url.hostname or "dicomweb", self.details)

@@ -4,6 +4,8 @@ write it again. Blocking: call from a worker thread. Lossless targets only, so t
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydicom import dcmread, dcmwrite
@@ -17,6 +19,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
+from rle.utils import decode_pixel_data
 
 # Transfer syntaxes this archive can produce from any stored one it can decode.
 NATIVE_TARGETS = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
@@ -37,6 +40,29 @@ prefer_charls()  # in every process that decodes: this module is imported by the
 
 class CannotTranscode(Exception):
     """The instance cannot be given the requested transfer syntax (no decoder, or an unsupported target)."""
+
+
+class CannotDecode(CannotTranscode):
+    """The stored pixel data (or the data set around it) cannot be decoded: the file was accepted with a sound header,
+    but its pixel data is broken in a way only decoding shows. The message is the decoder's own reason. The stored
+    bytes can still be retrieved as they are (``transfer-syntax=*``)."""
+
+
+@contextmanager
+def decoding(what: str, passing: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn any failure of pydicom or its plugins while decoding ``what`` into CannotDecode; OSError (a file gone or
+    unreadable, which says nothing about the stored data) and the ``passing`` exceptions go through as they are. The
+    plugins raise every kind of exception for broken data (RuntimeError, ValueError, AttributeError, ...)."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, (OSError, CannotTranscode, *passing)):
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise CannotDecode(f"{what} cannot be decoded: {reason[:MAX_REASON_CHARACTERS]}") from None
+
+
+MAX_REASON_CHARACTERS = 300  # of a decoder's message, in an error body or a Warning header
 
 
 def can_transcode(stored: str, target: str) -> bool:
@@ -68,47 +94,65 @@ def quick_to_decode(transfer_syntax_uid: str, pixels_per_frame: int | None) -> b
 
 
 def transcode(path: Path, target: str) -> bytes:
-    """The PS3.10 bytes of the stored file at ``path`` in ``target`` transfer syntax."""
-    ds = dcmread(path)
-    stored = UID(str(ds.file_meta.TransferSyntaxUID))
+    """The PS3.10 bytes of the stored file at ``path`` in ``target`` transfer syntax; CannotDecode when its data set
+    or pixel data cannot be decoded."""
+    with decoding("the stored data set"):
+        ds = dcmread(path)
+        stored = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
     if not can_transcode(stored, target):
-        raise CannotTranscode(f"cannot convert {stored.name} to {UID(target).name}")
-    if stored.is_compressed and "PixelData" in ds:
-        ds.decompress(generate_instance_uid=False)
-    elif not stored.is_little_endian and "PixelData" in ds:
-        # pydicom writes OW values as they are; big endian pixel words must be swapped by hand (its docs say so).
-        pixels = ds.pixel_array
-        if ds.get("SamplesPerPixel", 1) > 1:
-            ds.PlanarConfiguration = 0  # pixel_array is colour-by-pixel
-        ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-    ds.file_meta.TransferSyntaxUID = UID(target)
-    buffer = io.BytesIO()
-    ds.preamble = ds.preamble or b"\x00" * 128  # PS3.10 §7.1; the File Meta Information is kept and rewritten
-    dcmwrite(buffer, ds, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True, force_encoding=True)
+        raise CannotTranscode(f"cannot convert {stored.name or 'an unknown transfer syntax'} to {UID(target).name}")
+    with decoding("the stored pixel data"):
+        if stored.is_compressed and "PixelData" in ds:
+            ds.decompress(generate_instance_uid=False)
+        elif not stored.is_little_endian and "PixelData" in ds:
+            # pydicom writes OW values as they are; big endian pixel words must be swapped by hand (its docs say so).
+            pixels = ds.pixel_array
+            if ds.get("SamplesPerPixel", 1) > 1:
+                ds.PlanarConfiguration = 0  # pixel_array is colour-by-pixel
+            ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    with decoding("the stored data set"):
+        # Every element converted, so that each has its VR from the data dictionary: a file that says explicit VR
+        # but holds implicit VR elements (pydicom reads both) has none in its raw elements, and dcmwrite needs one.
+        for _ in ds.iterall():
+            pass
+        # Command elements (group 0000) have no place in a stored data set (PS3.5 §7.1) and dcmwrite refuses them.
+        for tag in [tag for tag in ds.keys() if tag.group == 0]:
+            del ds[tag]
+        ds.file_meta.TransferSyntaxUID = UID(target)
+        buffer = io.BytesIO()
+        ds.preamble = ds.preamble or b"\x00" * 128  # PS3.10 §7.1; the File Meta Information is kept and rewritten
+        dcmwrite(buffer, ds, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True, force_encoding=True)
     return buffer.getvalue()
 
 
-def decode_frames(path: Path, numbers: list[int]) -> list[bytes]:
+def decode_frames(path: Path, numbers: list[int]) -> list[bytes | CannotDecode]:
     """Frames of a compressed instance decoded to native little endian bytes (colour as RGB, by pixel), one at a
-    time: pydicom decodes only the frames asked for."""
-    frames = []
+    time: pydicom decodes only the frames asked for. A frame that cannot be decoded is its CannotDecode, so that the
+    caller can send the others."""
+    frames: list[bytes | CannotDecode] = []
     for number in numbers:
-        pixels = pixel_array(path, index=number - 1)
-        frames.append(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
+        try:
+            with decoding(f"frame {number}"):
+                pixels = pixel_array(path, index=number - 1)
+                frames.append(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
+        except CannotDecode as exc:
+            frames.append(exc)
     return frames
 
 
 def decode_rle(frame: bytes, pixels: int, bits_allocated: int) -> bytes | None:
     """One RLE Lossless frame of one sample per pixel (PS3.5 Annex G) decoded to native little endian bytes, straight
     from its compressed bytes (no parsing of the file); None when this cannot be done here (colour frames, which
-    pydicom converts to RGB; no pylibjpeg-rle), and the caller decodes with ``decode_frames``."""
-    try:
-        from rle.utils import decode_pixel_data
-    except ImportError:
-        return None
+    pydicom converts to RGB; a frame the decoder refuses), and the caller decodes with ``decode_frames``, which says
+    what is wrong with it."""
     segments = int.from_bytes(frame[:4], "little")  # the RLE header's segment count: one per byte of each sample
     if bits_allocated not in (8, 16, 32) or segments != bits_allocated // 8:
         return None
     # The decoder uses only the number of pixels (rows x columns) of the frame.
-    decoded = decode_pixel_data(frame, version=2, rows=1, columns=pixels, bits_allocated=bits_allocated, byteorder="<")
+    try:
+        decoded = decode_pixel_data(
+            frame, version=2, rows=1, columns=pixels, bits_allocated=bits_allocated, byteorder="<"
+        )
+    except Exception:  # broken RLE data: decode_frames decodes again, and its CannotDecode gives the reason
+        return None
     return bytes(decoded)

@@ -26,11 +26,20 @@ from . import bulkdata, frames, media
 from . import transcode as transcode_module
 from .archive import Archive, archive_of, not_stored
 from .db import retrieve
-from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
+from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable, Unprocessable
 from .frame_index import read_indexed
-from .responses import MultipartBytesResponse, MultipartFilesResponse, MultipartRelatedResponse, Part, StoredPart
+from .responses import (
+    MultipartBytesResponse,
+    MultipartFilesResponse,
+    MultipartRelatedResponse,
+    Part,
+    StoredPart,
+    bytes_part,
+    chain,
+    warning_headers,
+)
 from .storage import read_chunks
-from .transcode import CannotTranscode, can_transcode, quick_to_decode, transcode
+from .transcode import CannotDecode, CannotTranscode, can_transcode, decoding, quick_to_decode, transcode
 from .uids import scope_of
 from .urls import base_url
 
@@ -106,6 +115,13 @@ async def retrieve_instances(request: Request) -> Response:
             return (await archive.read_located(study, series, sop, one_file))[1]
     files = await archive.stored_files(study, series, sop)
     convertible = [f for f in files if target is None or can_transcode(f.transfer_syntax_uid, target)]
+    # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning.
+    left_out = [
+        f"instance {f.sop_instance_uid} left out: stored as {UID(f.transfer_syntax_uid).name}, "
+        f"which cannot be converted to {UID(target or '').name}"
+        for f in files
+        if f not in convertible
+    ]
     if not convertible:
         stored = sorted({UID(f.transfer_syntax_uid).name for f in files})
         raise NotAcceptable(
@@ -113,11 +129,7 @@ async def retrieve_instances(request: Request) -> Response:
             "ask for transfer-syntax=* (as stored) or Explicit VR Little Endian (1.2.840.10008.1.2.1)"
         )
     await archive.check_files(convertible)
-    headers = {}
-    if len(convertible) < len(files):
-        # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning.
-        left_out = len(files) - len(convertible)
-        headers["warning"] = f'299 {request.url.netloc} "{left_out} instances left out: cannot convert to {target}"'
+    agent = request.url.hostname or "dicomweb"
     if not wanted.multipart:
         [file] = convertible
         syntax = target or file.transfer_syntax_uid
@@ -125,16 +137,20 @@ async def retrieve_instances(request: Request) -> Response:
         if target is not None and target != file.transfer_syntax_uid:
             # Transcode before answering, so that a failure is a clean error status, not a cut-off body.
             body = await _transcoded(archive, file, target)
-            return Response(body, media_type=content_type, headers=headers)
-        return StreamingResponse(_content(archive, file, target), media_type=content_type, headers=headers)
+            return Response(body, media_type=content_type)
+        return StreamingResponse(_content(archive, file), media_type=content_type)
     if all(target in (None, f.transfer_syntax_uid) for f in convertible):  # every file as it is stored
         stored_parts = [
             StoredPart(f"{media.DICOM}; transfer-syntax={f.transfer_syntax_uid}", archive.storage.absolute(f.file_path),
                        f.file_size)
             for f in convertible
         ]  # fmt: skip
-        return MultipartFilesResponse(stored_parts, media.DICOM, headers=headers)
-    return MultipartRelatedResponse(_parts(archive, convertible, target), media.DICOM, headers=headers)
+        return MultipartFilesResponse(stored_parts, media.DICOM, headers=warning_headers(agent, left_out))
+    parts = _parts(archive, convertible, target, left_out)
+    first = await anext(parts, None)  # before answering: when no instance converts, the answer is a 406
+    if first is None:
+        raise NotAcceptable(f"{'; '.join(left_out[:3])}; ask for transfer-syntax=* (as stored)")
+    return MultipartRelatedResponse(chain(first, parts), media.DICOM, headers=warning_headers(agent, left_out))
 
 
 async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool) -> Response:
@@ -147,28 +163,37 @@ async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool
     return MultipartBytesResponse([(content_type, data)])
 
 
-async def _parts(archive: Archive, files: list[retrieve.StoredFile], target: str | None) -> AsyncIterator[Part]:
-    """One part per file, each transcoded (in the CPU process pool) or read as stored when it has that syntax."""
+async def _parts(
+    archive: Archive, files: list[retrieve.StoredFile], target: str | None, left_out: list[str]
+) -> AsyncIterator[Part]:
+    """One part per file: streamed from the file when it has the syntax asked for, else transcoded (in the CPU
+    process pool) before its part begins. An instance that cannot be transcoded is left out, with why in
+    ``left_out``: the body goes on with the next instance and always ends with its closing delimiter."""
     for file in files:
-        yield Part(
-            f"{media.DICOM}; transfer-syntax={target or file.transfer_syntax_uid}", _content(archive, file, target)
-        )
+        if target is None or target == file.transfer_syntax_uid:
+            yield Part(f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}", _content(archive, file))
+            continue
+        try:
+            data = await archive.in_process(transcode, archive.storage.absolute(file.file_path), target)
+        except CannotTranscode as exc:
+            log.warning("instance %s left out of a retrieve: %s", file.sop_instance_uid, exc)
+            left_out.append(f"instance {file.sop_instance_uid} left out: {exc}")
+            continue
+        yield bytes_part(f"{media.DICOM}; transfer-syntax={target}", data)
 
 
-async def _content(archive: Archive, file: retrieve.StoredFile, target: str | None) -> AsyncIterator[bytes]:
-    path = archive.storage.absolute(file.file_path)
-    if target is None or target == file.transfer_syntax_uid:
-        async for chunk in read_chunks(path):
-            yield chunk
-    else:
-        yield await _transcoded(archive, file, target)
+async def _content(archive: Archive, file: retrieve.StoredFile) -> AsyncIterator[bytes]:
+    async for chunk in read_chunks(archive.storage.absolute(file.file_path)):
+        yield chunk
 
 
 async def _transcoded(archive: Archive, file: retrieve.StoredFile, target: str) -> bytes:
     try:
         return await archive.in_process(transcode, archive.storage.absolute(file.file_path), target)
     except CannotTranscode as exc:
-        raise NotAcceptable(f"instance {file.sop_instance_uid}: {exc}") from None
+        raise NotAcceptable(
+            f"instance {file.sop_instance_uid}: {exc}; ask for transfer-syntax=* to have it as stored"
+        ) from None
 
 
 async def retrieve_metadata(request: Request) -> Response:
@@ -203,6 +228,8 @@ async def retrieve_bulkdata(request: Request) -> Response:
         value = await asyncio.to_thread(bulkdata.locate, file, path)
     except bulkdata.BulkDataNotFound as exc:
         raise NotFound(f"instance {sop}: {exc}") from None
+    except CannotDecode as exc:
+        raise Unprocessable(f"instance {sop}: the value at {path} cannot be read: {exc}") from None
     if value.undefined_length:
         raise NotAcceptable("encapsulated pixel data is served frame by frame: use .../frames/{list}")
     start, end, status, headers = 0, value.length, 200, {"accept-ranges": "bytes"}
@@ -257,27 +284,34 @@ FRAME_TYPES = (media.OCTET_STREAM, "image/jpeg", "image/jls", "image/jp2", "imag
 def _read_frames(
     path: Path, index: list[Any] | None, transfer_syntax_uid: str, numbers: list[int]
 ) -> list[frames.Frame]:
-    if index is not None:  # byte ranges recorded at store time: no parsing of the file
-        return read_indexed(path, index, transfer_syntax_uid, numbers)
-    return frames.read_frames(path, numbers)
+    """The frames as stored; CannotDecode when the file cannot be parsed as far as its pixel data (frames.FrameError
+    for frames it does not hold)."""
+    with decoding("the stored file", passing=(frames.FrameError,)):
+        if index is not None:  # byte ranges recorded at store time: no parsing of the file
+            return read_indexed(path, index, transfer_syntax_uid, numbers)
+        return frames.read_frames(path, numbers)
 
 
 def _read_and_decode(
     path: Path, index: list[Any] | None, stored: retrieve.StoredFile, numbers: list[int]
 ) -> list[frames.Frame]:
     """One small RLE frame read and decoded to native pixels in one worker-thread call: from the bytes read when
-    decode_rle takes them, else from the file by pydicom."""
+    decode_rle takes them, else from the file by pydicom (CannotDecode when it cannot be decoded)."""
     [frame] = _read_frames(path, index, stored.transfer_syntax_uid, numbers)
-    decoded = None
+    decoded: bytes | CannotDecode | None = None
     if stored.pixels_per_frame and stored.bits_allocated:
         decoded = transcode_module.decode_rle(frame.data, stored.pixels_per_frame, stored.bits_allocated)
     if decoded is None:
         [decoded] = transcode_module.decode_frames(path, numbers)
+    if isinstance(decoded, CannotDecode):
+        raise decoded
     return [frames.Frame(decoded, media.OCTET_STREAM, ExplicitVRLittleEndian)]
 
 
 async def retrieve_frames(request: Request) -> Response:
-    """GET .../instances/{I}/frames/{list}: one part per frame, in the order asked."""
+    """GET .../instances/{I}/frames/{list}: one part per frame, in the order asked. A frame that cannot be read or
+    decoded is a 406 naming the cause when it is the only one asked for; among several, it is left out of the
+    multipart answer and a Warning names it (PS3.18 §10.4.3)."""
     study, series, sop = scope_of(request.path_params)
     try:
         numbers = frames.parse_frame_list(request.path_params["frames"])
@@ -299,6 +333,7 @@ async def retrieve_frames(request: Request) -> Response:
             return await asyncio.to_thread(_read_and_decode, path, index, stored, numbers)
         return await asyncio.to_thread(_read_frames, path, index, stored.transfer_syntax_uid, numbers)
 
+    unreadable = "; ask for the instance as stored (transfer-syntax=*) instead"
     try:
         stored, found = await archive.read_located(study, series, sop, read)
     except (frames.InvalidFrameList, frames.FrameNotFound) as exc:
@@ -307,22 +342,34 @@ async def retrieve_frames(request: Request) -> Response:
         raise NotFound(f"instance {sop}: {exc}") from None
     except frames.FramesNotExtractable as exc:
         raise NotAcceptable(f"instance {sop}: {exc}") from None
+    except (frames.BrokenPixelData, CannotDecode) as exc:
+        log.warning("frames %s of instance %s cannot be read: %s", numbers, sop, exc)
+        raise NotAcceptable(f"instance {sop}: frames cannot be read: {exc}{unreadable}") from None
     stored_syntax = found[0].transfer_syntax_uid
     as_stored = wanted.transfer_syntax is None or wanted.transfer_syntax == stored_syntax
+    left_out: list[str] = []
     if as_stored and (wanted.part_type in (media.OCTET_STREAM, found[0].media_type)):
         payloads = [(f.media_type, f.transfer_syntax_uid, f.data) for f in found]
     elif wanted.part_type == media.OCTET_STREAM and wanted.transfer_syntax == ExplicitVRLittleEndian:
         if not can_transcode(stored.transfer_syntax_uid, ExplicitVRLittleEndian):
-            raise NotAcceptable(f"instance {sop}: no decoder for {UID(stored_syntax).name} is installed")
+            raise NotAcceptable(f"instance {sop}: no decoder for {UID(stored_syntax).name} is available")
         path = archive.storage.absolute(stored.file_path)
         decoded = await archive.in_process(transcode_module.decode_frames, path, numbers)
-        payloads = [(media.OCTET_STREAM, ExplicitVRLittleEndian, d) for d in decoded]
+        payloads = []
+        for number, frame in zip(numbers, decoded, strict=True):
+            if isinstance(frame, CannotDecode):
+                log.warning("frame %d of instance %s cannot be decoded: %s", number, sop, frame)
+                left_out.append(f"instance {sop}: {frame}")
+            else:
+                payloads.append((media.OCTET_STREAM, ExplicitVRLittleEndian, frame))
+        if not payloads or (left_out and not wanted.multipart):
+            raise NotAcceptable(f"{left_out[0]}{unreadable}")
     else:
         raise NotAcceptable(
             f"frames of instance {sop} are stored as {UID(stored_syntax).name} ({found[0].media_type}); ask for "
             f'multipart/related; type="{found[0].media_type}"; transfer-syntax=* or type=application/octet-stream'
         )
-    if "range" in request.headers and len(payloads) == 1:
+    if "range" in request.headers and len(payloads) == 1 and not left_out:
         # Progressive loading (Cornerstone3D): a byte range of one frame, as a single part with Content-Range.
         media_type, syntax, data = payloads[0]
         start, end = byte_range(request.headers["range"], len(data))
@@ -333,5 +380,5 @@ async def retrieve_frames(request: Request) -> Response:
             raise NotAcceptable("several frames need multipart/related; ask for one frame or accept multipart")
         media_type, syntax, data = payloads[0]
         return Response(data, media_type=f"{media_type}; transfer-syntax={syntax}")
-
-    return MultipartBytesResponse([(f"{m}; transfer-syntax={t}", d) for m, t, d in payloads])
+    warnings = warning_headers(request.url.hostname or "dicomweb", left_out)
+    return MultipartBytesResponse([(f"{m}; transfer-syntax={t}", d) for m, t, d in payloads], headers=warnings)

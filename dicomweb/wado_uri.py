@@ -9,7 +9,8 @@ the default is ``image/jpeg`` (§9.3). Cornerstone's ``wadouri:`` loader asks fo
 For ``application/dicom`` the transfer syntax is ``transferSyntax`` (``*``: the stored bytes), by default Explicit VR
 Little Endian (§8.7.3.4). A syntax the archive cannot produce falls back to Explicit VR Little Endian, and, with no
 decoder for the stored pixel data, to the stored syntax (§8.7.3.4 Note 2 allows that for compressed data): this
-transaction returns one file, and legacy clients expect a file rather than an error.
+transaction returns one file, and legacy clients expect a file rather than an error. Pixel data that turns out not
+to decode is sent as stored in the same way.
 """
 
 from __future__ import annotations
@@ -123,17 +124,18 @@ async def _dicom(archive: Archive, file: retrieve.StoredFile, requested: str | N
     if not can_transcode(stored, target):
         target = ExplicitVRLittleEndian if can_transcode(stored, ExplicitVRLittleEndian) else stored
     path = archive.storage.absolute(file.file_path)
-    content_type = f"{media.DICOM}; transfer-syntax={target}"
     try:
-        if target == stored:
-            stat = await asyncio.to_thread(os.stat, path)
-            return FileResponse(path, media_type=content_type, stat_result=stat)
-        body = await archive.in_process(transcode, path, target)
+        if target != stored:
+            try:
+                body = await archive.in_process(transcode, path, target)
+                return Response(body, media_type=f"{media.DICOM}; transfer-syntax={target}")
+            except CannotTranscode as exc:
+                # Pixel data that cannot be decoded: the file as stored, as for a syntax with no decoder (above).
+                log.warning("WADO-URI: instance %s sent as stored: %s", file.sop_instance_uid, exc)
+        stat = await asyncio.to_thread(os.stat, path)
+        return FileResponse(path, media_type=f"{media.DICOM}; transfer-syntax={stored}", stat_result=stat)
     except FileNotFoundError:
         log.error("stored file missing: %s", path)
         raise DicomwebError(
             f"the stored file of instance {file.sop_instance_uid} is missing from the archive's storage"
         ) from None
-    except CannotTranscode as exc:
-        raise DicomwebError(f"instance {file.sop_instance_uid}: {exc}") from None
-    return Response(body, media_type=content_type)
