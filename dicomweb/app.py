@@ -21,6 +21,7 @@ from .auth import AuthMiddleware, verifier_for
 from .config import Settings
 from .db.audit import AuditWriter
 from .db.embedded import EmbeddedPostgres
+from .db.outage import DatabaseMonitor
 from .db.pool import create_pool, ensure_schema
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
@@ -73,10 +74,17 @@ def create_app(settings: Settings) -> Starlette:
                 # The audit insert's plan never depends on its values: planned once, not for every batch (about
                 # 0.1 ms of PostgreSQL's CPU each time, which every audited request waits for).
                 audit_pool = await create_pool(url, AUDIT_CONNECTIONS, custom_plans=False)
+                audit = AuditWriter(audit_pool)
+                # Logs an outage once, and renews the pools and writes the kept audit events when it ends; the
+                # embedded PostgreSQL's own watchdog (db/embedded.py) starts it again if it died.
+                monitor = DatabaseMonitor(url, [pool, audit_pool], audit.write_kept)
+                watching = asyncio.create_task(monitor.run(), name="dicomweb-database-monitor")
                 try:
                     log.info("archive ready: files in %s", storage.root)
-                    yield {"archive": Archive(settings, pool, storage, cpu, AuditWriter(audit_pool))}
+                    yield {"archive": Archive(settings, pool, storage, cpu, audit)}
                 finally:
+                    watching.cancel()
+                    await asyncio.gather(watching, return_exceptions=True)
                     await audit_pool.close()
             finally:
                 await pool.close()

@@ -1,8 +1,10 @@
 """The audit trail: every request to a route that touches patient data leaves an event before its answer leaves.
 
 The event is written when the response starts (its status is known then); if it cannot be written, the client
-gets a 500 instead of the data: no unaudited access. Events record who (token subject and roles), what (action,
-method, route, path, query), which data (patient, study, series, instance UIDs of the path) and the outcome.
+gets a 500 instead of the data: no unaudited access. While the database is gone a read gets a 503 to retry instead,
+and the events are kept to be written once it is back (``send_audited``). Events record who (token subject and
+roles), what (action, method, route, path, query), which data (patient, study, series, instance UIDs of the path)
+and the outcome.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -19,7 +22,8 @@ from starlette.types import Message, Scope, Send
 
 from .archive import archive_of
 from .db import audit as db
-from .errors import BadRequest, error_response
+from .db.outage import unreachable
+from .errors import DATABASE_UNAVAILABLE, BadRequest, ServiceUnavailable, error_response
 from .permissions import Permission
 from .tokens import Principal
 
@@ -51,7 +55,8 @@ def action_of(method: str, template: str, permission: Permission) -> str:
 
 
 def audited(scope: Scope, send: Send, template: str, permission: Permission, principal: Principal | None) -> Send:
-    """``send`` that writes the audit event before the response starts, and answers 500 if it cannot."""
+    """``send`` that writes the audit event before the response starts, and answers 500 if it cannot (503 while the
+    database is gone, for a read)."""
     # The access log middleware names every request (and returns the id in X-Request-Id); an app without it here.
     request_id = (scope.get("state") or {}).get("request_id") or uuid.uuid4().hex
     failed = False
@@ -83,14 +88,28 @@ def audited(scope: Scope, send: Send, template: str, permission: Permission, pri
                 status=int(message["status"]),
                 client=f"{client[0]}" if client else None,
             )
+            writer: db.AuditWriter = scope["state"]["archive"].audit
             try:
-                await scope["state"]["archive"].audit.write(event)
-            except Exception:
-                log.exception("audit event for request %s could not be written; refusing the request", request_id)
-                failed = True
-                response = error_response(500, "the access could not be audited, so it is refused; try again later")
-                await response(scope, _receive_nothing, send)
-                return
+                await writer.write(event)
+            except Exception as exc:
+                if not unreachable(exc):
+                    log.exception("audit event for request %s could not be written; refusing the request", request_id)
+                    failed = True
+                    response = error_response(500, "the access could not be audited, so it is refused; try again later")
+                    await response(scope, _receive_nothing, send)
+                    return
+                # The database is gone. An answer that would disclose data (a read that succeeded) becomes a 503
+                # to retry, and the event of that refusal is kept; any other answer goes out as it is (a change
+                # already committed, which a 503 would misreport, or an error) with its event kept. Kept events
+                # are written once the database is back (db.audit.AuditWriter).
+                if scope["method"] in ("GET", "HEAD") and int(message["status"]) < 400:
+                    writer.keep(replace(event, status=503))
+                    failed = True
+                    unavailable = ServiceUnavailable(DATABASE_UNAVAILABLE)
+                    response = error_response(unavailable.status, unavailable.detail, unavailable.headers)
+                    await response(scope, _receive_nothing, send)
+                    return
+                writer.keep(event)
         await send(message)
 
     return send_audited

@@ -15,11 +15,15 @@ The tree::
      ├── Unprocessable (422)          a stored instance's pixel data cannot be decoded, so it has no rendered image
      ├── PreconditionRequired (428)   an update must name the version it read (If-Match or "version")
      ├── UnsupportedMediaType (415)   the Content-Type is not one the resource accepts
-     └── ServiceUnavailable (503)     a dependency (database, storage) is not ready; retry later
+     └── ServiceUnavailable (503)     a dependency (database, storage) is not ready; retry after Retry-After
 
 Every error body has one shape, ``{"status": 400, "error": "Bad Request", "detail": "..."}``, served as
 ``application/json``; some errors add fields that say more (``errors``: each invalid field and why;
 ``allowedTransitions``: the states a workflow may move to). ``tests/test_error_shape.py`` pins the shape.
+
+An error that says the database is gone (``db.outage.unreachable``: refused, lost mid-query, starting up, shutting
+down) is answered here, for every endpoint, as ServiceUnavailable with ``Retry-After``; any other error of the
+database is a 500.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from .db.outage import DATABASE_ERRORS, unreachable
 
 log = logging.getLogger("dicomweb")
 
@@ -131,10 +137,18 @@ class UnsupportedMediaType(DicomwebError):
     status = 415
 
 
+RETRY_AFTER_SECONDS = 5  # what a 503 tells the client to wait (RFC 9110 §10.2.3); a dead embedded PostgreSQL is
+# running again within a few seconds
+DATABASE_UNAVAILABLE = "the database is not reachable; retry later"
+
+
 class ServiceUnavailable(DicomwebError):
-    """The database or the storage is not reachable; the request can be retried later."""
+    """The database or the storage is not reachable; retry after ``Retry-After`` seconds, nothing was changed."""
 
     status = 503
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"retry-after": str(RETRY_AFTER_SECONDS)})
 
 
 def error_response(
@@ -156,6 +170,14 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def handle_database_error(request: Request, exc: Exception) -> Response:
+    """The database gone is a 503 the client may retry (the monitor in ``db/outage.py`` logs the outage once, so
+    not here); any other database error is a fault of ours."""
+    if unreachable(exc):
+        return await handle_dicomweb_error(request, ServiceUnavailable(DATABASE_UNAVAILABLE))
+    return await handle_unexpected(request, exc)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal server error; the server log has the details")
@@ -164,5 +186,6 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     DicomwebError: handle_dicomweb_error,
     HTTPException: handle_http_exception,
+    **dict.fromkeys(DATABASE_ERRORS, handle_database_error),
     Exception: handle_unexpected,
 }

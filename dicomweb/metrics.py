@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .archive import archive_of
+from .db.outage import unreachable
 from .routing import route_of
 
 UNMATCHED = "(unmatched)"  # the route label of requests no route matches (404s), to keep the label set small
@@ -121,18 +122,25 @@ class _Stored(Collector):
 
 
 async def metrics(request: Request) -> Response:
-    """GET /metrics in the Prometheus text format."""
-    async with archive_of(request).pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM instance), (SELECT coalesce(sum(file_size), 0) FROM instance), "
-            "(SELECT count(*) FROM study)"
-        )
+    """GET /metrics in the Prometheus text format; while the database is gone, without what the archive holds (the
+    503s of the outage are worth seeing)."""
+    row = None
+    try:
+        async with archive_of(request).pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM instance), (SELECT coalesce(sum(file_size), 0) FROM instance), "
+                "(SELECT count(*) FROM study)"
+            )
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_Of(metrics_of(request).registry))
-    registry.register(_Stored(int(row[0]), int(row[1]), int(row[2])))
+    if row is not None:
+        registry.register(_Stored(int(row[0]), int(row[1]), int(row[2])))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

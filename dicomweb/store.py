@@ -3,7 +3,8 @@
 Shared by STOW-RS and ``dicomweb import``. ``commit`` stores a batch (the instances of one request) in one database
 transaction, in the order and phases ``db.index`` describes: rows first, then the files are renamed into place,
 then the aggregates, then COMMIT. If anything fails before the commit, the placed files go back to tmp/ and each
-instance is retried in a transaction of its own, so one bad instance never costs the others.
+instance is retried in a transaction of its own, so one bad instance never costs the others. If the database is gone,
+nothing is retried: the files are removed and the error propagates (a 503 for STOW-RS).
 
 Duplicates (same SOP Instance UID): identical bytes are a success and nothing is written; different bytes are
 refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which indexes
@@ -23,6 +24,7 @@ import asyncpg
 
 from .archive import Archive
 from .db import index
+from .db.outage import DATABASE_ERRORS, unreachable
 from .instance import Instance, InvalidInstance, read_instance
 from .status import FailureReason
 from .storage import SpooledFile, sync
@@ -188,10 +190,12 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                 {uid: (pk, n) for uid, (pk, n) in series_counts.items()},
                 {uid: (pk, n, s) for uid, (pk, n, s) in study_counts.items()},
             )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("storing a batch of %d instances failed (%r); retrying them one by one", len(batch), exc)
-        # Back to tmp/, not deleted: the one-by-one retry places them again.
+    except (OSError, *DATABASE_ERRORS) as exc:
+        # Back to tmp/, not deleted: the one-by-one retry places them again, or ``commit`` discards them.
         await storage.unplace(placed)
+        if unreachable(exc):
+            raise  # the database is gone: no instance can be stored now, the request is a 503 (errors.py)
+        log.warning("storing a batch of %d instances failed (%r); retrying them one by one", len(batch), exc)
         raise _Retry from exc
     if replaced:
         await storage.remove(replaced)

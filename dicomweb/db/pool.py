@@ -7,6 +7,8 @@ from importlib import resources
 
 import asyncpg
 
+from . import outage
+
 SCHEMA_LOCK_KEY = 0x44494357  # advisory lock taken while the schema is checked or applied ("DICW")
 
 
@@ -35,8 +37,11 @@ async def create_pool(url: str, max_size: int, custom_plans: bool = True) -> asy
     PostgreSQL finds it as good (for statements whose best plan never depends on their values)."""
     pool = await asyncpg.create_pool(
         url,
-        min_size=1,
+        # No floor of open connections: asyncpg restores one by retrying with a logged traceback each time while the
+        # database is gone. Connections open on first use (a wrong URL still fails the start: ensure_schema's).
+        min_size=0,
         max_size=max_size,
+        connect=outage.connect,
         command_timeout=60,
         reset=_keep_session,
         # asyncpg prepares every statement; a generic plan cannot use an index for "name LIKE $1" (the prefix is
