@@ -2,6 +2,16 @@
 
 Runs in a worker thread (pydicom parsing is CPU work). Raises ``InvalidInstance`` with the FailureReason that the
 STOW-RS response reports; it never modifies the file.
+
+Besides its UIDs, what is cheap to check and would make the instance unreadable later is refused here with 0xC000
+(Cannot understand), never decoding a frame (that would halve ingest):
+
+* a file cut short (``_truncation``);
+* elements of group 0000 (DIMSE command) or 0002 (File Meta Information) in the data set, which PS3.5 §7.1 reserves
+  for commands and the file format: they are refused, not dropped, so that the stored bytes stay the received bytes
+  (pydicom's ``dcmwrite`` refuses to write such a data set, so it could never be transcoded);
+* pixel data without the Image Pixel module attributes needed to read it (``_pixel_module_problem``);
+* pixel data that cannot hold the frames its attributes describe (``frame_index.frame_index``).
 """
 
 from __future__ import annotations
@@ -21,10 +31,17 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from .attributes import Level, extract
 from .dicomjson import BULK_DATA_THRESHOLD, UNDEFINED_LENGTH, dataset_to_json
 from .frame_index import frame_index
+from .frames import PIXEL_DATA_TAGS, BrokenPixelData
 from .status import FailureReason
 from .uids import is_valid_uid
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+RESERVED_GROUPS = {0x0000: "DIMSE command", 0x0002: "File Meta Information"}  # not in a data set (PS3.5 §7.1)
+MAX_TAGS_NAMED = 5  # reserved-group tags named in a refusal
+# The Image Pixel module attributes a reader needs to cut frames out of Pixel Data and decode them (PS3.3 §C.7.6.3);
+# the Floating Point Image Pixel module needs the same (PS3.3 §C.7.6.24).
+PIXEL_MODULE_NUMBERS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
+FLOAT_BITS_ALLOCATED = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}  # PS3.3 §C.7.6.24
 
 
 class InvalidInstance(Exception):
@@ -85,8 +102,14 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
 
     if truncation:
         raise fail(FailureReason.CANNOT_UNDERSTAND, truncation)
-    with path.open("rb") as file:  # before anything reads the deferred pixel data
-        index = frame_index(file, ds)
+    problem = _reserved_elements(ds) or _pixel_module_problem(ds)
+    if problem:
+        raise fail(FailureReason.CANNOT_UNDERSTAND, problem)
+    try:
+        with path.open("rb") as file:  # before anything reads the deferred pixel data
+            index = frame_index(file, ds)
+    except BrokenPixelData as exc:
+        raise fail(FailureReason.CANNOT_UNDERSTAND, str(exc)) from None
     uids: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
         value = _uid(ds, keyword)
@@ -130,6 +153,57 @@ def _uid(ds: Dataset, keyword: str) -> str | None:
         return None
     text = str(value).strip().rstrip("\0") if value is not None else ""
     return text or None
+
+
+def _reserved_elements(ds: Dataset) -> str | None:
+    """Why the data set holds elements of a group reserved for commands or the File Meta Information, if it does.
+
+    Only the top level is looked at: that is where pydicom's ``dcmwrite`` refuses them."""
+    tags = [tag for tag in ds.keys() if tag.group in RESERVED_GROUPS]
+    if not tags:
+        return None
+    named = ", ".join(f"({tag.group:04X},{tag.element:04X})" for tag in tags[:MAX_TAGS_NAMED])
+    more = f" and {len(tags) - MAX_TAGS_NAMED} more" if len(tags) > MAX_TAGS_NAMED else ""
+    groups = " and ".join(f"{group:04X} ({RESERVED_GROUPS[group]})" for group in sorted({tag.group for tag in tags}))
+    return f"the data set holds {named}{more}: group {groups} elements are not allowed in a data set (PS3.5 7.1)"
+
+
+def _pixel_module_problem(ds: Dataset) -> str | None:
+    """What of the Image Pixel module (PS3.3 §C.7.6.3, §C.7.6.24) is missing or wrong for the pixel data to be
+    read, if anything; None also when there is no pixel data. Only what locating and decoding frames needs is
+    required: attributes that only change how pixels are shown (Pixel Representation, Planar Configuration) are
+    left to the reader."""
+    keyword = next((name for tag, name in PIXEL_DATA_TAGS.items() if tag in ds), None)
+    if keyword is None:
+        return None
+    values: dict[str, Any] = {}
+    for name in (*PIXEL_MODULE_NUMBERS, "BitsStored", "PhotometricInterpretation"):
+        try:
+            values[name] = ds.get(name)
+        except Exception as exc:
+            return f"{name} cannot be read: {exc}"
+    for name in PIXEL_MODULE_NUMBERS:
+        value = values[name]
+        if value is None or value == "":
+            return f"{keyword} is present but {name} is missing (PS3.3 C.7.6.3)"
+        if not isinstance(value, int) or value < 1:
+            return f"{name} is {value!r}; it must be a number of at least 1"
+    photometric = values["PhotometricInterpretation"]
+    if not isinstance(photometric, str) or not photometric.strip():
+        return f"{keyword} is present but PhotometricInterpretation is missing (PS3.3 C.7.6.3)"
+    bits_allocated = values["BitsAllocated"]
+    if keyword in FLOAT_BITS_ALLOCATED:
+        if bits_allocated != FLOAT_BITS_ALLOCATED[keyword]:
+            return (
+                f"{keyword} needs BitsAllocated {FLOAT_BITS_ALLOCATED[keyword]}, not {bits_allocated} (PS3.3 C.7.6.24)"
+            )
+        return None
+    if bits_allocated != 1 and bits_allocated % 8:
+        return f"BitsAllocated is {bits_allocated}; it must be 1 or a multiple of 8 (PS3.5 8.1.1)"
+    bits_stored = values["BitsStored"]
+    if bits_stored not in (None, "") and (not isinstance(bits_stored, int) or not 1 <= bits_stored <= bits_allocated):
+        return f"BitsStored is {bits_stored!r}; it must be from 1 to BitsAllocated ({bits_allocated}) (PS3.5 8.1.1)"
+    return None
 
 
 def _truncation(ds: Dataset, path: Path, size: int) -> str | None:

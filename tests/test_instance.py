@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import orjson
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -36,8 +38,17 @@ from .data import (
 )
 from .data import JPEG2000 as JPEG2000_FILE
 from .data import testdata as named_file
+from .test_frame_index import edited, value_tell
+from .test_frames import image
 
 MR_TRUNCATED = named_file("MR_truncated.dcm")  # pydicom's own example of a file cut inside PixelData
+# pydicom's test files that have the four UIDs and are still refused, and why: each is really broken.
+REFUSED_TEST_FILES = {
+    "MR_truncated.dcm": "the file is cut short",  # cut inside Pixel Data
+    "rtplan_truncated.dcm": "the file is cut short",
+    "badVR.dcm": "Number of Frames '1A' is not a number",  # its frames cannot be located; pydicom cannot read them
+}
+REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
 def write(tmp_path: Path, content: bytes, name: str = "part.dcm") -> Path:
@@ -118,6 +129,18 @@ class TestStored:
         path = write(tmp_path, CT.read_bytes())
         read_instance(path)
         assert path.read_bytes() == CT.read_bytes()
+
+    @pytest.mark.parametrize("path", readable_test_files(), ids=lambda p: str(p.relative_to(TEST_FILES)))
+    def test_every_file_with_its_uids_is_stored(self, path: Path) -> None:
+        """Every pydicom test file with the four UIDs is stored, but for the broken ones named in REFUSED_TEST_FILES:
+        the store-time checks refuse no valid file."""
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if not all(str(ds.get(keyword, "")).strip() for keyword in REQUIRED_UIDS):
+            return
+        if path.name in REFUSED_TEST_FILES:
+            assert failure(path).detail.startswith(REFUSED_TEST_FILES[path.name])
+        else:
+            assert read_instance(path).sop_instance_uid == ds.SOPInstanceUID
 
     @pytest.mark.parametrize("path", readable_test_files(), ids=lambda p: str(p.relative_to(TEST_FILES)))
     def test_every_readable_file_is_stored_or_refused(self, path: Path) -> None:
@@ -270,3 +293,151 @@ class TestDataSetDoesNotMatch:
         path = write(tmp_path, changed)
         assert pydicom.dcmread(path).SeriesNumber > 2**63  # pydicom reads the value, however odd
         assert read_instance(path).columns[Level.SERIES]["series_number"] is None
+
+
+def command_element(content: bytes, tag: tuple[int, int] = (0x0000, 0x0902), value: bytes = b"bad!") -> bytes:
+    """``content`` (an explicit VR little endian file) with an element of a reserved group at the start of its data
+    set, implicit VR as pydicom reads group 0000 (as a DIMSE command set is always encoded)."""
+    start = (
+        132
+        + 12
+        + pydicom.dcmread(io.BytesIO(content), stop_before_pixels=True).file_meta.FileMetaInformationGroupLength
+    )
+    return content[:start] + struct.pack("<HHL", *tag, len(value)) + value + content[start:]
+
+
+class TestReservedGroups:
+    """Group 0000 (DIMSE command) and 0002 (File Meta Information) elements are not allowed in a data set (PS3.5 §7.1):
+    refused, never dropped, so the stored bytes stay the received ones."""
+
+    def test_error_comment(self, tmp_path: Path) -> None:
+        """Error Comment (0000,0902) in CT_small's data set: refused with 0xC000, the tag named, the file unchanged."""
+        content = command_element(CT.read_bytes())
+        path = write(tmp_path, content)
+        error = failure(path)
+        assert error.reason == FailureReason.CANNOT_UNDERSTAND
+        assert error.detail == (
+            "the data set holds (0000,0902): group 0000 (DIMSE command) elements are not allowed in a data set "
+            "(PS3.5 7.1)"
+        )
+        assert error.sop_instance_uid == pydicom.dcmread(CT).SOPInstanceUID
+        assert path.read_bytes() == content
+
+    def test_several_command_elements(self, tmp_path: Path) -> None:
+        """Every reserved tag is named, up to five."""
+        content = CT.read_bytes()
+        for element in (0x0902, 0x0900, 0x0800, 0x0120, 0x0110, 0x0100):
+            content = command_element(content, (0x0000, element), b"\0\0")
+        detail = failure(write(tmp_path, content)).detail
+        assert detail.startswith("the data set holds (0000,0100), (0000,0110), (0000,0120), (0000,0800), (0000,0900)")
+        assert "and 1 more" in detail
+
+    def test_file_meta_element_in_the_data_set(self, tmp_path: Path) -> None:
+        """A (0002,0100) element after the data set's last element, outside the File Meta Information."""
+        content = CT.read_bytes() + struct.pack("<HH2sH", 0x0002, 0x0100, b"UI", 6) + b"1.2.3\0"
+        detail = failure(write(tmp_path, content)).detail
+        assert detail.startswith("the data set holds (0002,0100): group 0002 (File Meta Information) elements")
+
+    def test_group_length_elements_are_fine(self) -> None:
+        """Group Length (gggg,0000) elements of other groups are retired but allowed (PS3.5 §7.2): stored."""
+        path = named_file("693_J2KI.dcm")
+        assert Tag(0x0008, 0x0000) in pydicom.dcmread(path, stop_before_pixels=True)
+        assert read_instance(path)
+
+
+class TestPixelModule:
+    """Pixel data without the Image Pixel module attributes needed to read it (PS3.3 §C.7.6.3): 0xC000."""
+
+    @pytest.mark.parametrize(
+        "keyword", ["Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation"]
+    )
+    def test_missing(self, tmp_path: Path, keyword: str) -> None:
+        """Each attribute deleted from CT_small is named in the detail."""
+        ds = pydicom.dcmread(CT)
+        delattr(ds, keyword)
+        error = failure(save(tmp_path, ds))
+        assert error.reason == FailureReason.CANNOT_UNDERSTAND
+        assert error.detail == f"PixelData is present but {keyword} is missing (PS3.3 C.7.6.3)"
+        assert error.sop_instance_uid == ds.SOPInstanceUID
+
+    @pytest.mark.parametrize(
+        ("keyword", "value", "detail"),
+        [
+            ("Rows", 0, "Rows is 0; it must be a number of at least 1"),
+            ("BitsAllocated", 12, "BitsAllocated is 12; it must be 1 or a multiple of 8 (PS3.5 8.1.1)"),
+            ("BitsStored", 17, "BitsStored is 17; it must be from 1 to BitsAllocated (16) (PS3.5 8.1.1)"),
+            ("PhotometricInterpretation", "", "PixelData is present but PhotometricInterpretation is missing"),
+        ],
+    )
+    def test_wrong(self, tmp_path: Path, keyword: str, value: object, detail: str) -> None:
+        """Values in CT_small no reader can locate or decode frames with."""
+        ds = pydicom.dcmread(CT)
+        setattr(ds, keyword, value)
+        assert failure(save(tmp_path, ds)).detail.startswith(detail)
+
+    @pytest.mark.parametrize("keyword", ["PixelRepresentation", "PlanarConfiguration", "BitsStored", "HighBit"])
+    def test_not_required(self, tmp_path: Path, keyword: str) -> None:
+        """What only changes how pixels are shown is left to the reader: the instance is stored."""
+        ds = pydicom.dcmread(CT)
+        if keyword in ds:
+            delattr(ds, keyword)
+        assert read_instance(save(tmp_path, ds))
+
+    @pytest.mark.parametrize(("keyword", "bits"), [("FloatPixelData", 32), ("DoubleFloatPixelData", 64)])
+    def test_float_pixel_data(self, tmp_path: Path, keyword: str, bits: int) -> None:
+        """Float Pixel Data needs Bits Allocated 32, Double Float Pixel Data 64 (PS3.3 §C.7.6.24), and no Bits
+        Stored; anything else is refused."""
+        ds = image(ExplicitVRLittleEndian, None, BitsAllocated=bits)
+        for name in ("BitsStored", "HighBit", "PixelRepresentation"):
+            delattr(ds, name)
+        setattr(ds, keyword, bytes(16 * 16 * bits // 8))
+        path = tmp_path / "float.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert read_instance(path).sop_instance_uid == ds.SOPInstanceUID
+        ds.BitsAllocated = 16
+        ds.save_as(path, enforce_file_format=True)
+        assert failure(path).detail == f"{keyword} needs BitsAllocated {bits}, not 16 (PS3.3 C.7.6.24)"
+
+    def test_no_pixel_data_needs_none(self) -> None:
+        """A structured report has no pixel data and none of these attributes."""
+        assert read_instance(SR)
+
+
+class TestBrokenPixelData:
+    """Pixel data that cannot hold its frames, found from item headers and offset tables alone (frame_index.py)."""
+
+    def test_fragment_header_garbled(self, tmp_path: Path) -> None:
+        """The first fragment's item tag of JPEG2000.dcm overwritten: 0xC000, the instance named."""
+        position = value_tell(JPEG2000_FILE) + 8  # its Basic Offset Table is empty
+        error = failure(edited(tmp_path, JPEG2000_FILE, position, b"JUNK"))
+        assert error.reason == FailureReason.CANNOT_UNDERSTAND
+        assert error.detail.startswith("the fragments of the encapsulated pixel data do not parse")
+        assert error.sop_instance_uid == pydicom.dcmread(JPEG2000_FILE).SOPInstanceUID
+
+    def test_basic_offset_beyond_the_value(self, tmp_path: Path) -> None:
+        """The last Basic Offset Table entry of the 30-frame JPEG points past the pixel data."""
+        position = value_tell(MULTIFRAME_US) + 8 + 29 * 4
+        error = failure(edited(tmp_path, MULTIFRAME_US, position, struct.pack("<L", 0xFFFFFF)))
+        assert error.reason == FailureReason.CANNOT_UNDERSTAND
+        assert "where no fragment starts" in error.detail
+
+    def test_native_pixel_data_too_short(self, tmp_path: Path) -> None:
+        """Fewer bytes than Rows x Columns x Bits Allocated (pydicom cannot read those pixels)."""
+        error = failure(write(tmp_path, ct_instance(PixelData=bytes(100))))
+        assert error.reason == FailureReason.CANNOT_UNDERSTAND
+        assert error.detail.startswith("the pixel data is 100 bytes long")
+
+    def test_number_of_frames_not_a_number(self) -> None:
+        """pydicom's badVR.dcm: Number of Frames '1A' locates no frame."""
+        error = failure(named_file("badVR.dcm"))
+        assert (error.reason, error.detail) == (
+            FailureReason.CANNOT_UNDERSTAND,
+            "Number of Frames '1A' is not a number",
+        )
+
+    def test_file_is_not_modified(self, tmp_path: Path) -> None:
+        """A refused file is left as it came (the caller removes it)."""
+        path = edited(tmp_path, JPEG2000_FILE, value_tell(JPEG2000_FILE) + 8, b"JUNK")
+        content = path.read_bytes()
+        failure(path)
+        assert path.read_bytes() == content

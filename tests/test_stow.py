@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from pathlib import Path
@@ -28,6 +29,8 @@ from .data import (
     readable_test_files,
     stow_headers,
 )
+from .test_frame_index import value_tell
+from .test_instance import REFUSED_TEST_FILES, command_element
 
 REFERENCED = "00081199"
 FAILED = "00081198"
@@ -198,7 +201,7 @@ class TestEveryTestFile:
         for path in files:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             required = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-            if all(str(ds.get(k, "")).strip() for k in required) and path.name != "rtplan_truncated.dcm":
+            if all(str(ds.get(k, "")).strip() for k in required) and path.name not in REFUSED_TEST_FILES:
                 expected_stored.add(str(ds.SOPInstanceUID))
         seen: set[str] = set()
         failed: list[tuple[str | None, int]] = []
@@ -306,7 +309,6 @@ class TestPartialFailures:
         server = server_factory()
         ds = pydicom.dcmread(DEFLATED)
         ds.StudyInstanceUID = "../../../../tmp/evil"
-        import io
 
         buffer = io.BytesIO()
         ds.save_as(buffer)
@@ -314,6 +316,44 @@ class TestPartialFailures:
         assert response.status_code == 409
         assert [reason for _, reason in failures(response)] == [FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS]
         assert not list((server.data_dir / "files").rglob("*"))
+
+
+class TestUnreadableInstances:
+    """What the store-time checks refuse (instance.py, frame_index.py) gets 0xC000 and its reason in the Warning
+    header; PS3.18 Table I.1-1 gives a FailedSOPSequence item no text attribute, so the item carries only the code."""
+
+    def test_garbled_fragment_refused(self, server_factory: Any) -> None:
+        """JPEG2000.dcm with its fragment's item tag overwritten: 409, 0xC000 (49152), the reason and the instance
+        in the Warning header, nothing stored and no file left behind."""
+        server = server_factory()
+        content = bytearray(JPEG2000.read_bytes())
+        position = value_tell(JPEG2000) + 8
+        content[position : position + 4] = b"JUNK"
+        response = post(server, multipart([bytes(content)]))
+        assert response.status_code == 409
+        uid = pydicom.dcmread(JPEG2000).SOPInstanceUID
+        assert failures(response) == [(uid, 49152)]
+        [item] = response.json()[FAILED]["Value"]
+        assert set(item) == {"00081150", SOP_INSTANCE, FAILURE_REASON}
+        warning = response.headers["warning"]
+        assert warning.startswith(f'299 127.0.0.1 "{uid}: the fragments of the encapsulated pixel data do not parse')
+        assert warning.endswith('(0xc000)"')
+        assert server.db.value("SELECT count(*) FROM instance") == 0
+        assert not list((server.data_dir / "files").rglob("*.dcm"))
+        assert not temp_files(server)
+
+    def test_command_element_refused_beside_a_stored_instance(self, server_factory: Any) -> None:
+        """A CT with Error Comment (0000,0902) is refused and named; the valid instance of the same request is
+        stored (202)."""
+        server = server_factory()
+        good, bad = ct_instance(), command_element(ct_instance())
+        response = post(server, multipart([good, bad]))
+        assert response.status_code == 202, response.text
+        assert stored(response) == [pydicom.dcmread(io.BytesIO(good)).SOPInstanceUID]
+        bad_uid = pydicom.dcmread(io.BytesIO(bad)).SOPInstanceUID
+        assert failures(response) == [(bad_uid, FailureReason.CANNOT_UNDERSTAND)]
+        assert f"{bad_uid}: the data set holds (0000,0902): group 0000 (DIMSE command)" in response.headers["warning"]
+        assert server.db.value("SELECT count(*) FROM instance") == 1
 
 
 class TestBadRequests:
