@@ -229,6 +229,9 @@ def read_frames(path: Path, numbers: list[int]) -> list[Frame]:
                 "single frames cannot be cut out of it without decoding"
             )
         data = _encapsulated_frames(file, ds, element, count, numbers)
+        if transfer_syntax_uid == ENCAPSULATED_UNCOMPRESSED:  # each fragment is a native frame padded to even length
+            size = frame_bits_of(ds) // 8
+            data = [frame[:size] for frame in data]
     media_type, syntax = frame_label(transfer_syntax_uid)
     return [Frame(frame, media_type, syntax) for frame in data]
 

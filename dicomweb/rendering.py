@@ -36,7 +36,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from . import frames
 from .errors import BadRequest
-from .transcode import decoding, prefer_charls
+from .transcode import decoding, prefer_charls, unencapsulate
 
 prefer_charls()  # rendering decodes in the CPU pool's workers too
 
@@ -173,12 +173,15 @@ def render_frame(
     ds = Dataset()  # filled by pixel_array with the group 0028 attributes (pixel module, LUTs, windows)
     try:
         pixels = pixel_array(path, index=frame - 1, ds_out=ds)
-    except (AttributeError, ValueError, IndexError):
+    except (AttributeError, ValueError, IndexError, NotImplementedError):
         count = frames.frame_count(path)  # raises NoPixelData
         if not 1 <= frame <= count:
             raise _frame_not_found(frame, count) from None
-        # Read whole where reading from the file fails (a deflated data set's pixel data is inside the stream).
+        # Read whole where reading from the file fails (a deflated data set's pixel data is inside the stream;
+        # Encapsulated Uncompressed has no decoder of pydicom's).
         ds = dcmread(path)
+        if ds.file_meta.get("TransferSyntaxUID") == frames.ENCAPSULATED_UNCOMPRESSED:
+            unencapsulate(ds)
         pixels = pixel_array(ds, index=frame - 1)
     count = int(ds.get("NumberOfFrames") or 1)
     if frame > count:

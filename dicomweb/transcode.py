@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import (
@@ -20,6 +22,8 @@ from pydicom.uid import (
     RLELossless,
 )
 from rle.utils import decode_pixel_data
+
+from .frames import ENCAPSULATED_UNCOMPRESSED
 
 # Transfer syntaxes this archive can produce from any stored one it can decode.
 NATIVE_TARGETS = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
@@ -55,11 +59,17 @@ def decoding(what: str, passing: tuple[type[Exception], ...] = ()) -> Iterator[N
     plugins raise every kind of exception for broken data (RuntimeError, ValueError, AttributeError, ...)."""
     try:
         yield
-    except Exception as exc:
-        if isinstance(exc, (OSError, CannotTranscode, *passing)):
+    except BaseException as exc:  # pylibjpeg-rle (Rust) panics on a corrupt segment with pyo3's BaseException
+        if isinstance(exc, (OSError, CannotTranscode, *passing)) or not decoder_failure(exc):
             raise
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise CannotDecode(f"{what} cannot be decoded: {reason[:MAX_REASON_CHARACTERS]}") from None
+
+
+def decoder_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a decoder's failure rather than the process being stopped or a task cancelled: any
+    Exception, and the PanicException (a BaseException) that codecs written in Rust raise through pyo3."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
 
 
 MAX_REASON_CHARACTERS = 300  # of a decoder's message, in an error body or a Warning header
@@ -72,7 +82,7 @@ def can_transcode(stored: str, target: str) -> bool:
     if target not in NATIVE_TARGETS:
         return False
     uid = UID(stored)
-    if not uid.is_compressed:
+    if not uid.is_compressed or uid == ENCAPSULATED_UNCOMPRESSED:
         return True
     try:
         return bool(get_decoder(uid).is_available)
@@ -102,7 +112,9 @@ def transcode(path: Path, target: str) -> bytes:
     if not can_transcode(stored, target):
         raise CannotTranscode(f"cannot convert {stored.name or 'an unknown transfer syntax'} to {UID(target).name}")
     with decoding("the stored pixel data"):
-        if stored.is_compressed and "PixelData" in ds:
+        if stored == ENCAPSULATED_UNCOMPRESSED and "PixelData" in ds:
+            unencapsulate(ds)
+        elif stored.is_compressed and "PixelData" in ds:
             ds.decompress(generate_instance_uid=False)
         elif not stored.is_little_endian and "PixelData" in ds:
             # pydicom writes OW values as they are; big endian pixel words must be swapped by hand (its docs say so).
@@ -123,6 +135,22 @@ def transcode(path: Path, target: str) -> bytes:
         ds.preamble = ds.preamble or b"\x00" * 128  # PS3.10 §7.1; the File Meta Information is kept and rewritten
         dcmwrite(buffer, ds, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True, force_encoding=True)
     return buffer.getvalue()
+
+
+def unencapsulate(ds: Dataset) -> None:
+    """Encapsulated Uncompressed Explicit VR Little Endian made native: each fragment holds one native little endian
+    frame (PS3.5 Annex A.4), padded to an even length, so the frames cut to their size and joined are native pixel
+    data. pydicom 3.0 has no decoder for it, and needs none after this."""
+    count = int(ds.get("NumberOfFrames") or 1)
+    samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.BitsAllocated)
+    size = int(ds.Rows) * int(ds.Columns) * samples * bits // 8
+    if bits % 8:
+        raise CannotDecode(f"Encapsulated Uncompressed pixel data of {bits} bits per sample cannot be made native")
+    ds.PixelData = b"".join(frame[:size] for frame in generate_frames(ds.PixelData, number_of_frames=count))
+    element = ds["PixelData"]
+    element.is_undefined_length = False
+    element.VR = "OW" if bits > 8 else "OB"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 def decode_frames(path: Path, numbers: list[int]) -> list[bytes | CannotDecode]:
@@ -153,6 +181,8 @@ def decode_rle(frame: bytes, pixels: int, bits_allocated: int) -> bytes | None:
         decoded = decode_pixel_data(
             frame, version=2, rows=1, columns=pixels, bits_allocated=bits_allocated, byteorder="<"
         )
-    except Exception:  # broken RLE data: decode_frames decodes again, and its CannotDecode gives the reason
+    except BaseException as exc:  # broken RLE data: decode_frames decodes again, and its CannotDecode says why
+        if not decoder_failure(exc):
+            raise
         return None
     return bytes(decoded)

@@ -87,7 +87,7 @@ def ct_instance(
     ds.PixelRepresentation = 0
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = bytes(range(256)) * (size * size * 2 // 256)
+    ds.PixelData = (bytes(range(256)) * (size * size * 2 // 256 + 1))[: size * size * 2]
     for keyword, value in attributes.items():
         if value is None:
             delattr(ds, keyword)

@@ -2,9 +2,10 @@
 syntax that has a sample is stored, converted to Explicit VR Little Endian and rendered by a real server.
 
 The samples are pydicom's own test files (one per transfer syntax, under new UIDs); JPEG Lossless Process 14 is the
-Selection Value 1 sample relabelled (SV1 is one of Process 14's predictors, PS3.5 §A.4.1). Syntaxes without any
-decoder in pydicom (video, JPEG 2000 multi-component, Encapsulated Uncompressed) are stored and retrieved as stored,
-and refused with a clear 406 for a conversion or a rendered image.
+Selection Value 1 sample relabelled (SV1 is one of Process 14's predictors, PS3.5 §A.4.1); Encapsulated Uncompressed
+samples are native ones with each frame in a fragment of its own. Syntaxes without any decoder in pydicom (video,
+JPEG 2000 multi-component) are stored and retrieved as stored, and refused with a clear 406 for a conversion or a
+rendered image. HTJ2K has a decoder (OpenJPEG) but no sample here: nothing in reach encodes it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ SAMPLES = [
     ("1.2.840.10008.1.2.4.90", "MR_small_jp2klossless.dcm"),
     ("1.2.840.10008.1.2.4.91", "JPEG2000.dcm"),
     ("1.2.840.10008.1.2.5", "MR_small_RLE.dcm"),
+    ("1.2.840.10008.1.2.1.98", "SC_rgb_small_odd.dcm"),  # made encapsulated, see encapsulated_uncompressed
+    ("1.2.840.10008.1.2.1.98", "SC_rgb_rle_2frame.dcm"),
+    ("1.2.840.10008.1.2.1.98", "MR_small.dcm"),
 ]
 
 
@@ -51,9 +55,22 @@ def test_codecs_are_default_dependencies() -> None:
     assert CODECS <= unconditional
 
 
+def encapsulated_uncompressed(ds: pydicom.Dataset) -> None:
+    """Native pixel data made Encapsulated Uncompressed: one fragment per frame, each padded to an even length."""
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
+    count = int(ds.get("NumberOfFrames") or 1)
+    size = len(ds.PixelData) // count
+    ds.PixelData = encapsulate([ds.PixelData[n * size : (n + 1) * size] for n in range(count)])
+    ds["PixelData"].is_undefined_length = True
+    ds["PixelData"].VR = "OB"
+
+
 def renamed(source: Path, transfer_syntax_uid: str) -> tuple[pydicom.Dataset, bytes]:
     """The sample under new UIDs, labelled ``transfer_syntax_uid``: (its data set, its file bytes)."""
     ds = pydicom.dcmread(source)
+    if transfer_syntax_uid == "1.2.840.10008.1.2.1.98":
+        encapsulated_uncompressed(ds)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = UID(transfer_syntax_uid)
@@ -74,7 +91,7 @@ def url(server: LiveServer, ds: pydicom.Dataset, tail: str = "") -> str:
     )
 
 
-@pytest.mark.parametrize(("transfer_syntax_uid", "name"), SAMPLES, ids=[uid for uid, _ in SAMPLES])
+@pytest.mark.parametrize(("transfer_syntax_uid", "name"), SAMPLES, ids=[f"{uid}-{name}" for uid, name in SAMPLES])
 def test_every_transfer_syntax_converts_and_renders(
     session_server: LiveServer, transfer_syntax_uid: str, name: str
 ) -> None:
