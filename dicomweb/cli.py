@@ -143,17 +143,26 @@ def print_token(settings: Settings, subject: str, roles: list[str], ttl: str | N
 
 async def import_command(settings: Settings, paths: list[Path], progress: bool) -> int:
     from .app import create_app
-    from .importer import import_paths
+    from .db.outage import unreachable
+    from .importer import DatabaseGone, import_paths
 
     app = create_app(settings)
-    async with app.router.lifespan_context(app) as state:
-        assert state is not None
-        report = await import_paths(state["archive"], paths, progress=progress)
+    try:
+        async with app.router.lifespan_context(app) as state:
+            assert state is not None
+            report = await import_paths(state["archive"], paths, progress=progress)
+    except Exception as exc:
+        if not (isinstance(exc, DatabaseGone) or unreachable(exc)):
+            raise
+        print(f"dicomweb: {exc}; run the import again once the database is back", file=sys.stderr)
+        return 1
     print(
         f"stored {report.stored}, already stored {report.already_stored}, skipped {report.skipped} non-DICOM, "
         f"failed {len(report.failures)} ({report.bytes / 1e6:.1f} MB read)",
         file=sys.stderr,
     )
+    if report.outages:
+        print(f"  waited {report.outages} time(s) for the database to come back", file=sys.stderr)
     for reason, count in report.reasons.most_common():
         print(f"  {count} x {reason}", file=sys.stderr)
     for path, reason in report.failures[:50]:

@@ -2,14 +2,18 @@
 
 Files are copied into the archive's temp folder (fsynced, hashed on the way), validated, placed and indexed. A
 file already stored with the same bytes counts as "already stored", so re-running an import stores nothing twice.
-Files without the PS3.10 "DICM" prefix are skipped, not failed.
+Files without the PS3.10 "DICM" prefix are skipped, not failed. While the database is gone (an embedded PostgreSQL
+being restarted, an external one down), each file is tried again until it is back, for up to DATABASE_WAIT_SECONDS:
+a night's migration outlives a restart of the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,12 +22,22 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .archive import Archive
+from .db.outage import unreachable
 from .storage import SpooledFile
 from .store import store_spooled
 
+log = logging.getLogger("dicomweb")
+
 COPY_CHUNK_BYTES = 1024 * 1024
+DATABASE_WAIT_SECONDS = 300  # how long an import waits for the database to come back before it stops
+DATABASE_RETRY_SECONDS = 1.0  # between tries of a file while the database is gone
 PARALLEL_FILES = 4  # files copied, parsed and indexed at once
 DICM_OFFSET = 128  # PS3.10 §7.1: 128-byte preamble, then "DICM"
+
+
+class DatabaseGone(Exception):
+    """The database stayed unreachable for DATABASE_WAIT_SECONDS; what was stored until then stays stored, and running
+    the import again goes on where it stopped (files already stored count as such)."""
 
 
 @dataclass
@@ -33,6 +47,8 @@ class ImportReport:
     skipped: int = 0
     bytes: int = 0
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    database_gone_since: float | None = None  # monotonic time the database was found gone, while it is
+    outages: int = 0  # times the database was found gone and the import waited for it
 
     @property
     def reasons(self) -> Counter[str]:
@@ -82,7 +98,7 @@ async def import_paths(archive: Archive, paths: list[Path], progress: bool = Tru
     async def worker() -> None:
         while not queue.empty():
             path = queue.get_nowait()
-            await _import_one(archive, path, report)
+            await _import_waiting(archive, path, report)
             bar.update(1)
             elapsed = bar.format_dict["elapsed"] or 1e-9
             bar.set_postfix(MBps=f"{report.bytes / elapsed / 1e6:.1f}", failed=len(report.failures), refresh=False)
@@ -90,6 +106,30 @@ async def import_paths(archive: Archive, paths: list[Path], progress: bool = Tru
     await asyncio.gather(*(worker() for _ in range(PARALLEL_FILES)))
     bar.close()
     return report
+
+
+async def _import_waiting(archive: Archive, path: Path, report: ImportReport) -> None:
+    """``_import_one``, tried again while the database is unreachable; DatabaseGone once it has been so for
+    DATABASE_WAIT_SECONDS. The outage is logged once when it is found and once when it ends."""
+    while True:
+        try:
+            await _import_one(archive, path, report)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            now = time.monotonic()
+            if report.database_gone_since is None:
+                report.database_gone_since = now
+                report.outages += 1
+                log.warning("the database is unreachable (%s); waiting for it to come back", exc)
+            elif now - report.database_gone_since > DATABASE_WAIT_SECONDS:
+                raise DatabaseGone(f"the database has been unreachable for {DATABASE_WAIT_SECONDS} s: {exc}") from exc
+            await asyncio.sleep(DATABASE_RETRY_SECONDS)
+            continue
+        if report.database_gone_since is not None:
+            log.warning("the database is back after %.1f s", time.monotonic() - report.database_gone_since)
+            report.database_gone_since = None
+        return
 
 
 async def _import_one(archive: Archive, path: Path, report: ImportReport) -> None:
@@ -103,8 +143,8 @@ async def _import_one(archive: Archive, path: Path, report: ImportReport) -> Non
         target.unlink(missing_ok=True)
         report.failures.append((path, f"cannot read: {exc.strerror}"))
         return
+    result = await store_spooled(archive, spooled, None)  # the spooled file is gone afterwards, stored or not
     report.bytes += spooled.size
-    result = await store_spooled(archive, spooled, None)
     if result.failure is not None:
         report.failures.append((path, f"{result.detail} ({result.failure:#06x})"))
     elif result.already_stored:

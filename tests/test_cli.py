@@ -6,14 +6,17 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pydicom
+from pydicom.uid import generate_uid
 
-from .conftest import serve_subprocess
+from .conftest import free_port, serve_subprocess
 from .data import CHARSET_FILES, CT, JPEG2000, MR, MR_BIG_ENDIAN, ct_instance, multipart, stow_headers
 
 EMBEDDED = {"DICOMWEB_DATABASE_URL": ""}  # no URL: the command starts its own PostgreSQL in <data-dir>/pg
@@ -129,6 +132,51 @@ class TestImport:
         result = dicomweb("import", "--data-dir", str(tmp_path / "archive"), str(source))
         assert result.returncode == 0, result.stderr
         assert "1/1" in result.stderr and "MBps" in result.stderr and "failed=0" in result.stderr
+
+    def test_database_killed_during_the_import(self, tmp_path: Path) -> None:
+        """The embedded PostgreSQL killed (SIGKILL) in the middle of an import: the import waits for the restarted
+        database and stores every file, each once."""
+        source = tmp_path / "in"
+        source.mkdir()
+        study, series = generate_uid(), generate_uid()
+        count = 1500
+        for number in range(count):
+            (source / f"{number}.dcm").write_bytes(ct_instance(study, series, size=16, InstanceNumber=number))
+        data_dir = tmp_path / "archive"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicomweb", "import", "--quiet", "--data-dir", str(data_dir), str(source)],
+            env={**os.environ, **EMBEDDED},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(list((data_dir / "files").rglob("*.dcm"))) < 100:  # well under way
+                assert process.poll() is None and time.monotonic() < deadline, "the import ended too soon"
+                time.sleep(0.05)
+            os.kill(int((data_dir / "pg" / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+            _, stderr = process.communicate(timeout=240)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, stderr
+        assert f"stored {count}, already stored 0" in stderr
+        assert "waited 1 time(s) for the database" in stderr
+        assert len(list((data_dir / "files").rglob("*.dcm"))) == count
+        assert not postgres_running(data_dir)
+
+    def test_database_unreachable(self, tmp_path: Path) -> None:
+        """An external database that does not answer: a one-line error and exit status 1, no traceback."""
+        source = tmp_path / "in"
+        source.mkdir()
+        (source / "a.dcm").write_bytes(ct_instance())
+        url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+        result = dicomweb("import", "--quiet", "--data-dir", str(tmp_path / "archive"), str(source),
+                          env={"DICOMWEB_DATABASE_URL": url})  # fmt: skip
+        assert result.returncode == 1
+        assert "cannot connect to PostgreSQL" in result.stderr and "run the import again" in result.stderr
+        assert "Traceback" not in result.stderr
 
     def test_missing_path(self, tmp_path: Path) -> None:
         """A path that does not exist is an error, not a silent success."""
