@@ -67,13 +67,13 @@ def create_app(settings: Settings) -> Starlette:
         try:
             storage = FileStorage(settings.data_dir)
             await asyncio.to_thread(storage.prepare)
-            pool = await create_pool(url, settings.db_pool_size)
+            pool = await create_pool(url, settings.db_pool_size, settings.db_timeout_seconds)
             try:
                 async with pool.acquire() as conn:
                     await ensure_schema(conn)
                 # The audit insert's plan never depends on its values: planned once, not for every batch (about
                 # 0.1 ms of PostgreSQL's CPU each time, which every audited request waits for).
-                audit_pool = await create_pool(url, AUDIT_CONNECTIONS, custom_plans=False)
+                audit_pool = await create_pool(url, AUDIT_CONNECTIONS, settings.db_timeout_seconds, custom_plans=False)
                 audit = AuditWriter(audit_pool)
                 # Logs an outage once, and renews the pools and writes the kept audit events when it ends; the
                 # embedded PostgreSQL's own watchdog (db/embedded.py) starts it again if it died.

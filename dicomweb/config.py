@@ -21,7 +21,7 @@ import orjson
 ENV_PREFIX = "DICOMWEB_"
 
 # Settings that are limits: a value below 1 would refuse every request.
-POSITIVE = frozenset({"max_upload_mb", "max_parts", "max_part_header_bytes"})
+POSITIVE = frozenset({"max_upload_mb", "max_parts", "max_part_header_bytes", "db_timeout_seconds"})
 
 DuplicatePolicy = Literal["reject", "overwrite"]
 AuthMode = Literal["enabled", "disabled"]
@@ -90,6 +90,12 @@ SETTINGS: tuple[Setting, ...] = (
         "database and files; 0 means one per CPU core.",
     ),
     Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool (per worker process)."),
+    Setting(
+        "db_timeout_seconds",
+        "60",
+        "Seconds a database statement may take; a request that waits longer on a database that hangs is answered "
+        "503 with Retry-After.",
+    ),
     Setting("log_level", "info", "Log level: debug, info, warning or error."),
     Setting(
         "log_format",
@@ -145,6 +151,7 @@ class Settings:
     duplicates: DuplicatePolicy = "reject"
     workers: int = 0
     db_pool_size: int = 8
+    db_timeout_seconds: int = 60
     log_level: str = "info"
     log_format: LogFormat = "text"
     auth: AuthMode = "enabled"

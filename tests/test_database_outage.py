@@ -267,3 +267,34 @@ class TestExternalPostgresStopped:
         finally:
             external.stop()
         assert not postgres_processes(tmp_path / "external" / "pg")
+
+
+class TestHangingDatabase:
+    """A database that stops answering (every PostgreSQL process suspended, as a frozen host or a full disk would):
+    each request is a 503 after about DICOMWEB_DB_TIMEOUT_SECONDS, not a wait without end, and 200 once it answers."""
+
+    def test_503_after_the_timeout_then_200(self, tmp_path: Path) -> None:
+        data_dir = tmp_path / "archive"
+        with (
+            serve_subprocess({**EMBEDDED, "DICOMWEB_DB_TIMEOUT_SECONDS": "2"}, data_dir) as server,
+            httpx.Client(base_url=server.url, timeout=60) as client,
+        ):
+            stored = client.post("/dicomweb/studies", content=multipart([ct_instance()]), headers=stow_headers())
+            assert stored.status_code == 200
+            postmaster = psutil.Process(postmaster_pid(data_dir))
+            frozen = [postmaster, *postmaster.children(recursive=True)]
+            for process in frozen:
+                process.suspend()
+            try:
+                for _ in range(3):
+                    started = time.monotonic()
+                    response = client.get("/dicomweb/studies")
+                    check_outage_answer(response.status_code, response.headers, response.content)
+                    # the statement's timeout, then the audit event's (kept for later): a bound, not a hang
+                    assert time.monotonic() - started < 15
+            finally:
+                for process in frozen:
+                    process.resume()
+            assert wait_until(lambda: client.get("/dicomweb/studies").status_code == 200, RECOVERY_SECONDS)
+            again = client.post("/dicomweb/studies", content=multipart([ct_instance()]), headers=stow_headers())
+            assert again.status_code == 200

@@ -46,6 +46,7 @@ class DatabaseUnreachable(ConnectionError):
 # The errors among which ``unreachable`` tells an outage from a fault of a query or of the code.
 DATABASE_ERRORS = (
     DatabaseUnreachable,
+    TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
@@ -54,8 +55,8 @@ DATABASE_ERRORS = (
 
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database is gone (for now), rather than that a query or the code is wrong."""
-    if isinstance(exc, DatabaseUnreachable) or isinstance(exc, LOST):
-        return True
+    if isinstance(exc, DatabaseUnreachable | TimeoutError) or isinstance(exc, LOST):
+        return True  # TimeoutError: a statement that outlasted DICOMWEB_DB_TIMEOUT_SECONDS, a database that hangs
     if isinstance(exc, asyncpg.exceptions.InternalClientError):
         # The protocol's state of a lost connection, met before asyncpg has closed it: lost ("failed" state, not
         # connected), or still waiting for the end of the error a backend sends to its idle connection when it sees

@@ -32,9 +32,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """No reset query on release: the archive never changes session state (no SET, LISTEN or session locks)."""
 
 
-async def create_pool(url: str, max_size: int, custom_plans: bool = True) -> asyncpg.Pool:
+async def create_pool(url: str, max_size: int, timeout: float, custom_plans: bool = True) -> asyncpg.Pool:
     """A pool whose connections plan every execution anew (``custom_plans``), or keep a statement's plan when
-    PostgreSQL finds it as good (for statements whose best plan never depends on their values)."""
+    PostgreSQL finds it as good (for statements whose best plan never depends on their values). A statement that
+    takes more than ``timeout`` seconds raises TimeoutError: a database that hangs counts as gone (outage.py)."""
     pool = await asyncpg.create_pool(
         url,
         # No floor of open connections: asyncpg restores one by retrying with a logged traceback each time while the
@@ -42,7 +43,8 @@ async def create_pool(url: str, max_size: int, custom_plans: bool = True) -> asy
         min_size=0,
         max_size=max_size,
         connect=outage.connect,
-        command_timeout=60,
+        timeout=min(outage.CONNECT_TIMEOUT, timeout),  # a new connection's, passed to outage.connect
+        command_timeout=timeout,
         reset=_keep_session,
         # asyncpg prepares every statement; a generic plan cannot use an index for "name LIKE $1" (the prefix is
         # unknown), so searches would silently turn into scans after a few calls. Plan each execution instead.
