@@ -1,4 +1,7 @@
 FROM python:3.11-slim
+# tini as PID 1 reaps orphaned processes: the embedded PostgreSQL's backends, when its postmaster dies and the server
+# starts it again (dicomweb/db/embedded.py), would otherwise stay as zombies.
+RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 1000 dicomweb && mkdir /data && chown dicomweb /data
 WORKDIR /app
 COPY pyproject.toml README.md schema.sql ./
@@ -9,4 +12,5 @@ USER dicomweb
 ENV DICOMWEB_HOST=0.0.0.0 DICOMWEB_DATA_DIR=/data
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz').status != 200)"
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["dicomweb", "serve"]

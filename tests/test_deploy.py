@@ -26,6 +26,12 @@ class TestDockerfile:
         assert re.search(r"^USER (?!root)\w+", dockerfile, re.MULTILINE)
         assert "HEALTHCHECK" in dockerfile and "/readyz" in dockerfile
 
+    def test_an_init_reaps_orphans(self) -> None:
+        """The server is not PID 1: tini is, and reaps the embedded PostgreSQL's orphaned backends after a restart."""
+        dockerfile = (ROOT / "Dockerfile").read_text()
+        assert re.search(r"^RUN apt-get .*install .*\btini\b", dockerfile, re.MULTILINE)
+        assert re.search(r'^ENTRYPOINT \["/usr/bin/tini", "--"\]$', dockerfile, re.MULTILINE)
+
 
 class TestCompose:
     def test_services_and_build_contexts(self) -> None:
