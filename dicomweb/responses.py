@@ -24,8 +24,8 @@ MAX_WARNINGS = 20  # explanations sent as Warning header values; the rest are co
 
 
 def warning_headers(agent: str, texts: list[str]) -> dict[str, str]:
-    """Explanations as ``Warning: 299`` values (RFC 7234 §5.5, which PS3.18 §8.10.3 names for what a response leaves
-    out or could not do), the first MAX_WARNINGS of them, quoted and in ASCII; none for no texts."""
+    """Explanations as ``Warning: 299`` values (RFC 7234 §5.5; PS3.18 answers with them what a response leaves out
+    or could not do), the first MAX_WARNINGS of them, quoted and in ASCII; none for no texts."""
     if not texts:
         return {}
     shown = [t.replace('"', "'").replace("\\", "/").encode("ascii", "replace").decode() for t in texts[:MAX_WARNINGS]]

@@ -114,14 +114,16 @@ async def retrieve_instances(request: Request) -> Response:
 
             return (await archive.read_located(study, series, sop, one_file))[1]
     files = await archive.stored_files(study, series, sop)
-    convertible = [f for f in files if target is None or can_transcode(f.transfer_syntax_uid, target)]
-    # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning.
-    left_out = [
-        f"instance {f.sop_instance_uid} left out: stored as {UID(f.transfer_syntax_uid).name}, "
-        f"which cannot be converted to {UID(target or '').name}"
-        for f in files
-        if f not in convertible
-    ]
+    convertible: list[retrieve.StoredFile] = []
+    left_out: list[str] = []  # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning
+    for f in files:
+        if target is None or can_transcode(f.transfer_syntax_uid, target):
+            convertible.append(f)
+        else:
+            left_out.append(
+                f"instance {f.sop_instance_uid} left out: stored as {UID(f.transfer_syntax_uid).name}, "
+                f"which cannot be converted to {UID(target).name}"
+            )
     if not convertible:
         stored = sorted({UID(f.transfer_syntax_uid).name for f in files})
         raise NotAcceptable(
