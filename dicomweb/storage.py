@@ -21,10 +21,10 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .uids import is_valid_uid
 
@@ -75,12 +75,23 @@ class TempWriter:
         self._file.close()
 
     async def abort(self) -> None:
-        await asyncio.to_thread(self._abort)
+        await cleanup(self._abort)
 
     def _abort(self) -> None:
         if self._file is not None:
             self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+async def cleanup(function: Callable[..., None], *args: Any) -> None:
+    """Run a blocking clean-up (closing, unlinking temp files) in a worker thread; should that await be cancelled
+    (a request cancelled twice at shutdown) or the worker threads be gone (the server stopping), run it here and
+    now: a temp file must not outlive its request, and unlinking a few files is brief."""
+    try:
+        await asyncio.to_thread(function, *args)
+    except (asyncio.CancelledError, RuntimeError):  # RuntimeError: "cannot schedule new futures after shutdown"
+        function(*args)
+        raise
 
 
 def sync(path: Path) -> None:
@@ -168,7 +179,7 @@ class FileStorage:
         """Remove temp files (those already renamed into place are gone from tmp/ and ignored)."""
         paths = [s.path for s in spooled]
         if paths:
-            await asyncio.to_thread(_unlink_all, paths)
+            await cleanup(_unlink_all, paths)
 
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created and fsynced in the temp folder (for /readyz)."""
