@@ -3,8 +3,8 @@
 The event is written when the response starts (its status is known then); if it cannot be written, the client
 gets a 500 instead of the data: no unaudited access. While the database is gone a read gets a 503 to retry instead,
 and the events are kept to be written once it is back (``send_audited``). Events record who (token subject and
-roles), what (action, method, route, path, query), which data (patient, study, series, instance UIDs of the path)
-and the outcome.
+roles), what (the action the route names, from the vocabulary of ``actions.py``; method, route, path, query), which
+data (patient, study, series, instance UIDs of the path) and the outcome.
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Scope, Send
 
+from .actions import Action
 from .archive import archive_of
 from .db import audit as db
 from .db.outage import unreachable
 from .errors import DATABASE_UNAVAILABLE, BadRequest, ServiceUnavailable, error_response
-from .permissions import Permission
 from .tokens import Principal
 
 log = logging.getLogger("dicomweb")
 
-SEARCH_ROUTES = ("/studies", "/series", "/instances")
 # Keys of request.state an endpoint sets when its path names no UID (see ``note_study``).
 AUDIT_PATIENT_ID = "audit_patient_id"
 AUDIT_STUDY_INSTANCE_UID = "audit_study_instance_uid"
@@ -41,20 +40,7 @@ def note_study(request: Request, study_instance_uid: str | None, patient_id: str
     setattr(request.state, AUDIT_PATIENT_ID, patient_id)
 
 
-def action_of(method: str, template: str, permission: Permission) -> str:
-    """A short verb for the event: search, retrieve, store, delete or audit."""
-    if template.startswith("/api/audit"):
-        return "audit"
-    if permission is Permission.UPLOAD:
-        return "store"
-    if method == "DELETE":
-        return "delete"
-    if template.startswith("/api/"):
-        return {"POST": "create", "PUT": "update"}.get(method, "read")
-    return "search" if template.endswith(SEARCH_ROUTES) else "retrieve"
-
-
-def audited(scope: Scope, send: Send, template: str, permission: Permission, principal: Principal | None) -> Send:
+def audited(scope: Scope, send: Send, template: str, action: Action, principal: Principal | None) -> Send:
     """``send`` that writes the audit event before the response starts, and answers 500 if it cannot (503 while the
     database is gone, for a read)."""
     # The access log middleware names every request (and returns the id in X-Request-Id); an app without it here.
@@ -74,7 +60,7 @@ def audited(scope: Scope, send: Send, template: str, permission: Permission, pri
                 request_id=request_id,
                 subject=principal.subject if principal else None,
                 roles=sorted(principal.roles) if principal else [],
-                action=action_of(scope["method"], template, permission),
+                action=action.value,
                 method=scope["method"],
                 route=template,
                 path=scope.get("path", ""),
@@ -137,7 +123,7 @@ async def search_audit(request: Request) -> Response:
         subject=params.get("user"),
         patient_id=params.get("patient"),
         study_instance_uid=params.get("study"),
-        action=params.get("action"),
+        action=_action(params),
         since=_timestamp(params, "since"),
         until=_timestamp(params, "until"),
         limit=_count(params, "limit", 100, MAX_AUDIT_PAGE),
@@ -150,6 +136,17 @@ async def search_audit(request: Request) -> Response:
 
 
 MAX_AUDIT_PAGE = 1000  # events per page of GET /api/audit
+
+
+def _action(params: Mapping[str, str]) -> str | None:
+    """The action filter, one of the closed vocabulary: a misspelt one would silently find no events."""
+    value = params.get("action")
+    if value is None:
+        return None
+    try:
+        return Action(value).value
+    except ValueError:
+        raise BadRequest(f"action must be one of {', '.join(Action)}, got {value[:40]!r}") from None
 
 
 def _timestamp(params: Mapping[str, str], name: str) -> datetime.datetime | None:

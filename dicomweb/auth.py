@@ -1,9 +1,10 @@
 """Bearer token authentication and role-based permissions for every route (RFC 6750), as an ASGI middleware.
 
-The route a request will reach is found in the route table, its permission in ``permissions.ROUTE_PERMISSIONS``;
-public routes (/healthz, /readyz) and unknown paths (404 from the router) pass. Otherwise: no or an invalid token
-is 401 with ``WWW-Authenticate: Bearer``, a valid token whose roles lack the permission is 403. The verified
-``Principal`` is left in ``request.state.principal`` for the endpoints (and the audit trail).
+The route a request will reach is found in the route table; it names the permission it needs and the action its
+audit event records (``routing.Route``). Public routes (/healthz, /readyz) and what no route runs (404 and 405 from
+the router) pass. Otherwise: no or an invalid token is 401 with ``WWW-Authenticate: Bearer``, a valid token whose
+roles lack the permission is 403. The verified ``Principal`` is left in ``request.state.principal`` for the
+endpoints, and every request to an audited route leaves an event (``audit.audited``).
 
 The token comes in the ``Authorization`` header (RFC 6750 §2.1) or, for viewers that cannot send headers
 (``<img>`` tags, OHIF's ``thumbnailDirect``), in the ``access_token`` query parameter (§2.3), with two limits
@@ -30,8 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .audit import audited
 from .config import Settings
 from .errors import error_response
-from .permissions import Permission, allowed, permission_for
-from .routing import RouteMatch, route_of
+from .permissions import Permission, allowed
+from .routing import Route, RouteMatch, route_of, undecided
 from .tokens import (
     Principal,
     TokenError,
@@ -131,6 +132,9 @@ def scope_refusal(principal: Principal, method: str, permission: Permission, mat
 
 class AuthMiddleware:
     def __init__(self, app: ASGIApp, verifier: Verifier | None, routes: Sequence[BaseRoute]) -> None:
+        missing = undecided(routes)
+        if missing:  # such a route would run without a permission check or an audit event
+            raise TypeError(f"routes must be dicomweb.routing.Route (permission and audit action): {missing}")
         self.app = app
         self.verifier = verifier
         self.routes = routes
@@ -147,15 +151,13 @@ class AuthMiddleware:
         if query_tokens:  # the endpoints and the audit trail never see the token
             scope = {**scope, "query_string": query_string}
         match = route_of(self.routes, scope)
-        try:
-            permission = permission_for(scope["method"], match.template) if match else None
-        except KeyError:  # a method the route does not have: the router answers 405
-            permission = None
-        if permission is None or match is None:
+        route = match.route if match is not None else None
+        if match is None or not isinstance(route, Route):  # no route runs (404, or 405 for another method)
             await self.app(scope, receive, send)
             return
+        permission = route.permission
         principal: Principal | None = None
-        if self.verifier is not None:
+        if permission is not None and self.verifier is not None:
             authenticated = self._authenticate(scope, query_tokens)
             if isinstance(authenticated, Response):
                 await authenticated(scope, receive, send)
@@ -172,7 +174,9 @@ class AuthMiddleware:
                 await _challenge(403, "insufficient_scope", refusal)(scope, receive, send)
                 return
             scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, audited(scope, send, match.template, permission, principal))
+        if route.action is not None:
+            send = audited(scope, send, match.template, route.action, principal)
+        await self.app(scope, receive, send)
 
     def _authenticate(self, scope: Scope, query_tokens: list[str]) -> Principal | Response:
         """The caller, or the 400/401 answer that says why there is none (RFC 6750 §3.1)."""

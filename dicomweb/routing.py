@@ -1,5 +1,6 @@
-"""Which route a request reaches, found once per request: the middlewares that need it (metrics, authentication,
-audit) and the router itself share the answer.
+"""The routes, each saying what a caller needs and how a call is audited (``Route``), and which route a request
+reaches, found once per request: the middlewares that need it (metrics, authentication, audit) and the router itself
+share the answer.
 
 Starlette's router tries each route's regular expression in turn, and so did the middlewares before it: about 45 µs
 for a frame's path, twice per request. Here a route whose path has only plain ``{name}`` parameters is first compared
@@ -9,14 +10,60 @@ segment by segment with the request's path (a few string comparisons), and only 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.routing import BaseRoute, Match, Mount, Router
+from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
+from .actions import Action
+from .permissions import Permission
+
 ROUTE_MATCH = "dicomweb.route_match"  # the scope key under which route_of keeps its answer
+
+
+class Route(StarletteRoute):
+    """A route that carries the permission a caller needs (None: public, no token asked) and the action its audit
+    event records (None: not audited), so that neither lives in a second table of path strings (dicom-server puts
+    its audit event type on the controller action). Both are keyword-only without a default: every route decides.
+    A route answers one method, so that one permission never covers a read and a write; HEAD comes with GET
+    (RFC 9110 §9.3.2) and needs what GET needs."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: Sequence[str],
+        permission: Permission | None,
+        action: Action | None,
+        name: str | None = None,
+    ) -> None:
+        named = {method.upper() for method in methods} - {"HEAD"}
+        if len(named) != 1:
+            raise ValueError(f"{path}: a route answers one method (HEAD comes with GET), not {sorted(methods)}")
+        super().__init__(path, endpoint, methods=methods, name=name)
+        self.method = named.pop()
+        self.permission = permission
+        self.action = action
+
+
+def leaves(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """Every route below the mounts, with its full path template (mount prefixes included)."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from leaves(route.routes, prefix + route.path)
+        else:
+            yield prefix + str(getattr(route, "path", "")), route
+
+
+def undecided(routes: Sequence[BaseRoute]) -> list[str]:
+    """The routes that do not say what they need and how they are audited (any route but a ``Route``)."""
+    return [
+        f"{template} ({type(route).__name__})" for template, route in leaves(routes) if not isinstance(route, Route)
+    ]
 
 
 @dataclass(frozen=True)
@@ -86,7 +133,7 @@ def _may_match(route: BaseRoute, prefix: str, segments: list[str]) -> bool:
     """False when the request's path cannot be this route's: another number of segments, or another literal one.
     True when it may be (then the route's own matching decides), and for routes this cannot tell (parameters with a
     converter, parts of segments, mounts)."""
-    if not isinstance(route, Route):
+    if not isinstance(route, StarletteRoute):
         return True
     skeletons: dict[str, list[str | None] | None] = route.__dict__.setdefault(_SKELETON, {})
     if prefix not in skeletons:

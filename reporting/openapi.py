@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from dicomweb import __version__
-from dicomweb.permissions import permission_for
 
 if TYPE_CHECKING:
     from .routes import Endpoint
@@ -71,13 +70,14 @@ def _parameters(endpoint: Endpoint, components: dict[str, Any]) -> list[dict[str
     return parameters
 
 
-def _operation(endpoint: Endpoint, path: str, components: dict[str, Any]) -> dict[str, Any]:
-    permission = permission_for(endpoint.method, path)
+def _operation(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if endpoint.response is not None:
         success["content"] = {"application/json": {"schema": _schema(endpoint.response, components, "serialization")}}
     responses: dict[str, Any] = {str(endpoint.status): success}
     for status, description in _ERROR_STATUSES.items():
+        if status == "403":
+            description = f"The token's roles lack {endpoint.permission}, which this operation needs"
         responses[status] = {
             "description": description,
             "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
@@ -90,7 +90,8 @@ def _operation(endpoint: Endpoint, path: str, components: dict[str, Any]) -> dic
         "parameters": _parameters(endpoint, components),
         "responses": responses,
         "security": [{"bearer": []}],
-        "x-permission": str(permission) if permission else None,
+        "x-permission": endpoint.permission.value,
+        "x-audit-action": endpoint.action.value,
     }
     if endpoint.body is not None:
         operation["requestBody"] = {
@@ -106,7 +107,7 @@ def document(endpoints: Sequence[Endpoint], root: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         path = root + endpoint.path
-        paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, path, components)
+        paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, components)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -114,7 +115,8 @@ def document(endpoints: Sequence[Endpoint], root: str) -> dict[str, Any]:
             "version": __version__,
             "description": "Scheduled studies, uploads, annotations, reports and templates around the DICOMweb "
             "archive. Every operation needs a bearer token (JWT) whose roles grant the permission named in "
-            "x-permission. Errors have one shape: {status, error, detail}, plus errors[] for invalid fields.",
+            "x-permission, and leaves an event in the audit trail (GET /api/audit) with the action named in "
+            "x-audit-action. Errors have one shape: {status, error, detail}, plus errors[] for invalid fields.",
         },
         "paths": paths,
         "components": {
@@ -173,7 +175,10 @@ def _page(doc: dict[str, Any]) -> str:
     for path, operations in doc["paths"].items():
         for method, op in operations.items():
             out.append(f"<h3><span class=m>{method.upper()}</span><code>{html.escape(path)}</code></h3>")
-            out.append(f"<p>{html.escape(op['summary'])}. Needs <code>{op['x-permission']}</code>.</p>")
+            out.append(
+                f"<p>{html.escape(op['summary'])}. Needs <code>{op['x-permission']}</code>; "
+                f"audited as <code>{op['x-audit-action']}</code>.</p>"
+            )
             if op["description"]:
                 out.append(f"<p><small>{html.escape(op['description'])}</small></p>")
             query = [p for p in op["parameters"] if p["in"] == "query"]

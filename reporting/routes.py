@@ -1,15 +1,20 @@
-"""The reporting URL table (/api/radiology): each endpoint with the models it reads and answers, from which the
-OpenAPI document is generated (openapi.py), so that the documentation is the code."""
+"""The reporting URL table (/api/radiology): each endpoint with the models it reads and answers, the permission it
+needs and the action its audit event records, from which the routes and the OpenAPI document are generated
+(openapi.py), so that the documentation is the code."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
+
+from dicomweb.actions import Action
+from dicomweb.permissions import Permission
+from dicomweb.routing import Route
 
 from . import annotations as annotation_endpoints  # "annotations" is taken by the __future__ import
 from . import images, models, openapi, reports, studies, templates, uploads
@@ -27,12 +32,22 @@ class Endpoint:
     response: Any = None  # the success response's model; None: no body
     status: int = 200  # the success status
     query: Any = None  # the model of the query parameters
+    permission: Permission = field(kw_only=True)  # every operation needs a token (no public endpoint here)
+    action: Action = field(kw_only=True)  # and leaves an audit event
 
 
 ENDPOINTS: list[Endpoint] = [
     # Studies and their workflow
     Endpoint(
-        "POST", "/studies", studies.create_study, "Schedule a study", models.StudyCreate, models.Study, status=201
+        "POST",
+        "/studies",
+        studies.create_study,
+        "Schedule a study",
+        models.StudyCreate,
+        models.Study,
+        status=201,
+        permission=Permission.CREATE,
+        action=Action.CREATE,
     ),
     Endpoint(
         "GET",
@@ -42,9 +57,18 @@ ENDPOINTS: list[Endpoint] = [
         None,
         models.Page[models.Study],
         query=models.StudyQuery,
+        permission=Permission.VIEW,
+        action=Action.READ,
     ),
     Endpoint(
-        "GET", "/studies/{id}", studies.get_study, "A study with its series and reports", None, models.StudyDetail
+        "GET",
+        "/studies/{id}",
+        studies.get_study,
+        "A study with its series and reports",
+        None,
+        models.StudyDetail,
+        permission=Permission.VIEW,
+        action=Action.READ,
     ),
     Endpoint(
         "PUT",
@@ -53,6 +77,8 @@ ENDPOINTS: list[Endpoint] = [
         "Move a study through its workflow (409 lists the allowed next states)",
         models.StudyStatusChange,
         models.Study,
+        permission=Permission.EDIT,
+        action=Action.UPDATE,
     ),
     Endpoint(
         "DELETE",
@@ -60,8 +86,19 @@ ENDPOINTS: list[Endpoint] = [
         studies.delete_study,
         "Delete a study with its images (files included), annotations and reports",
         status=204,
+        permission=Permission.MANAGE,
+        action=Action.DELETE,
     ),
-    Endpoint("GET", "/studies/{id}/images", studies.study_images, "The study's images", None, list[models.Image]),
+    Endpoint(
+        "GET",
+        "/studies/{id}/images",
+        studies.study_images,
+        "The study's images",
+        None,
+        list[models.Image],
+        permission=Permission.VIEW,
+        action=Action.READ,
+    ),
     Endpoint(
         "POST",
         "/studies/{studyId}/series",
@@ -70,9 +107,18 @@ ENDPOINTS: list[Endpoint] = [
         models.SeriesCreate,
         models.Series,
         status=201,
+        permission=Permission.CREATE,
+        action=Action.CREATE,
     ),
     Endpoint(
-        "GET", "/modalities", studies.modalities, "The modalities a study may have", None, list[models.ModalityInfo]
+        "GET",
+        "/modalities",
+        studies.modalities,
+        "The modalities a study may have",
+        None,
+        list[models.ModalityInfo],
+        permission=Permission.VIEW,
+        action=Action.READ,
     ),
     # Reports: written, edited under If-Match (428 without, 409 when stale), signed, amended by addenda
     Endpoint(
@@ -83,9 +129,18 @@ ENDPOINTS: list[Endpoint] = [
         models.ReportCreate,
         models.Report,
         status=201,
+        permission=Permission.REPORT,
+        action=Action.CREATE,
     ),
     Endpoint(
-        "GET", "/studies/{studyId}/reports", reports.study_reports, "The study's reports", None, list[models.Report]
+        "GET",
+        "/studies/{studyId}/reports",
+        reports.study_reports,
+        "The study's reports",
+        None,
+        list[models.Report],
+        permission=Permission.VIEW,
+        action=Action.READ,
     ),
     Endpoint(
         "GET",
@@ -94,6 +149,8 @@ ENDPOINTS: list[Endpoint] = [
         "A report with its versions and addenda (ETag: its version)",
         None,
         models.ReportDetail,
+        permission=Permission.VIEW,
+        action=Action.READ,
     ),
     Endpoint(
         "PUT",
@@ -102,6 +159,8 @@ ENDPOINTS: list[Endpoint] = [
         "Change a report that is not final, naming the version read (If-Match or version)",
         models.ReportUpdate,
         models.Report,
+        permission=Permission.REPORT,
+        action=Action.UPDATE,
     ),
     Endpoint(
         "POST",
@@ -110,6 +169,8 @@ ENDPOINTS: list[Endpoint] = [
         "Sign the report as final (the completed study becomes reported)",
         None,
         models.Report,
+        permission=Permission.VERIFY,
+        action=Action.CREATE,
     ),
     Endpoint(
         "POST",
@@ -119,6 +180,8 @@ ENDPOINTS: list[Endpoint] = [
         models.AddendumCreate,
         models.Report,
         status=201,
+        permission=Permission.REPORT,
+        action=Action.CREATE,
     ),
     # Report templates
     Endpoint(
@@ -129,6 +192,8 @@ ENDPOINTS: list[Endpoint] = [
         None,
         list[models.Template],
         query=models.TemplateQuery,
+        permission=Permission.VIEW,
+        action=Action.READ,
     ),
     Endpoint(
         "POST",
@@ -138,8 +203,19 @@ ENDPOINTS: list[Endpoint] = [
         models.TemplateCreate,
         models.Template,
         status=201,
+        permission=Permission.MANAGE,
+        action=Action.CREATE,
     ),
-    Endpoint("GET", "/report-templates/{id}", templates.get_template, "A report template", None, models.Template),
+    Endpoint(
+        "GET",
+        "/report-templates/{id}",
+        templates.get_template,
+        "A report template",
+        None,
+        models.Template,
+        permission=Permission.VIEW,
+        action=Action.READ,
+    ),
     Endpoint(
         "PUT",
         "/report-templates/{id}",
@@ -147,6 +223,8 @@ ENDPOINTS: list[Endpoint] = [
         "Change a report template (fields left out keep their value)",
         models.TemplateUpdate,
         models.Template,
+        permission=Permission.MANAGE,
+        action=Action.UPDATE,
     ),
     Endpoint(
         "DELETE",
@@ -154,6 +232,8 @@ ENDPOINTS: list[Endpoint] = [
         templates.delete_template,
         "Delete a report template (reports made from it keep its id)",
         status=204,
+        permission=Permission.MANAGE,
+        action=Action.DELETE,
     ),
     # Uploads: multipart/form-data with one file field "file" (a DICOM file, or a JPEG/PNG picture stored as a
     # Secondary Capture instance) and optional text fields; at most DICOMWEB_MAX_UPLOAD_MB (413)
@@ -165,6 +245,8 @@ ENDPOINTS: list[Endpoint] = [
         None,
         models.UploadResult,
         status=201,
+        permission=Permission.UPLOAD,
+        action=Action.STORE,
     ),
     Endpoint(
         "POST",
@@ -175,9 +257,18 @@ ENDPOINTS: list[Endpoint] = [
         None,
         models.UploadResult,
         status=201,
+        permission=Permission.UPLOAD,
+        action=Action.STORE,
     ),
     # Images and their annotations (an image is an archived instance, named by its SOPInstanceUID)
-    Endpoint("GET", "/images/{imageId}/file", images.image_file, "The image's stored DICOM file (application/dicom)"),
+    Endpoint(
+        "GET",
+        "/images/{imageId}/file",
+        images.image_file,
+        "The image's stored DICOM file (application/dicom)",
+        permission=Permission.VIEW,
+        action=Action.READ,
+    ),
     Endpoint(
         "POST",
         "/images/{imageId}/annotations",
@@ -186,6 +277,8 @@ ENDPOINTS: list[Endpoint] = [
         models.AnnotationInput,
         models.Annotation,
         status=201,
+        permission=Permission.ANNOTATE,
+        action=Action.CREATE,
     ),
     Endpoint(
         "GET",
@@ -194,6 +287,8 @@ ENDPOINTS: list[Endpoint] = [
         "The image's annotations",
         None,
         list[models.Annotation],
+        permission=Permission.VIEW,
+        action=Action.READ,
     ),
     Endpoint(
         "PUT",
@@ -202,6 +297,8 @@ ENDPOINTS: list[Endpoint] = [
         "Replace an annotation (its author or an admin; 403 for anyone else)",
         models.AnnotationInput,
         models.Annotation,
+        permission=Permission.ANNOTATE,
+        action=Action.UPDATE,
     ),
     Endpoint(
         "DELETE",
@@ -209,6 +306,8 @@ ENDPOINTS: list[Endpoint] = [
         annotation_endpoints.delete_annotation,
         "Delete an annotation (its author or an admin; 403 for anyone else)",
         status=204,
+        permission=Permission.ANNOTATE,
+        action=Action.DELETE,
     ),
 ]
 
@@ -216,7 +315,14 @@ ENDPOINTS: list[Endpoint] = [
 def routes() -> list[BaseRoute]:
     openapi_json, api_docs = openapi.handlers(openapi.document(ENDPOINTS, API_ROOT))
     return [
-        Route("/api/openapi.json", openapi_json, methods=["GET"]),
-        Route("/api-docs", api_docs, methods=["GET"]),
-        Mount(API_ROOT, routes=[Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]),
+        # The document and its page: no patient data, for clients to read before they have a token.
+        Route("/api/openapi.json", openapi_json, methods=["GET"], permission=None, action=None),
+        Route("/api-docs", api_docs, methods=["GET"], permission=None, action=None),
+        Mount(
+            API_ROOT,
+            routes=[
+                Route(e.path, e.handler, methods=[e.method], permission=e.permission, action=e.action)
+                for e in ENDPOINTS
+            ],
+        ),
     ]

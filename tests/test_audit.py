@@ -52,14 +52,19 @@ class TestAuditTrail:
         assert {e["action"] for e in by_patient} == {"store", "retrieve"}  # the search named no study
         page = httpx.get(f"{server.url}/api/audit", params={"limit": 1, "offset": 1}, headers=admin).json()
         assert len(page) == 1
+        reads = httpx.get(f"{server.url}/api/audit", params={"action": "audit"}, headers=admin).json()
+        assert len(reads) >= 4 and {(e["user"], e["route"]) for e in reads} == {("alice", "/api/audit")}
 
     def test_only_managers_read_the_trail(self, server_factory: Any) -> None:
-        """A doctor may not read the audit trail: 403; bad filters: 400."""
+        """A doctor may not read the audit trail: 403; bad filters (a time, an action not in the vocabulary): 400."""
         server = server_factory(auth="enabled")
         assert httpx.get(f"{server.url}/api/audit", headers=bearer(server, Role.DOCTOR, "bob")).status_code == 403
         admin = bearer(server, Role.ADMIN, "alice")
         bad = httpx.get(f"{server.url}/api/audit", params={"since": "yesterday"}, headers=admin)
         assert bad.status_code == 400 and "since" in bad.json()["detail"]
+        # A misspelt action would find nothing, as if nobody had done it: the answer names the vocabulary.
+        unknown = httpx.get(f"{server.url}/api/audit", params={"action": "Retrieve"}, headers=admin)
+        assert unknown.status_code == 400 and "search, retrieve, store" in unknown.json()["detail"]
 
     def test_no_unaudited_access(self, server_factory: Any) -> None:
         """When the event cannot be written, the request fails (500) instead of serving the data."""

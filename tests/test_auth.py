@@ -16,8 +16,10 @@ import jwt
 import pytest
 from pydicom.uid import generate_uid
 
+from dicomweb.app import all_routes
 from dicomweb.auth import redact_access_tokens, split_access_tokens
-from dicomweb.permissions import ROLE_PERMISSIONS, ROUTE_PERMISSIONS, Permission, Role
+from dicomweb.permissions import ROLE_PERMISSIONS, Permission, Role
+from dicomweb.routing import Route, leaves
 from dicomweb.tokens import MAX_QUERY_TOKEN_TTL_SECONDS, create_token, load_or_create_secret
 
 from .conftest import LiveServer, shared_server
@@ -32,6 +34,14 @@ FILL = {
     "{SOPInstanceUID}": UID,
     "{frames}": "1",
     "{path:path}": "7FE00010",
+}
+
+
+# (method, path template) → permission of every route that needs a token.
+SECURED = {
+    (route.method, template): route.permission
+    for template, route in leaves(all_routes())
+    if isinstance(route, Route) and route.permission is not None
 }
 
 
@@ -146,11 +156,10 @@ class TestPermissions:
     """Every role against every route: allowed requests pass, others get 403."""
 
     @pytest.mark.parametrize("role", list(Role))
-    @pytest.mark.parametrize(("method", "template"), sorted(k for k, v in ROUTE_PERMISSIONS.items() if v is not None))
+    @pytest.mark.parametrize(("method", "template"), sorted(SECURED))
     def test_role_on_route(self, secured: LiveServer, role: Role, method: str, template: str) -> None:
         """403 exactly when the role lacks the route's permission."""
-        permission = ROUTE_PERMISSIONS[(method, template)]
-        assert permission is not None
+        permission = SECURED[method, template]
         headers = {"Authorization": f"Bearer {token(secured, role)}"}
         response = httpx.request(method, secured.url + concrete(template), headers=headers)
         if permission in ROLE_PERMISSIONS[role]:

@@ -17,9 +17,10 @@ from urllib.parse import quote
 import pytest
 from pydicom.uid import generate_uid
 
+from dicomweb.app import all_routes
 from dicomweb.attributes import SEQUENCE_PARENT, Level
-from dicomweb.permissions import ROUTE_PERMISSIONS
 from dicomweb.query import QUERYABLE
+from dicomweb.routing import Route, leaves
 
 from .conftest import LiveServer, shared_server, store
 from .data import ct_instance, stow_headers
@@ -134,7 +135,11 @@ def assert_error_shape(answer: Answer, context: object) -> None:
 
 def routes_with_uids() -> list[tuple[str, str]]:
     """Every DICOMweb route whose path carries a UID (or a frame list or bulk data path)."""
-    return sorted((m, t) for m, t in ROUTE_PERMISSIONS if "{StudyInstanceUID}" in t)
+    return sorted(
+        (route.method, template)
+        for template, route in leaves(all_routes())
+        if isinstance(route, Route) and "{StudyInstanceUID}" in template
+    )
 
 
 PLACEHOLDERS = re.compile(r"\{(StudyInstanceUID|SeriesInstanceUID|SOPInstanceUID|frames|path:path)\}")

@@ -1,14 +1,20 @@
-"""Permissions: the role table is the issue's, and every route in the route table needs a named permission."""
+"""Permissions and audit actions: the role table is the issue's, and every route in the route table says which
+permission it needs and which action its audit event records."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
+from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope, Send
 
+from dicomweb.actions import DIMSE_ACTIONS, Action
 from dicomweb.app import all_routes
-from dicomweb.permissions import ROLE_PERMISSIONS, ROUTE_PERMISSIONS, Permission, Role, allowed, permission_for
+from dicomweb.auth import AuthMiddleware
+from dicomweb.permissions import ROLE_PERMISSIONS, Permission, Role, allowed
+from dicomweb.routing import Route, leaves, match_route, undecided
 
 ROUTES = all_routes()
 
@@ -32,124 +38,173 @@ EXPECTED = {
     Role.DOCTOR: {V},
 }
 
+# The routes that need no token (no patient data), and are not audited.
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api-docs"}
 
 _API = "/api/radiology"
 # The reporting API's permissions as the security issue names them (view to read, create for studies and series,
-# edit for status, upload for images, annotate, report, verify to sign, manage to delete a study or a template).
+# edit for status, upload for images, annotate, report, verify to sign, manage to delete a study or a template),
+# and the actions their audit events have recorded since the audit trail began (read, create, update, store, delete).
 REPORTING = {
-    ("POST", _API + "/studies"): C,
-    ("GET", _API + "/studies"): V,
-    ("GET", _API + "/studies/{id}"): V,
-    ("PUT", _API + "/studies/{id}/status"): E,
-    ("DELETE", _API + "/studies/{id}"): M,
-    ("GET", _API + "/studies/{id}/images"): V,
-    ("POST", _API + "/studies/{studyId}/series"): C,
-    ("GET", _API + "/modalities"): V,
-    ("POST", _API + "/studies/{studyId}/report"): R,
-    ("GET", _API + "/studies/{studyId}/reports"): V,
-    ("GET", _API + "/reports/{id}"): V,
-    ("PUT", _API + "/reports/{id}"): R,
-    ("POST", _API + "/reports/{id}/verify"): S,
-    ("POST", _API + "/reports/{id}/addendum"): R,
-    ("GET", _API + "/report-templates"): V,
-    ("POST", _API + "/report-templates"): M,
-    ("GET", _API + "/report-templates/{id}"): V,
-    ("PUT", _API + "/report-templates/{id}"): M,
-    ("DELETE", _API + "/report-templates/{id}"): M,
-    ("POST", _API + "/series/{seriesId}/images"): U,
-    ("POST", _API + "/studies/{studyId}/upload"): U,
-    ("GET", _API + "/images/{imageId}/file"): V,
-    ("POST", _API + "/images/{imageId}/annotations"): A,
-    ("GET", _API + "/images/{imageId}/annotations"): V,
-    ("PUT", _API + "/annotations/{id}"): A,
-    ("DELETE", _API + "/annotations/{id}"): A,
+    ("POST", _API + "/studies"): (C, Action.CREATE),
+    ("GET", _API + "/studies"): (V, Action.READ),
+    ("GET", _API + "/studies/{id}"): (V, Action.READ),
+    ("PUT", _API + "/studies/{id}/status"): (E, Action.UPDATE),
+    ("DELETE", _API + "/studies/{id}"): (M, Action.DELETE),
+    ("GET", _API + "/studies/{id}/images"): (V, Action.READ),
+    ("POST", _API + "/studies/{studyId}/series"): (C, Action.CREATE),
+    ("GET", _API + "/modalities"): (V, Action.READ),
+    ("POST", _API + "/studies/{studyId}/report"): (R, Action.CREATE),
+    ("GET", _API + "/studies/{studyId}/reports"): (V, Action.READ),
+    ("GET", _API + "/reports/{id}"): (V, Action.READ),
+    ("PUT", _API + "/reports/{id}"): (R, Action.UPDATE),
+    ("POST", _API + "/reports/{id}/verify"): (S, Action.CREATE),
+    ("POST", _API + "/reports/{id}/addendum"): (R, Action.CREATE),
+    ("GET", _API + "/report-templates"): (V, Action.READ),
+    ("POST", _API + "/report-templates"): (M, Action.CREATE),
+    ("GET", _API + "/report-templates/{id}"): (V, Action.READ),
+    ("PUT", _API + "/report-templates/{id}"): (M, Action.UPDATE),
+    ("DELETE", _API + "/report-templates/{id}"): (M, Action.DELETE),
+    ("POST", _API + "/series/{seriesId}/images"): (U, Action.STORE),
+    ("POST", _API + "/studies/{studyId}/upload"): (U, Action.STORE),
+    ("GET", _API + "/images/{imageId}/file"): (V, Action.READ),
+    ("POST", _API + "/images/{imageId}/annotations"): (A, Action.CREATE),
+    ("GET", _API + "/images/{imageId}/annotations"): (V, Action.READ),
+    ("PUT", _API + "/annotations/{id}"): (A, Action.UPDATE),
+    ("DELETE", _API + "/annotations/{id}"): (A, Action.DELETE),
 }
 
 
-def route_pairs(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """(method, full path template) for every route, through mounts; HEAD that Starlette adds to GET is left out."""
-    for route in routes:
-        if isinstance(route, Mount):
-            yield from route_pairs(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
-            methods = route.methods or set()
-            for method in sorted(methods):
-                if not (method == "HEAD" and "GET" in methods):
-                    yield method, prefix + route.path
-        else:  # a new kind of route (WebSocketRoute, Host): teach this walk about it
-            raise AssertionError(f"unexpected route {route!r}")
+def route_table(routes: Sequence[BaseRoute]) -> dict[tuple[str, str], tuple[Permission | None, Action | None]]:
+    """(method, full path template) → (permission, action) for every route, through mounts."""
+    table = {}
+    for template, route in leaves(routes):
+        assert isinstance(route, Route), template
+        assert (route.method, template) not in table, (route.method, template)
+        table[route.method, template] = (route.permission, route.action)
+    return table
 
 
-def missing_permissions(routes: Sequence[BaseRoute]) -> set[tuple[str, str]]:
-    return set(route_pairs(routes)) - set(ROUTE_PERMISSIONS)
+TABLE = route_table(ROUTES)
 
 
-class TestRoutePermissions:
-    """ROUTE_PERMISSIONS against dicomweb.routes.ROUTES."""
+class TestRouteDecisions:
+    """Every route of the application says which permission it needs and which action it is audited as."""
 
-    def test_every_route_has_a_permission(self) -> None:
-        """No route in the application lacks an entry."""
-        assert missing_permissions(ROUTES) == set()
+    def test_every_route_decides(self) -> None:
+        """Every route is a dicomweb.routing.Route; only the listed ones are public, and those are not audited."""
+        assert undecided(ROUTES) == []
+        assert {template for (_, template), (permission, _) in TABLE.items() if permission is None} == PUBLIC
+        for (method, template), (permission, action) in TABLE.items():
+            assert (action is None) == (permission is None), (method, template)  # a route with data is audited
 
-    def test_a_new_route_without_permission_is_caught(self) -> None:
-        """Adding a route without an entry makes the check above fail."""
-        extra = Mount("/dicomweb", routes=[Route("/workitems", lambda request: None, methods=["POST"])])
-        assert missing_permissions([*ROUTES, extra]) == {("POST", "/dicomweb/workitems")}
+    def test_a_route_without_decisions_is_caught(self) -> None:
+        """A plain Starlette route, in a mount or not, is reported, and the server refuses to serve it."""
+        extra = Mount("/dicomweb", routes=[StarletteRoute("/workitems", _endpoint, methods=["POST"])])
+        bare = StarletteRoute("/other", _endpoint, methods=["GET"])
+        assert undecided([*ROUTES, extra, bare]) == ["/dicomweb/workitems (Route)", "/other (Route)"]
+        with pytest.raises(TypeError, match="/dicomweb/workitems"):
+            AuthMiddleware(_app, None, [*ROUTES, extra])
 
-    def test_no_entry_for_a_route_that_does_not_exist(self) -> None:
-        """Every entry names a route in the application (no stale entries)."""
-        assert set(ROUTE_PERMISSIONS) - set(route_pairs(ROUTES)) == set()
+    def test_no_default_decision(self) -> None:
+        """A Route must be given its permission and its action (None is a decision, not a default)."""
+        with pytest.raises(TypeError, match="permission"):
+            Route("/x", _endpoint, methods=["GET"], action=None)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="action"):
+            Route("/x", _endpoint, methods=["GET"], permission=None)  # type: ignore[call-arg]
 
-    def test_reporting_permissions(self) -> None:
-        """Each reporting route needs the permission the security issue gives its kind of work."""
-        assert {k: v for k, v in ROUTE_PERMISSIONS.items() if k[1].startswith(_API)} == REPORTING
+    @pytest.mark.parametrize("methods", [["GET", "DELETE"], ["GET", "POST", "HEAD"], ["HEAD"], []])
+    def test_one_method_per_route(self, methods: list[str]) -> None:
+        """One permission never covers two methods (HEAD aside): a route with none or two is refused."""
+        with pytest.raises(ValueError, match="one method"):
+            Route("/x", _endpoint, methods=methods, permission=V, action=Action.READ)
+
+    def test_method_is_case_insensitive(self) -> None:
+        """A lowercase method is that method; HEAD comes with GET."""
+        route = Route("/x", _endpoint, methods=["get", "GET"], permission=V, action=Action.READ)
+        assert route.method == "GET" and route.methods == {"GET", "HEAD"}
+
+    def test_reporting_routes(self) -> None:
+        """Each reporting route needs the permission the security issue gives its kind of work, and keeps its
+        action."""
+        assert {k: v for k, v in TABLE.items() if k[1].startswith(_API)} == REPORTING
 
     def test_walk_sees_the_mounted_routes(self) -> None:
         """The walk reaches routes under the /dicomweb mount with their full path."""
-        pairs = set(route_pairs(ROUTES))
-        assert ("GET", "/dicomweb/studies/{StudyInstanceUID}/metadata") in pairs
-        assert ("GET", "/healthz") in pairs and ("DELETE", "/dicomweb/studies/{StudyInstanceUID}") in pairs
+        assert ("GET", "/dicomweb/studies/{StudyInstanceUID}/metadata") in TABLE
+        assert ("GET", "/healthz") in TABLE and ("DELETE", "/dicomweb/studies/{StudyInstanceUID}") in TABLE
 
-    @pytest.mark.parametrize(("method", "path"), sorted(k for k in ROUTE_PERMISSIONS if not k[1].startswith(_API)))
-    def test_permission_by_kind_of_route(self, method: str, path: str) -> None:
-        """Probes are public, STOW needs upload, DELETE and the audit trail need manage, every other route view."""
-        if path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api-docs"):
-            expected = None
+    @pytest.mark.parametrize(("method", "path"), sorted(k for k in TABLE if not k[1].startswith(_API)))
+    def test_decisions_by_kind_of_route(self, method: str, path: str) -> None:
+        """Probes are public and not audited; STOW needs upload (store), DELETE manage (delete), the audit trail
+        manage (audit), QIDO-RS view (search), every other route view (retrieve)."""
+        expected: tuple[Permission | None, Action | None]
+        if path in PUBLIC:
+            expected = (None, None)
         elif path == "/api/audit":
-            expected = Permission.MANAGE
+            expected = (Permission.MANAGE, Action.AUDIT)
         elif method == "POST":
-            expected = Permission.UPLOAD
+            expected = (Permission.UPLOAD, Action.STORE)
         elif method == "DELETE":
-            expected = Permission.MANAGE
+            expected = (Permission.MANAGE, Action.DELETE)
         else:
             assert method == "GET"
-            expected = Permission.VIEW
-        assert permission_for(method, path) == expected
+            search = path.endswith(("/studies", "/series", "/instances"))
+            expected = (Permission.VIEW, Action.SEARCH if search else Action.RETRIEVE)
+        assert TABLE[method, path] == expected
 
-    def test_head_needs_what_get_needs(self) -> None:
-        """HEAD, which Starlette answers for every GET route, maps to the GET entry."""
-        for method, path in ROUTE_PERMISSIONS:
-            if method == "GET":
-                assert permission_for("HEAD", path) == permission_for("GET", path)
+    @pytest.mark.parametrize(("method", "path"), sorted(k for k in TABLE if k[0] == "GET"))
+    def test_head_needs_what_get_needs(self, method: str, path: str) -> None:
+        """HEAD, which Starlette answers for every GET route, reaches the GET route: its permission and action."""
+        concrete = path.replace("{path:path}", "7FE00010").replace("{", "").replace("}", "")
+        found = {
+            verb: match_route(ROUTES, {"type": "http", "path": concrete, "method": verb, "root_path": ""})
+            for verb in ("GET", "HEAD")
+        }
+        get, head = found["GET"], found["HEAD"]
+        assert get is not None and isinstance(get.route, Route) and get.template == path
+        assert head is not None and head.route is get.route
 
-    def test_method_is_case_insensitive(self) -> None:
-        """A lowercase method finds the same entry."""
-        assert permission_for("delete", "/dicomweb/studies/{StudyInstanceUID}") == Permission.MANAGE
 
-    @pytest.mark.parametrize(
-        ("method", "path"),
-        [
-            ("GET", "/dicomweb/workitems"),
-            ("PUT", "/dicomweb/studies/{StudyInstanceUID}"),
-            ("DELETE", "/dicomweb/studies"),
-            ("GET", "/dicomweb/studies/1.2.3"),  # a concrete path, not a template
-            ("POST", "/healthz"),
-        ],
-    )
-    def test_unknown_route_raises(self, method: str, path: str) -> None:
-        """A route the table does not know raises KeyError (never silently public)."""
-        with pytest.raises(KeyError):
-            permission_for(method, path)
+class TestActions:
+    """The closed vocabulary of audit actions, shared by HTTP and DIMSE."""
+
+    def test_stored_values(self) -> None:
+        """The values the audit trail has stored from the start keep their spelling; echo is new (C-ECHO)."""
+        assert [a.value for a in Action] == [
+            "search",
+            "retrieve",
+            "store",
+            "delete",
+            "audit",
+            "read",
+            "create",
+            "update",
+            "echo",
+        ]
+
+    def test_dimse_operations(self) -> None:
+        """Each DIMSE operation is audited as the HTTP transaction doing the same work."""
+        assert dict(DIMSE_ACTIONS) == {
+            "C-ECHO": Action.ECHO,
+            "C-STORE": Action.STORE,
+            "C-FIND": Action.SEARCH,
+            "C-GET": Action.RETRIEVE,
+            "C-MOVE": Action.RETRIEVE,
+        }
+
+    def test_every_action_is_used(self) -> None:
+        """Each action names what some route or DIMSE operation does (no dead words in the vocabulary)."""
+        used = {action for _, action in TABLE.values() if action is not None} | set(DIMSE_ACTIONS.values())
+        assert used == set(Action)
+
+
+async def _endpoint(request: object) -> None:
+    raise AssertionError("not called")
+
+
+async def _app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("not called")
 
 
 class TestRoles:

@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 
-from dicomweb.permissions import permission_for
+from dicomweb.app import all_routes
+from dicomweb.routing import Route, leaves
 from reporting.routes import API_ROOT, ENDPOINTS
 
 from .conftest import Api
@@ -25,14 +26,20 @@ class TestDocument:
     """GET /api/openapi.json and /api-docs, without a token (they hold no patient data)."""
 
     def test_every_endpoint_with_its_permission(self, api: Api) -> None:
+        """Each operation names the permission and the audit action of the route that serves it."""
         doc = httpx.get(api.server.url + "/api/openapi.json").json()
         assert doc["openapi"].startswith("3.1")
         operations = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
         assert operations == {(e.method, API_ROOT + e.path) for e in ENDPOINTS}
+        served = {(r.method, t): r for t, r in leaves(all_routes()) if isinstance(r, Route)}
         for endpoint in ENDPOINTS:
             path = API_ROOT + endpoint.path
             operation = doc["paths"][path][endpoint.method.lower()]
-            assert operation["x-permission"] == permission_for(endpoint.method, path)
+            route = served[endpoint.method, path]
+            assert route.permission is not None and route.action is not None
+            assert operation["x-permission"] == route.permission.value
+            assert operation["x-audit-action"] == route.action.value
+            assert route.permission.value in operation["responses"]["403"]["description"]
             assert str(endpoint.status) in operation["responses"]
 
     def test_references_resolve(self, api: Api) -> None:
@@ -55,3 +62,4 @@ class TestDocument:
         for endpoint in ENDPOINTS:
             assert f"<code>{API_ROOT + endpoint.path}</code>" in response.text
         assert 'id="schema-StudyCreate"' in response.text and "<script" not in response.text
+        assert "Needs <code>radiology:verify</code>; audited as <code>create</code>" in response.text
