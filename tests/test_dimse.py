@@ -4,7 +4,11 @@ onto the same archive as DICOMweb."""
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +145,60 @@ class TestStore:
         assert {(e["subject"], e["method"], e["status"], e["client"]) for e in events} == {
             (CALLING, "C-STORE", 0, "127.0.0.1")
         }
+
+
+class TestStoreConcurrency:
+    """Several associations at once, and one that ends in the middle of an instance."""
+
+    def test_eight_associations_into_one_new_series(self, server: LiveServer) -> None:
+        """8 associations store 10 instances each into one new series at the same time: 80 stored, counted exactly."""
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+
+        def send(worker: int) -> list[int]:
+            datasets = [
+                pydicom.dcmread(io.BytesIO(ct_instance(study, series, InstanceNumber=worker * 10 + n, size=32)))
+                for n in range(10)
+            ]
+            assoc = associate(server, [(datasets[0].SOPClassUID, "1.2.840.10008.1.2.1")])
+            try:
+                return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+            finally:
+                assoc.release()
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [status for result in pool.map(send, range(8)) for status in result]
+        assert statuses == [0x0000] * 80
+        [found] = httpx.get(f"{server.dicomweb}/studies/{study}/series").json()
+        assert found["00201209"]["Value"] == [80]  # NumberOfSeriesRelatedInstances
+        assert len(httpx.get(f"{server.dicomweb}/studies/{study}/instances", params={"limit": 200}).json()) == 80
+
+    def test_association_aborted_in_the_middle_of_an_instance(self, server: LiveServer) -> None:
+        """The connection cut while an instance is arriving (the SCU sends its PDUs slowly, then its socket is shut:
+        a modality switched off, a cable pulled): the instance acknowledged before it is stored, the one cut off is
+        not, and nothing of it stays in the archive's storage."""
+        study = pydicom.uid.generate_uid()
+        first = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=1)))
+        cut_off = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=2, size=512)))  # about 32 PDUs
+        assoc = associate(server, [(first.SOPClassUID, "1.2.840.10008.1.2.1")])
+        assert assoc.send_c_store(first).Status == 0x0000
+        send = assoc.dul.socket.send
+
+        def slowly(data: bytes) -> None:
+            time.sleep(0.05)
+            send(data)
+
+        assoc.dul.socket.send = slowly
+        sending = threading.Thread(target=lambda: assoc.send_c_store(cut_off))
+        sending.start()
+        time.sleep(0.5)  # some of its PDUs have arrived, most have not
+        raw = assoc.dul.socket.socket
+        assert raw is not None
+        raw.shutdown(socket.SHUT_RDWR)
+        sending.join(timeout=60)
+        assoc.abort()
+        raw.close()
+        time.sleep(1)
+        found = httpx.get(f"{server.dicomweb}/studies/{study}/instances").json()
+        assert [item["00080018"]["Value"][0] for item in found] == [first.SOPInstanceUID]
+        assert not [p for p in (server.data_dir / "tmp").rglob("*") if p.is_file()]
+        assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 1

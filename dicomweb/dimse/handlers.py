@@ -42,7 +42,18 @@ def bound(bridge: Bridge) -> list[EventHandlerType]:
     return [
         (evt.EVT_C_ECHO, lambda event: handle_echo(bridge, event)),
         (evt.EVT_C_STORE, lambda event: handle_store(bridge, event)),
+        (evt.EVT_CONN_CLOSE, handle_close),
     ]
+
+
+def handle_close(event: DimseEvent) -> None:
+    """A connection that closed in the middle of a C-STORE data set (aborted, cut): pynetdicom leaves the temp file
+    it was receiving into open and on disk; close and remove it. The instance was never acknowledged."""
+    message = getattr(event.assoc.dimse, "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is not None:
+        partial.close()
+        Path(partial.name).unlink(missing_ok=True)
 
 
 def handle_echo(bridge: Bridge, event: DimseEvent) -> int:
