@@ -10,7 +10,7 @@ COPY reporting ./reporting
 RUN rm dicomweb/schema.sql && cp schema.sql dicomweb/schema.sql && pip install --no-cache-dir .
 USER dicomweb
 ENV DICOMWEB_HOST=0.0.0.0 DICOMWEB_DATA_DIR=/data
-EXPOSE 8080
+EXPOSE 8080 11112
 HEALTHCHECK --interval=10s --timeout=5s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz').status != 200)"
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["dicomweb", "serve"]

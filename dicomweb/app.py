@@ -23,6 +23,7 @@ from .db.audit import AuditWriter
 from .db.embedded import EmbeddedPostgres
 from .db.outage import DatabaseMonitor
 from .db.pool import create_pool, ensure_schema
+from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
 from .routes import ROUTES
@@ -81,7 +82,15 @@ def create_app(settings: Settings) -> Starlette:
                 watching = asyncio.create_task(monitor.run(), name="dicomweb-database-monitor")
                 try:
                     log.info("archive ready: files in %s", storage.root)
-                    yield {"archive": Archive(settings, pool, storage, cpu, audit)}
+                    archive = Archive(settings, pool, storage, cpu, audit)
+                    dimse = DimseServer(archive) if settings.dimse_port else None
+                    if dimse is not None:
+                        dimse.start()
+                    try:
+                        yield {"archive": archive}
+                    finally:
+                        if dimse is not None:  # in a thread: an association may be waiting on this loop
+                            await asyncio.to_thread(dimse.stop)
                 finally:
                     watching.cancel()
                     await asyncio.gather(watching, return_exceptions=True)

@@ -146,7 +146,7 @@ async def import_command(settings: Settings, paths: list[Path], progress: bool) 
     from .db.outage import unreachable
     from .importer import DatabaseGone, import_paths
 
-    app = create_app(settings)
+    app = create_app(settings.replace(dimse_port=0))  # an import listens for nothing
     try:
         async with app.router.lifespan_context(app) as state:
             assert state is not None

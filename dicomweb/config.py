@@ -89,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Server processes. Each runs its own event loop and connection pool over the same "
         "database and files; 0 means one per CPU core.",
     ),
+    Setting("dimse_port", "11112", "TCP port of the DICOM (DIMSE) listener, on the same host as HTTP; 0 turns it off."),
+    Setting("dimse_aet", "DICOMWEB", "The archive's AE title: associations calling another one are rejected."),
     Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool (per worker process)."),
     Setting(
         "db_timeout_seconds",
@@ -150,6 +152,8 @@ class Settings:
     max_part_header_bytes: int = 16384
     duplicates: DuplicatePolicy = "reject"
     workers: int = 0
+    dimse_port: int = 11112
+    dimse_aet: str = "DICOMWEB"
     db_pool_size: int = 8
     db_timeout_seconds: int = 60
     log_level: str = "info"

@@ -152,7 +152,7 @@ def shared_server(postgres_url: str, data_dir: Path, **changes: Any) -> Iterator
     """A server with a database of its own, for a module or the session (dropped afterwards)."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
-    settings = Settings(data_dir=data_dir, auth="disabled").replace(**changes)
+    settings = Settings(data_dir=data_dir, auth="disabled", dimse_port=0).replace(**changes)
     try:
         with serve_in_thread(settings, Database(_with_database(postgres_url, name))) as live:
             yield live
@@ -173,7 +173,9 @@ def server_factory(new_database: Any, tmp_path: Path) -> Iterator[Any]:
     with_stack: list[Any] = []
 
     def start(http: str = HTTP_PROTOCOL, **changes: Any) -> LiveServer:
-        settings = Settings(data_dir=tmp_path / f"archive{len(with_stack)}", auth="disabled").replace(**changes)
+        settings = Settings(data_dir=tmp_path / f"archive{len(with_stack)}", auth="disabled", dimse_port=0).replace(
+            **changes
+        )
         manager = serve_in_thread(settings, new_database(), http)
         with_stack.append(manager)
         return manager.__enter__()
@@ -205,7 +207,7 @@ def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[ServerProc
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "dicomweb", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-            env={**os.environ, **NO_AUTH, **env},
+            env={**os.environ, **NO_AUTH, "DICOMWEB_DIMSE_PORT": "0", **env},
             stdout=subprocess.DEVNULL,
             stderr=log,
         )

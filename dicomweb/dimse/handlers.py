@@ -1,0 +1,172 @@
+"""What the archive does for each DIMSE request: thin handlers over the same store as STOW-RS, audited like HTTP.
+
+Each handler runs in the association's thread (pynetdicom) and hands its work to the archive's event loop through
+``server.Bridge``. Statuses are the ones PS3.4 and PS3.7 name (``status.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event as DimseEvent
+from pynetdicom.events import EventHandlerType
+
+from ..db.audit import Event
+from ..db.outage import unreachable
+from ..status import FailureReason
+from ..storage import TEMP_SUFFIX, SpooledFile
+from ..store import StoreResult, store_spooled
+
+if TYPE_CHECKING:
+    from .server import Bridge
+
+log = logging.getLogger("dicomweb")
+
+COPY_CHUNK_BYTES = 1024 * 1024
+SUCCESS = 0x0000
+IMPLEMENTATION_VERSION_NAME = "DICOMWEB"  # (0002,0013) of the files the archive writes for C-STORE
+
+
+def bound(bridge: Bridge) -> list[EventHandlerType]:
+    """The event handlers of the listener, each with the bridge to the archive."""
+    return [
+        (evt.EVT_C_ECHO, lambda event: handle_echo(bridge, event)),
+        (evt.EVT_C_STORE, lambda event: handle_store(bridge, event)),
+        (evt.EVT_CONN_CLOSE, handle_close),
+    ]
+
+
+def handle_close(event: DimseEvent) -> None:
+    """A connection that closed in the middle of a C-STORE data set (aborted, cut): pynetdicom leaves the temp file
+    it was receiving into open and on disk; close and remove it. The instance was never acknowledged."""
+    message = getattr(event.assoc.dimse, "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is not None:
+        partial.close()
+        Path(partial.name).unlink(missing_ok=True)
+
+
+def handle_echo(bridge: Bridge, event: DimseEvent) -> int:
+    """C-ECHO (PS3.7 §9.1.5): success, audited."""
+    bridge.run(audit(bridge, event, "echo", "C-ECHO", SUCCESS))
+    return SUCCESS
+
+
+def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
+    """C-STORE (PS3.4 Annex B): the received data set as a PS3.10 file, stored by the same function as STOW-RS."""
+    request = event.request
+    assert isinstance(request, C_STORE)
+    calling = _calling(event)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(str(request.AffectedSOPClassUID))
+    meta.MediaStorageSOPInstanceUID = UID(str(request.AffectedSOPInstanceUID))
+    meta.TransferSyntaxUID = UID(str(event.context.transfer_syntax))
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta.SourceApplicationEntityTitle = calling  # (0002,0016): who sent it (PS3.10 §7.1)
+    target = bridge.archive.storage.tmp / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    try:
+        spooled = respool(event.dataset_path, target, meta)
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        log.error("C-STORE from %s: the received data set could not be spooled: %s", calling, exc)
+        return _status(FailureReason.OUT_OF_RESOURCES, f"cannot write the data set: {exc.strerror}")
+    result: StoreResult | None = None
+    try:
+        result = bridge.run(store_spooled(bridge.archive, spooled, None))
+    except Exception as exc:
+        target.unlink(missing_ok=True)
+        if not unreachable(exc):
+            raise
+        status = _status(FailureReason.OUT_OF_RESOURCES, "the archive's database is not reachable; retry later")
+    else:
+        if result.failure is None:
+            status = _status(SUCCESS)
+        else:
+            log.info("C-STORE from %s refused %s: %s", calling, result.sop_instance_uid, result.detail)
+            status = _status(result.failure, result.detail)
+    uids = {"sop_instance_uid": str(request.AffectedSOPInstanceUID)}
+    if result is not None and result.instance is not None:
+        uids.update(
+            study_instance_uid=result.instance.study_instance_uid,
+            series_instance_uid=result.instance.series_instance_uid,
+        )
+    bridge.run(audit(bridge, event, "store", "C-STORE", int(status.Status), **uids))
+    return status
+
+
+def respool(source: Path, target: Path, meta: FileMetaDataset) -> SpooledFile:
+    """The data set pynetdicom wrote to ``source`` (after its own File Meta Information) copied to ``target`` behind
+    ``meta``, with its size and SHA-256 as the store needs them. Blocking: runs in the association's thread."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(source, "rb") as received, open(target, "xb") as spool:
+        received.seek(132 + 8)  # preamble, "DICM", (0002,0000) tag, VR and length of File Meta Group Length
+        group_length = int.from_bytes(received.read(4), "little")
+        received.seek(132 + 12 + group_length)
+        head = _encoded_meta(meta)
+        for chunk in (head, *iter(lambda: received.read(COPY_CHUNK_BYTES), b"")):
+            spool.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    return SpooledFile(target, size, digest.hexdigest())
+
+
+def _encoded_meta(meta: FileMetaDataset) -> bytes:
+    """Preamble, "DICM" and the File Meta Information group (PS3.10 §7.1)."""
+    buffer = BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _status(code: int, comment: str = "") -> Dataset:
+    status = Dataset()
+    status.Status = int(code)
+    if comment:
+        status.ErrorComment = comment[:64]  # (0000,0902) LO: at most 64 characters
+    return status
+
+
+def _calling(event: DimseEvent) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+async def audit(
+    bridge: Bridge, event: DimseEvent, action: str, operation: str, status: int, **uids: str | None
+) -> None:
+    """An event in the audit trail, as for HTTP: the calling AE title is the user, its address the client, the
+    DIMSE status the outcome. Kept for later while the database is gone."""
+    record = Event(
+        request_id=uuid.uuid4().hex,
+        subject=_calling(event),
+        roles=[],
+        action=action,
+        method=operation,
+        route="dimse",
+        path=f"{operation} {bridge.archive.settings.dimse_aet}",
+        query=None,
+        patient_id=None,
+        study_instance_uid=uids.get("study_instance_uid"),
+        series_instance_uid=uids.get("series_instance_uid"),
+        sop_instance_uid=uids.get("sop_instance_uid"),
+        status=status,
+        client=str(event.assoc.requestor.address),
+    )
+    writer = bridge.archive.audit
+    try:
+        await writer.write(record)
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        writer.keep(record)

@@ -1,0 +1,204 @@
+"""The DIMSE listener (dicomweb/dimse/): real associations on real sockets, from pynetdicom and from DCMTK's tools,
+onto the same archive as DICOMweb."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from .conftest import LiveServer, free_port
+from .data import CT, DEFLATED, JPEG2000, JPEG_BASELINE, MR_BIG_ENDIAN, MULTIFRAME_US, SR, TEST_FILES, ct_instance
+
+CALLING = "MODALITY1"
+DCMTK = Path("/usr/bin")  # Debian's dcmtk (.ci/run installs it); pynetdicom puts apps of the same names in the venv
+
+
+def dcmtk(tool: str) -> str:
+    return str(DCMTK / tool)
+
+
+# One SOP Instance UID each (MR_small_RLE.dcm shares MR_small's: the colour RLE file stands in).
+FILES = [CT, DEFLATED, JPEG2000, JPEG_BASELINE, MR_BIG_ENDIAN, MULTIFRAME_US, TEST_FILES / "SC_rgb_rle.dcm", SR]
+
+
+@pytest.fixture
+def server(server_factory: Any) -> LiveServer:
+    """A server with its DIMSE listener on a free port, AE title DICOMWEB."""
+    live: LiveServer = server_factory(dimse_port=free_port())
+    return live
+
+
+def associate(server: LiveServer, contexts: list[tuple[str, str]], called: str = "DICOMWEB") -> Any:
+    ae = AE(ae_title=CALLING)
+    for abstract_syntax, transfer_syntax in contexts:
+        ae.add_requested_context(abstract_syntax, transfer_syntax)
+    return ae.associate("127.0.0.1", server.settings.dimse_port, ae_title=called)
+
+
+def retrieve(server: LiveServer, ds: Dataset) -> pydicom.Dataset:
+    url = f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    response = httpx.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"})
+    assert response.status_code == 200, response.text
+    return pydicom.dcmread(io.BytesIO(response.content))
+
+
+class TestEcho:
+    """C-ECHO, and who may associate at all."""
+
+    def test_echo(self, server: LiveServer) -> None:
+        assoc = associate(server, [(Verification, "1.2.840.10008.1.2")])
+        assert assoc.is_established
+        try:
+            assert assoc.send_c_echo().Status == 0x0000
+        finally:
+            assoc.release()
+
+    def test_another_called_ae_title_is_rejected(self, server: LiveServer) -> None:
+        """A-ASSOCIATE-RJ: called AE title not recognised (PS3.8 §9.3.4, reason 7)."""
+        assoc = associate(server, [(Verification, "1.2.840.10008.1.2")], called="ELSEWHERE")
+        assert assoc.is_rejected
+
+    @pytest.mark.skipif(not (DCMTK / "echoscu").exists(), reason="DCMTK is installed by .ci/run")
+    def test_dcmtk_echoscu(self, server: LiveServer) -> None:
+        result = subprocess.run(
+            [dcmtk("echoscu"), "-aet", CALLING, "-aec", "DICOMWEB", "127.0.0.1", str(server.settings.dimse_port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+
+class TestStore:
+    """C-STORE: through the same store as STOW-RS, the data set back identical through WADO-RS."""
+
+    def test_pydicom_files_come_back_identical(self, server: LiveServer) -> None:
+        """Each file sent in its own transfer syntax is stored as sent; its data set comes back equal, with the
+        calling AE title as Source Application Entity Title."""
+        datasets = [pydicom.dcmread(path) for path in FILES]
+        assoc = associate(server, [(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets])
+        assert assoc.is_established
+        try:
+            for ds in datasets:
+                assert assoc.send_c_store(ds).Status == 0x0000, ds.SOPInstanceUID
+        finally:
+            assoc.release()
+        for ds in datasets:
+            stored = retrieve(server, ds)
+            assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+            assert stored.file_meta.SourceApplicationEntityTitle == CALLING
+            assert stored == ds  # every element of the data set, pixel data included
+
+    def test_same_instance_twice_is_a_success_and_stored_once(self, server: LiveServer) -> None:
+        ds = pydicom.dcmread(io.BytesIO(ct_instance()))
+        assoc = associate(server, [(ds.SOPClassUID, "1.2.840.10008.1.2.1")])
+        try:
+            assert [assoc.send_c_store(ds).Status for _ in range(2)] == [0x0000, 0x0000]
+        finally:
+            assoc.release()
+        found = httpx.get(f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/instances").json()
+        assert len(found) == 1
+
+    def test_broken_pixel_data_is_cannot_understand(self, server: LiveServer) -> None:
+        """The store's checks apply: pixel data without Bits Allocated is refused with 0xC000 and a reason."""
+        ds = pydicom.dcmread(io.BytesIO(ct_instance()))
+        del ds.BitsAllocated
+        assoc = associate(server, [(ds.SOPClassUID, "1.2.840.10008.1.2.1")])
+        try:
+            status = assoc.send_c_store(ds)
+        finally:
+            assoc.release()
+        assert status.Status == 0xC000
+        assert "BitsAllocated" in status.ErrorComment
+
+    @pytest.mark.skipif(not (DCMTK / "storescu").exists(), reason="DCMTK is installed by .ci/run")
+    def test_dcmtk_storescu(self, server: LiveServer, tmp_path: Path) -> None:
+        """DCMTK's storescu sends a folder; every file is then found by QIDO-RS and audited with the AE title."""
+        folder = tmp_path / "send"
+        folder.mkdir()
+        study = pydicom.uid.generate_uid()
+        for number in range(5):
+            (folder / f"{number}.dcm").write_bytes(ct_instance(study, InstanceNumber=number))
+        result = subprocess.run(
+            [dcmtk("storescu"), "-aet", CALLING, "-aec", "DICOMWEB", "+sd",
+             "127.0.0.1", str(server.settings.dimse_port), str(folder)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert len(httpx.get(f"{server.dicomweb}/studies/{study}/instances").json()) == 5
+        events = server.db.fetch(
+            "SELECT subject, method, status, client FROM audit_event WHERE study_instance_uid = $1 AND route = 'dimse'",
+            study,
+        )
+        assert len(events) == 5
+        assert {(e["subject"], e["method"], e["status"], e["client"]) for e in events} == {
+            (CALLING, "C-STORE", 0, "127.0.0.1")
+        }
+
+
+class TestStoreConcurrency:
+    """Several associations at once, and one that ends in the middle of an instance."""
+
+    def test_eight_associations_into_one_new_series(self, server: LiveServer) -> None:
+        """8 associations store 10 instances each into one new series at the same time: 80 stored, counted exactly."""
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+
+        def send(worker: int) -> list[int]:
+            datasets = [
+                pydicom.dcmread(io.BytesIO(ct_instance(study, series, InstanceNumber=worker * 10 + n, size=32)))
+                for n in range(10)
+            ]
+            assoc = associate(server, [(datasets[0].SOPClassUID, "1.2.840.10008.1.2.1")])
+            try:
+                return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+            finally:
+                assoc.release()
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [status for result in pool.map(send, range(8)) for status in result]
+        assert statuses == [0x0000] * 80
+        [found] = httpx.get(f"{server.dicomweb}/studies/{study}/series").json()
+        assert found["00201209"]["Value"] == [80]  # NumberOfSeriesRelatedInstances
+        assert len(httpx.get(f"{server.dicomweb}/studies/{study}/instances", params={"limit": 200}).json()) == 80
+
+    def test_association_aborted_in_the_middle_of_an_instance(self, server: LiveServer) -> None:
+        """The connection cut while an instance is arriving (the SCU sends its PDUs slowly, then its socket is shut:
+        a modality switched off, a cable pulled): the instance acknowledged before it is stored, the one cut off is
+        not, and nothing of it stays in the archive's storage."""
+        study = pydicom.uid.generate_uid()
+        first = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=1)))
+        cut_off = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=2, size=512)))  # about 32 PDUs
+        assoc = associate(server, [(first.SOPClassUID, "1.2.840.10008.1.2.1")])
+        assert assoc.send_c_store(first).Status == 0x0000
+        send = assoc.dul.socket.send
+
+        def slowly(data: bytes) -> None:
+            time.sleep(0.05)
+            send(data)
+
+        assoc.dul.socket.send = slowly
+        sending = threading.Thread(target=lambda: assoc.send_c_store(cut_off))
+        sending.start()
+        time.sleep(0.5)  # some of its PDUs have arrived, most have not
+        raw = assoc.dul.socket.socket
+        assert raw is not None
+        raw.shutdown(socket.SHUT_RDWR)
+        sending.join(timeout=60)
+        assoc.abort()
+        raw.close()
+        time.sleep(1)
+        found = httpx.get(f"{server.dicomweb}/studies/{study}/instances").json()
+        assert [item["00080018"]["Value"][0] for item in found] == [first.SOPInstanceUID]
+        assert not [p for p in (server.data_dir / "tmp").rglob("*") if p.is_file()]
+        assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 1
