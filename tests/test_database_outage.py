@@ -277,7 +277,7 @@ class TestHangingDatabase:
         data_dir = tmp_path / "archive"
         with (
             serve_subprocess({**EMBEDDED, "DICOMWEB_DB_TIMEOUT_SECONDS": "2"}, data_dir) as server,
-            httpx.Client(base_url=server.url, timeout=60) as client,
+            httpx.Client(base_url=server.url, timeout=120) as client,
         ):
             stored = client.post("/dicomweb/studies", content=multipart([ct_instance()]), headers=stow_headers())
             assert stored.status_code == 200
@@ -290,8 +290,9 @@ class TestHangingDatabase:
                     started = time.monotonic()
                     response = client.get("/dicomweb/studies")
                     check_outage_answer(response.status_code, response.headers, response.content)
-                    # the statement's timeout, then the audit event's (kept for later): a bound, not a hang
-                    assert time.monotonic() - started < 15
+                    # the statement's timeout, then the audit event's (kept for later), and the cancellation of
+                    # the timed-out statement: about 4 s here, up to a few times that on a loaded machine; a bound
+                    assert time.monotonic() - started < 45
             finally:
                 for process in frozen:
                     process.resume()

@@ -21,6 +21,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event as DimseEvent
 from pynetdicom.events import EventHandlerType
 
+from ..actions import DIMSE_ACTIONS, DimseOperation
 from ..db.audit import Event
 from ..db.outage import unreachable
 from ..status import FailureReason
@@ -58,7 +59,7 @@ def handle_close(event: DimseEvent) -> None:
 
 def handle_echo(bridge: Bridge, event: DimseEvent) -> int:
     """C-ECHO (PS3.7 §9.1.5): success, audited."""
-    bridge.run(audit(bridge, event, "echo", "C-ECHO", SUCCESS))
+    bridge.run(audit(bridge, event, "C-ECHO", SUCCESS))
     return SUCCESS
 
 
@@ -101,7 +102,7 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
             study_instance_uid=result.instance.study_instance_uid,
             series_instance_uid=result.instance.series_instance_uid,
         )
-    bridge.run(audit(bridge, event, "store", "C-STORE", int(status.Status), **uids))
+    bridge.run(audit(bridge, event, "C-STORE", int(status.Status), **uids))
     return status
 
 
@@ -142,16 +143,15 @@ def _calling(event: DimseEvent) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-async def audit(
-    bridge: Bridge, event: DimseEvent, action: str, operation: str, status: int, **uids: str | None
-) -> None:
+async def audit(bridge: Bridge, event: DimseEvent, operation: DimseOperation, status: int, **uids: str | None) -> None:
     """An event in the audit trail, as for HTTP: the calling AE title is the user, its address the client, the
-    DIMSE status the outcome. Kept for later while the database is gone."""
+    action the one of the HTTP transaction that does the same work (``actions.DIMSE_ACTIONS``), the DIMSE status the
+    outcome. Kept for later while the database is gone."""
     record = Event(
         request_id=uuid.uuid4().hex,
         subject=_calling(event),
         roles=[],
-        action=action,
+        action=DIMSE_ACTIONS[operation],
         method=operation,
         route="dimse",
         path=f"{operation} {bridge.archive.settings.dimse_aet}",
