@@ -1,11 +1,18 @@
-"""The asyncpg connection pool, and the schema check that runs once at start-up."""
+"""The asyncpg connection pool, the schema check that runs once at start-up, and SQLAlchemy Core statements
+compiled for asyncpg."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import asyncpg
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from . import outage
 
@@ -93,3 +100,46 @@ def migrations(sql: str, since: int) -> list[tuple[int, str]]:
         if version > since:
             sections.append((version, sql[marker.start() : following.start() if following else len(sql)]))
     return sections
+
+
+# SQLAlchemy's asyncpg dialect: $n placeholders (paramstyle numeric_dollar), each with a cast naming its type.
+DIALECT: Dialect = make_url("postgresql+asyncpg://").get_dialect()()
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A statement compiled once: its SQL text, and where each $n parameter takes its value from (``sources``
+    index ``(*values, *constants)``: the values a caller binds, in the order of ``names``, then the statement's own
+    constants, such as a subquery's LIMIT 1)."""
+
+    text: str
+    sources: tuple[int, ...]
+    constants: tuple[Any, ...]
+    value_count: int
+
+    def arguments(self, values: Sequence[Any]) -> list[Any]:
+        """The arguments for asyncpg, in $n order; ``values`` must already be what asyncpg encodes (a list for an
+        array): SQLAlchemy's bind processors do not run."""
+        assert len(values) == self.value_count, (len(values), self.value_count)
+        every = (*values, *self.constants)
+        return [every[i] for i in self.sources]
+
+
+def compile_statement(statement: ClauseElement, names: Sequence[str]) -> Compiled:
+    """``statement`` as SQL text for asyncpg; ``names`` are its bind parameters that each execution fills in."""
+    compiled = statement.compile(dialect=DIALECT)
+    assert isinstance(compiled, SQLCompiler)
+    if compiled.post_compile_params:  # "expanding" IN lists and the like are rendered at each execution
+        raise ValueError("a statement compiled once cannot have parameters rendered per execution")
+    index = {name: i for i, name in enumerate(names)}
+    positions = compiled.positiontup or []
+    missing = index.keys() - set(positions)
+    if missing:
+        raise ValueError(f"bind parameters not in the statement: {sorted(missing)}")
+    constants = [name for name in positions if name not in index]
+    unnamed = [name for name in constants if compiled.binds[name].required]
+    if unnamed:
+        raise ValueError(f"bind parameters without a value: {unnamed}")
+    sources = [index[name] if name in index else len(names) + constants.index(name) for name in positions]
+    values = tuple(compiled.binds[name].effective_value for name in constants)
+    return Compiled(compiled.string, tuple(sources), values, len(names))

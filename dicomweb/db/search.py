@@ -1,6 +1,11 @@
-"""Read side of the archive index: QIDO-RS SELECTs built from a ``query.Query``.
+"""Read side of the archive index: QIDO-RS SELECTs built from a ``query.Query`` with SQLAlchemy Core.
 
-Every value reaches PostgreSQL as a bound parameter; LIKE patterns come escaped from ``query.like_pattern``.
+The SQL of a search depends on the *shape* of its query only (level, each key's attribute and matching and which
+of its parts are present, the metadata column, whether there is an offset), never on its values. ``_terms`` splits
+a query into its shape and its values; each shape is built from the tables (db/tables.py) and compiled for asyncpg
+once (``_compiled_search`` and ``_compiled_count``, LRU caches); a request then costs computing its shape and its
+list of values, which asyncpg binds to the $n parameters. LIKE patterns come escaped from ``query.like_pattern``.
+
 Results come in one stable order, newest study first: StudyDate and StudyTime descending (unknown last), then
 StudyInstanceUID; within a study, SeriesNumber then SeriesInstanceUID; within a series, InstanceNumber then
 SOPInstanceUID.
@@ -8,55 +13,93 @@ SOPInstanceUID.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    FromClause,
+    Select,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import TypeEngine
 
 from ..attributes import AGGREGATES, ATTRIBUTES, Attribute, Level
-from ..query import LEVEL_ORDER, Matching, MatchKey, Query, like_escape, like_literals, like_pattern
+from ..query import LEVEL_ORDER, QUERYABLE, Matching, MatchKey, Query, like_escape, like_literals, like_pattern
+from .pool import Compiled, compile_statement
+from .tables import instance, patient, patient_name_suffix, series, study
 
 SUFFIX_LENGTH = 32  # characters of each name suffix kept in patient_name_suffix (schema.sql)
-ALIAS = {Level.PATIENT: "p", Level.STUDY: "st", Level.SERIES: "se", Level.INSTANCE: "i"}
-FROM = {
-    Level.STUDY: "study st JOIN patient p ON p.pk = st.patient_pk",
-    Level.SERIES: "series se JOIN study st ON st.pk = se.study_pk JOIN patient p ON p.pk = st.patient_pk",
-    Level.INSTANCE: (
-        "instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk "
-        "JOIN patient p ON p.pk = st.patient_pk"
-    ),
+SHAPES_CACHED = 1024  # compiled statements kept (a few KB each); an older shape is compiled again when it returns
+
+TABLE = {Level.PATIENT: patient, Level.STUDY: study, Level.SERIES: series, Level.INSTANCE: instance}
+FROM: dict[Level, FromClause] = {
+    Level.STUDY: study.join(patient, patient.c.pk == study.c.patient_pk),
+    Level.SERIES: series.join(study, study.c.pk == series.c.study_pk).join(patient, patient.c.pk == study.c.patient_pk),
+    Level.INSTANCE: instance.join(series, series.c.pk == instance.c.series_pk)
+    .join(study, study.c.pk == series.c.study_pk)
+    .join(patient, patient.c.pk == study.c.patient_pk),
 }
-_STUDY_ORDER = "st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.study_instance_uid"
-_SERIES_ORDER = _STUDY_ORDER + ", se.series_number NULLS LAST, se.series_instance_uid"
+_STUDY_ORDER = (
+    study.c.study_date.desc().nulls_last(),
+    study.c.study_time.desc().nulls_last(),
+    study.c.study_instance_uid,
+)
+_SERIES_ORDER = (*_STUDY_ORDER, series.c.series_number.nulls_last(), series.c.series_instance_uid)
 ORDER = {
     Level.STUDY: _STUDY_ORDER,
     Level.SERIES: _SERIES_ORDER,
-    Level.INSTANCE: _SERIES_ORDER + ", i.instance_number NULLS LAST, i.sop_instance_uid",
+    Level.INSTANCE: (*_SERIES_ORDER, instance.c.instance_number.nulls_last(), instance.c.sop_instance_uid),
 }
 # One instance's metadata stands for its series or study, for returning attributes that are not indexed.
-METADATA = {
-    Level.STUDY: (
-        "(SELECT i.metadata FROM series s2 JOIN instance i ON i.series_pk = s2.pk "
-        "WHERE s2.study_pk = st.pk ORDER BY s2.series_number NULLS LAST, i.instance_number NULLS LAST LIMIT 1)"
-    ),
-    Level.SERIES: (
-        "(SELECT i.metadata FROM instance i WHERE i.series_pk = se.pk ORDER BY i.instance_number NULLS LAST LIMIT 1)"
-    ),
-    Level.INSTANCE: "i.metadata",
+METADATA: dict[Level, ColumnElement[Any]] = {
+    Level.STUDY: select(instance.c["metadata"])
+    .select_from(series.join(instance, instance.c.series_pk == series.c.pk))
+    .where(series.c.study_pk == study.c.pk)
+    .order_by(series.c.series_number.nulls_last(), instance.c.instance_number.nulls_last())
+    .limit(1)
+    .scalar_subquery(),
+    Level.SERIES: select(instance.c["metadata"])
+    .where(instance.c.series_pk == series.c.pk)
+    .order_by(instance.c.instance_number.nulls_last())
+    .limit(1)
+    .scalar_subquery(),
+    Level.INSTANCE: instance.c["metadata"],
 }
 
-
-@dataclass
-class _Sql:
-    params: list[Any]
-
-    def bind(self, value: Any) -> str:
-        self.params.append(value)
-        return f"${len(self.params)}"
+# What the SQL of one condition depends on: the attribute's keyword, its matching, and details of the values that
+# change the SQL (which range ends are given, how many fuzzy words...), never the values themselves.
+Shape = tuple[Any, ...]  # hashable: a cache key
+_DATE_TIME = "StudyDate+StudyTime"  # the first item of the shape of a combined date-time range
+Bind = Callable[..., BindParameter[Any]]  # the next bind parameter, optionally typed
 
 
-def column(attribute: Attribute) -> str:
-    return f"{ALIAS[attribute.level]}.{attribute.column}"
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """One condition of a search: its shape, and its values in the order its SQL binds them (``_clause``)."""
+
+    shape: Shape
+    values: tuple[Any, ...]
+
+
+def column_of(attribute: Attribute) -> ColumnElement[Any]:
+    """The column an attribute matches against (the folded one for a person name)."""
+    return TABLE[attribute.level].c[attribute.column + ("_folded" if attribute.kind == "pn" else "")]
 
 
 def returned_attributes(level: Level) -> list[Attribute]:
@@ -65,55 +108,71 @@ def returned_attributes(level: Level) -> list[Attribute]:
     return [a for a in (*ATTRIBUTES, *AGGREGATES) if LEVEL_ORDER.index(a.level) <= depth]
 
 
-def _condition(key: MatchKey, sql: _Sql) -> str:
-    attribute = key.attribute
-    col = column(attribute) + ("_folded" if attribute.kind == "pn" else "")
-    values = key.values
-    if key.matching is Matching.SINGLE:
-        if attribute.kind == "text_list":  # @> and && can use the GIN index on the array column
-            return f"{col} @> ARRAY[{sql.bind(values[0])}]::text[]"
-        if attribute.kind == "pn":
-            # The whole name, or its alphabetic group when the stored name has ideographic/phonetic groups.
-            whole, first_group = sql.bind(values[0]), sql.bind(like_pattern(values[0]) + "=%")
-            return f"({col} = {whole} OR {col} LIKE {first_group})"
-        return f"{col} = {sql.bind(values[0])}"
-    if key.matching is Matching.LIST:
+# ------------------------------------------------------------------------------- a query -> its shape and values
+
+
+def _terms(query: Query) -> list[_Term]:
+    """The conditions of ``query`` (PS3.4 §C.2.2.2), each as a shape and its values."""
+    keys = list(query.keys)
+    terms = []
+    combined = _combined_datetime(keys)
+    if combined is not None:
+        terms.append(combined)
+    terms.extend(_term(key) for key in keys)
+    return terms
+
+
+def _term(key: MatchKey) -> _Term:
+    attribute, matching, values = key.attribute, key.matching, key.values
+    keyword = attribute.keyword
+    if matching is Matching.SINGLE:
         if attribute.kind == "text_list":
-            return f"{col} && {sql.bind(list(values))}::text[]"
-        return f"{col} = ANY({sql.bind(list(values))}::text[])"
-    if key.matching is Matching.WILDCARD:
-        if attribute.kind == "text_list":
-            return f"EXISTS (SELECT 1 FROM unnest({col}) AS v(x) WHERE v.x LIKE {sql.bind(values[0])})"
-        condition = f"{col} LIKE {sql.bind(values[0])}"
-        literals = like_literals(values[0])
-        if attribute.keyword == "PatientName" and literals and values[0][:1] in ("%", "_"):
-            # A leading wildcard defeats the btree on the name; find candidates by the longest literal run
-            # through the suffix table, and keep the LIKE as the exact check.
-            condition += " AND " + _by_suffix(max(literals, key=len), word_start=False, sql=sql)
-        return condition
-    if key.matching is Matching.FUZZY:
-        # Every query word starts a component of the name (after ^, =, space or -), in any order.
-        if attribute.keyword == "PatientName":
-            conditions = [_by_suffix(word, word_start=True, sql=sql) for word in values]
+            return _Term((keyword, matching), ([values[0]],))
+        if attribute.kind == "pn":  # the whole name, or its alphabetic group (then "=" and the other groups)
+            return _Term((keyword, matching), (values[0], like_pattern(values[0]) + "=%"))
+        return _Term((keyword, matching), (values[0],))
+    if matching is Matching.LIST:  # one array parameter, whatever the number of values (C.2.2.2.2)
+        return _Term((keyword, matching), (list(values),))
+    if matching is Matching.WILDCARD:  # C.2.2.2.4
+        pattern = values[0]
+        literals = like_literals(pattern)
+        if keyword == "PatientName" and literals and pattern[:1] in ("%", "_"):
+            # A leading wildcard defeats the btree on the name: candidates come from the suffix table by the
+            # longest literal run, and the LIKE stays the exact check.
+            prefix = like_escape(max(literals, key=len)[:SUFFIX_LENGTH]) + "%"
+            return _Term((keyword, matching, True), (pattern, prefix))
+        return _Term((keyword, matching, False), (pattern,))
+    if matching is Matching.FUZZY:
+        # Every query word starts a component of the name (after ^, =, space or -), in any order (PS3.18 §8.3.4.6).
+        if keyword == "PatientName":
+            by_suffix = [like_escape(word[:SUFFIX_LENGTH]) + "%" for word in values]
             long_words = [word for word in values if len(word) > SUFFIX_LENGTH]
         else:
-            conditions, long_words = [], list(values)
-        conditions += [f"{col} ~ {sql.bind('(^|[ ^=-])' + _regex_literal(word))}" for word in long_words]
-        return " AND ".join(conditions)
-    low, high = values
-    parts = []
-    if low is not None:
-        parts.append(f"{col} >= {sql.bind(low)}")
-    if high is not None:
-        parts.append(f"{col} <= {sql.bind(high)}")
-    return " AND ".join(parts)
+            by_suffix, long_words = [], list(values)
+        regexes = ["(^|[ ^=-])" + _regex_literal(word) for word in long_words]
+        return _Term((keyword, matching, len(by_suffix), len(regexes)), (*by_suffix, *regexes))
+    low, high = values  # C.2.2.2.5: a range, open at one end or neither
+    return _Term((keyword, matching, low is not None, high is not None), tuple(v for v in values if v is not None))
 
 
-def _by_suffix(text: str, word_start: bool, sql: _Sql) -> str:
-    """Patients whose folded name has a suffix starting with ``text`` (schema.sql: patient_name_suffix)."""
-    prefix = sql.bind(like_escape(text[:SUFFIX_LENGTH]) + "%")
-    start = " AND word_start" if word_start else ""
-    return f"p.pk IN (SELECT patient_pk FROM patient_name_suffix WHERE suffix LIKE {prefix}{start})"
+def _combined_datetime(keys: list[MatchKey]) -> _Term | None:
+    """StudyDate and StudyTime ranges together match as one date-time range (PS3.4 §C.2.2.2.5.1); removes both
+    keys from ``keys``."""
+    by_keyword = {k.attribute.keyword: k for k in keys}
+    date, time = by_keyword.get("StudyDate"), by_keyword.get("StudyTime")
+    if date is None or time is None or date.matching is not Matching.RANGE or time.matching is not Matching.RANGE:
+        return None
+    keys.remove(date)
+    keys.remove(time)
+    shape: list[Any] = [_DATE_TIME]
+    values: list[Any] = []
+    for date_bound, time_bound in zip(date.values, time.values, strict=True):  # low ends, then high ends
+        shape.append((date_bound is not None, time_bound is not None))
+        if date_bound is not None:
+            values.append(date_bound)
+            if time_bound is not None:
+                values.append(time_bound)
+    return _Term(tuple(shape), tuple(values))
 
 
 def _regex_literal(word: str) -> str:
@@ -121,54 +180,134 @@ def _regex_literal(word: str) -> str:
     return "".join(f"\\{c}" if not c.isalnum() else c for c in word)
 
 
-def _combined_datetime(keys: list[MatchKey], sql: _Sql) -> str | None:
-    """StudyDate and StudyTime ranges together match as one date-time range (PS3.4 §C.2.2.2.5.1)."""
-    by_keyword = {k.attribute.keyword: k for k in keys}
-    date, time = by_keyword.get("StudyDate"), by_keyword.get("StudyTime")
-    if date is None or time is None or date.matching is not Matching.RANGE or time.matching is not Matching.RANGE:
-        return None
-    keys.remove(date)
-    keys.remove(time)
+# ------------------------------------------------------------------------------------ a shape -> SQLAlchemy Core
+
+
+def _clause(shape: Shape, bind: Bind) -> ColumnElement[bool]:
+    """The condition of one term, binding its values in ``_term``'s order."""
+    if shape[0] == _DATE_TIME:
+        return _combined_clause(shape, bind)
+    keyword, matching = shape[0], shape[1]
+    attribute = QUERYABLE[keyword]
+    col = column_of(attribute)
+    if matching is Matching.SINGLE:
+        if attribute.kind == "text_list":  # @> can use the GIN index on the array column
+            return col.contains(bind(col.type))
+        if attribute.kind == "pn":
+            return or_(col == bind(), col.like(bind()))
+        return col == bind()
+    if matching is Matching.LIST:
+        if attribute.kind == "text_list":
+            overlap: ColumnElement[bool] = col.overlap(bind(col.type))  # &&, also through the GIN index
+            return overlap
+        return col == any_(bind(ARRAY(col.type)))
+    if matching is Matching.WILDCARD:
+        if attribute.kind == "text_list":
+            item = func.unnest(col).table_valued(column("x", Text)).render_derived(name="v")
+            return select(literal_column("1")).select_from(item).where(item.c.x.like(bind())).exists()
+        condition = col.like(bind())
+        return and_(condition, _by_suffix(bind(), word_start=False)) if shape[2] else condition
+    if matching is Matching.FUZZY:
+        by_suffix, regexes = shape[2], shape[3]
+        conditions = [_by_suffix(bind(), word_start=True) for _ in range(by_suffix)]
+        conditions += [col.regexp_match(bind()) for _ in range(regexes)]
+        return and_(*conditions)
+    low, high = shape[2], shape[3]
     parts = []
-    (date_low, date_high), (time_low, time_high) = date.values, time.values
-    stamp = "(st.study_date, coalesce(st.study_time, time '00:00'))"
-    for date_bound, time_bound, operator in ((date_low, time_low, ">="), (date_high, time_high, "<=")):
-        if date_bound is None:
+    if low:
+        parts.append(col >= bind())
+    if high:
+        parts.append(col <= bind())
+    return and_(*parts)
+
+
+def _combined_clause(shape: Shape, bind: Bind) -> ColumnElement[bool]:
+    """(StudyDate, StudyTime) compared as one value with each given end; a study without a time counts as 00:00."""
+    date, time = study.c.study_date, study.c.study_time
+    stamp = tuple_(date, func.coalesce(time, literal_column("time '00:00'")))
+    parts = []
+    for (has_date, has_time), low in zip(shape[1:], (True, False), strict=True):
+        if not has_date:
             continue
-        if time_bound is None:
-            parts.append(f"st.study_date {operator} {sql.bind(date_bound)}")
+        if has_time:
+            bounds = tuple_(bind(date.type), bind(time.type))
+            parts.append(stamp >= bounds if low else stamp <= bounds)
         else:
-            parts.append(f"{stamp} {operator} ({sql.bind(date_bound)}, {sql.bind(time_bound)})")
-    return " AND ".join(parts) if parts else "TRUE"
+            parts.append(date >= bind() if low else date <= bind())
+    return and_(*parts) if parts else true()
 
 
-def _where(query: Query, sql: _Sql) -> str:
-    keys = list(query.keys)
-    conditions = []
-    combined = _combined_datetime(keys, sql)
-    if combined:
-        conditions.append(combined)
-    conditions.extend(_condition(key, sql) for key in keys)
-    return " AND ".join(f"({c})" for c in conditions) or "TRUE"
+def _by_suffix(prefix: BindParameter[Any], word_start: bool) -> ColumnElement[bool]:
+    """Patients whose folded name has a suffix starting with ``prefix`` (schema.sql: patient_name_suffix)."""
+    suffixes = select(patient_name_suffix.c.patient_pk).where(patient_name_suffix.c.suffix.like(prefix))
+    if word_start:
+        suffixes = suffixes.where(patient_name_suffix.c.word_start)
+    return patient.c.pk.in_(suffixes)
+
+
+class _Binds:
+    """Bind parameters named v0, v1, ... in the order a statement's values come."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, type_: TypeEngine[Any] | None = None) -> BindParameter[Any]:
+        self.names.append(f"v{len(self.names)}")
+        return bindparam(self.names[-1], type_=type_)
+
+
+def _where(statement: Select[Any], shapes: tuple[Shape, ...], bind: _Binds) -> Select[Any]:
+    return statement.where(*(_clause(shape, bind) for shape in shapes))
+
+
+@functools.lru_cache(maxsize=SHAPES_CACHED)
+def _compiled_search(level: Level, shapes: tuple[Shape, ...], with_metadata: bool, offset: bool) -> Compiled:
+    bind = _Binds()
+    selected: list[ColumnElement[Any]] = [
+        TABLE[a.level].c[a.column].label(a.column) for a in returned_attributes(level)
+    ]
+    if with_metadata:
+        selected.append(METADATA[level].label("metadata"))
+    statement = _where(select(*selected).select_from(FROM[level]), shapes, bind).order_by(*ORDER[level])
+    statement = statement.limit(bind())
+    if offset:
+        statement = statement.offset(bind())
+    return compile_statement(statement, bind.names)
+
+
+@functools.lru_cache(maxsize=SHAPES_CACHED)
+def _compiled_count(level: Level, shapes: tuple[Shape, ...]) -> Compiled:
+    bind = _Binds()
+    matches = _where(select(literal_column("1")).select_from(FROM[level]), shapes, bind).limit(bind())
+    return compile_statement(select(func.count()).select_from(matches.subquery("matches")), bind.names)
+
+
+# ---------------------------------------------------------------------------------------------------- the queries
+
+
+def search_statement(query: Query, limit: int, with_metadata: bool) -> tuple[str, list[Any]]:
+    """The SQL text and arguments ``search`` runs: the text is compiled once per shape, the arguments are new."""
+    terms = _terms(query)
+    offset = query.offset > 0
+    compiled = _compiled_search(query.level, tuple(t.shape for t in terms), with_metadata, offset)
+    values = [v for t in terms for v in t.values] + [limit] + ([query.offset] if offset else [])
+    return compiled.text, compiled.arguments(values)
+
+
+def count_statement(query: Query, bound: int) -> tuple[str, list[Any]]:
+    """The SQL text and arguments ``count`` runs."""
+    terms = _terms(query)
+    compiled = _compiled_count(query.level, tuple(t.shape for t in terms))
+    return compiled.text, compiled.arguments([v for t in terms for v in t.values] + [bound])
 
 
 async def search(conn: asyncpg.Connection, query: Query, limit: int, with_metadata: bool) -> list[asyncpg.Record]:
     """The matching rows at ``query.level``: every returnable column, and one instance's metadata if asked."""
-    sql = _Sql([])
-    where = _where(query, sql)
-    selected = [f"{column(a)} AS {a.column}" for a in returned_attributes(query.level)]
-    if with_metadata:
-        selected.append(f"{METADATA[query.level]} AS metadata")
-    text = (
-        f"SELECT {', '.join(selected)} FROM {FROM[query.level]} WHERE {where} "
-        f"ORDER BY {ORDER[query.level]} LIMIT {sql.bind(limit)} OFFSET {sql.bind(query.offset)}"
-    )
-    return list(await conn.fetch(text, *sql.params))
+    text, arguments = search_statement(query, limit, with_metadata)
+    return list(await conn.fetch(text, *arguments))
 
 
 async def count(conn: asyncpg.Connection, query: Query, bound: int) -> int:
     """How many rows match, counting no further than ``bound`` (to say how many a capped answer left out)."""
-    sql = _Sql([])
-    where = _where(query, sql)
-    text = f"SELECT count(*) FROM (SELECT 1 FROM {FROM[query.level]} WHERE {where} LIMIT {sql.bind(bound)}) AS matches"
-    return int(await conn.fetchval(text, *sql.params))
+    text, arguments = count_statement(query, bound)
+    return int(await conn.fetchval(text, *arguments))
