@@ -1,13 +1,17 @@
-"""The archive's resources (settings, database pool, file storage), created in the app's lifespan."""
+"""The archive's resources (settings, database pools, file storage, worker threads and processes, audit writer),
+built by ``open_archive(settings)`` for whoever serves it: the HTTP app's lifespan and ``dicomweb import`` alike.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import shutil
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,6 +22,9 @@ from starlette.requests import Request
 from .config import Settings
 from .db import index, retrieve
 from .db.audit import AuditWriter
+from .db.embedded import EmbeddedPostgres
+from .db.outage import DatabaseMonitor
+from .db.pool import create_pool, ensure_schema
 from .db.retrieve import StoredFile
 from .errors import DicomwebError, NotFound
 from .storage import FileStorage
@@ -25,6 +32,15 @@ from .storage import FileStorage
 log = logging.getLogger("dicomweb")
 
 T = TypeVar("T")
+
+# Worker threads for file I/O and parsing. Most of their time is spent waiting on fsync, so there are more of them
+# than cores: a store waiting for a free thread while it holds row locks would stall every store into its series.
+WORKER_THREADS = 32
+# Processes for transcoding and decoding (per server worker process); started on first use.
+CPU_PROCESSES = 2
+# Connections for the audit trail's writes (per server worker process): one batch is written at a time; a batch that
+# fails is written again event by event on the same connection.
+AUDIT_CONNECTIONS = 2
 
 KEPT_LOCATIONS = 4096  # instances whose locations are kept in memory (a few hundred bytes each, more for
 # multi-frame instances: one pair of numbers per fragment)
@@ -121,6 +137,47 @@ class Archive:
     async def in_process(self, function: Callable[..., T], *args: Any) -> T:
         """Run a picklable top-level function in the CPU process pool."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu, function, *args)
+
+
+@asynccontextmanager
+async def open_archive(settings: Settings) -> AsyncIterator[Archive]:
+    """Build the archive's resources, and tear them down in the reverse order when the block ends (also when
+    building one of them fails)."""
+    async with AsyncExitStack() as stack:
+        executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dicomweb-io")
+        stack.callback(executor.shutdown, wait=False)
+        asyncio.get_running_loop().set_default_executor(executor)
+        # "spawn": a forked child would inherit the parent's threads' locks in whatever state they were.
+        cpu = ProcessPoolExecutor(max_workers=CPU_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+        stack.callback(cpu.shutdown, wait=True, cancel_futures=True)
+        url = settings.database_url
+        if not url:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            url = await asyncio.to_thread(embedded.start)
+            stack.push_async_callback(asyncio.to_thread, embedded.stop)
+        storage = FileStorage(settings.data_dir)
+        await asyncio.to_thread(storage.prepare)
+        pool = await create_pool(url, settings.db_pool_size, settings.db_timeout_seconds)
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            await ensure_schema(conn)
+        # The audit insert's plan never depends on its values: planned once, not for every batch (about 0.1 ms of
+        # PostgreSQL's CPU each time, which every audited request waits for).
+        audit_pool = await create_pool(url, AUDIT_CONNECTIONS, settings.db_timeout_seconds, custom_plans=False)
+        stack.push_async_callback(audit_pool.close)
+        audit = AuditWriter(audit_pool)
+        # Logs an outage once, and renews the pools and writes the kept audit events when it ends; the embedded
+        # PostgreSQL's own watchdog (db/embedded.py) starts it again if it died.
+        monitor = DatabaseMonitor(url, [pool, audit_pool], audit.write_kept)
+        watching = asyncio.create_task(monitor.run(), name="dicomweb-database-monitor")
+        stack.push_async_callback(_cancel, watching)
+        log.info("archive ready: files in %s", storage.root)
+        yield Archive(settings, pool, storage, cpu, audit)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def delete_rows(conn: asyncpg.Connection, study: str, series: str | None, sop: str | None) -> list[str]:
