@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,17 +12,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from .accesslog import AccessLogMiddleware
-from .archive import Archive, open_archive
+from .archive import open_archive
 from .auth import AuthMiddleware, verifier_for
 from .config import Settings
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
 from .routes import ROUTES
 from .routing import MatchedRouter
-
-
-class State(TypedDict):
-    archive: Archive
+from .state import State
 
 
 def all_routes() -> list[BaseRoute]:

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Scope, Send
 
-from .archive import archive_of
 from .db import audit as db
 from .db.outage import unreachable
 from .errors import DATABASE_UNAVAILABLE, BadRequest, ServiceUnavailable, error_response
 from .permissions import Permission
+from .state import archive_of
 from .tokens import Principal
 
 log = logging.getLogger("dicomweb")

@@ -482,10 +482,10 @@ class TestFrames:
     ) -> None:
         """The first frame asked for in a series brings the locations of all its instances (one query for a viewer
         reading the series), unless the series has more instances than SERIES_LOCATIONS: then one query each."""
-        from dicomweb import archive
         from dicomweb.db import retrieve
+        from dicomweb.services import retrieve as retrieve_service
 
-        monkeypatch.setattr(archive, "SERIES_LOCATIONS", whole_series)
+        monkeypatch.setattr(retrieve_service, "SERIES_LOCATIONS", whole_series)
         queries: list[str] = []
         query = retrieve.instance_frames
 
