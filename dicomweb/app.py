@@ -1,14 +1,11 @@
-"""The composition root: ``create_app(settings)`` builds the ASGI application with its lifespan resources."""
+"""The composition root: ``create_app(settings)`` builds the ASGI application: routes, middleware, and a lifespan
+that opens the archive (``archive.open_archive``) for the requests to reach in ``request.state``."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import multiprocessing
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,34 +13,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from .accesslog import AccessLogMiddleware
-from .archive import Archive
+from .archive import open_archive
 from .auth import AuthMiddleware, verifier_for
 from .config import Settings
-from .db.audit import AuditWriter
-from .db.embedded import EmbeddedPostgres
-from .db.outage import DatabaseMonitor
-from .db.pool import create_pool, ensure_schema
 from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
 from .routes import ROUTES
 from .routing import MatchedRouter
-from .storage import FileStorage
-
-log = logging.getLogger("dicomweb")
-
-# Worker threads for file I/O and parsing. Most of their time is spent waiting on fsync, so there are more of them
-# than cores: a store waiting for a free thread while it holds row locks would stall every store into its series.
-WORKER_THREADS = 32
-# Processes for transcoding and decoding (per server worker process); started on first use.
-CPU_PROCESSES = 2
-# Connections for the audit trail's writes (per server worker process): one batch is written at a time; a batch that
-# fails is written again event by event on the same connection.
-AUDIT_CONNECTIONS = 2
-
-
-class State(TypedDict):
-    archive: Archive
+from .state import State
 
 
 def all_routes() -> list[BaseRoute]:
@@ -56,52 +34,15 @@ def all_routes() -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dicomweb-io")
-        asyncio.get_running_loop().set_default_executor(executor)
-        # "spawn": a forked child would inherit the parent's threads' locks in whatever state they were.
-        cpu = ProcessPoolExecutor(max_workers=CPU_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
-        embedded: EmbeddedPostgres | None = None
-        url = settings.database_url
-        if not url:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            url = await asyncio.to_thread(embedded.start)
-        try:
-            storage = FileStorage(settings.data_dir)
-            await asyncio.to_thread(storage.prepare)
-            pool = await create_pool(url, settings.db_pool_size, settings.db_timeout_seconds)
+        async with open_archive(settings) as archive:
+            dimse = DimseServer(archive) if settings.dimse_port else None
+            if dimse is not None:
+                dimse.start()
             try:
-                async with pool.acquire() as conn:
-                    await ensure_schema(conn)
-                # The audit insert's plan never depends on its values: planned once, not for every batch (about
-                # 0.1 ms of PostgreSQL's CPU each time, which every audited request waits for).
-                audit_pool = await create_pool(url, AUDIT_CONNECTIONS, settings.db_timeout_seconds, custom_plans=False)
-                audit = AuditWriter(audit_pool)
-                # Logs an outage once, and renews the pools and writes the kept audit events when it ends; the
-                # embedded PostgreSQL's own watchdog (db/embedded.py) starts it again if it died.
-                monitor = DatabaseMonitor(url, [pool, audit_pool], audit.write_kept)
-                watching = asyncio.create_task(monitor.run(), name="dicomweb-database-monitor")
-                try:
-                    log.info("archive ready: files in %s", storage.root)
-                    archive = Archive(settings, pool, storage, cpu, audit)
-                    dimse = DimseServer(archive) if settings.dimse_port else None
-                    if dimse is not None:
-                        dimse.start()
-                    try:
-                        yield {"archive": archive}
-                    finally:
-                        if dimse is not None:  # in a thread: an association may be waiting on this loop
-                            await asyncio.to_thread(dimse.stop)
-                finally:
-                    watching.cancel()
-                    await asyncio.gather(watching, return_exceptions=True)
-                    await audit_pool.close()
+                yield {"archive": archive}
             finally:
-                await pool.close()
-        finally:
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
-            executor.shutdown(wait=False)
-            cpu.shutdown(wait=True, cancel_futures=True)
+                if dimse is not None:  # in a thread: an association may be waiting on this loop
+                    await asyncio.to_thread(dimse.stop)
 
     routes = all_routes()
     verifier = verifier_for(settings)

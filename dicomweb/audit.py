@@ -21,10 +21,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Scope, Send
 
 from .actions import Action
-from .archive import archive_of
 from .db import audit as db
 from .db.outage import unreachable
 from .errors import DATABASE_UNAVAILABLE, BadRequest, ServiceUnavailable, error_response
+from .state import archive_of
 from .tokens import Principal
 
 log = logging.getLogger("dicomweb")

@@ -142,15 +142,14 @@ def print_token(settings: Settings, subject: str, roles: list[str], ttl: str | N
 
 
 async def import_command(settings: Settings, paths: list[Path], progress: bool) -> int:
-    from .app import create_app
+    """``dicomweb import``: the archive opened on its own (no HTTP app), the files stored, a summary on stderr."""
+    from .archive import open_archive
     from .db.outage import unreachable
     from .importer import DatabaseGone, import_paths
 
-    app = create_app(settings.replace(dimse_port=0))  # an import listens for nothing
     try:
-        async with app.router.lifespan_context(app) as state:
-            assert state is not None
-            report = await import_paths(state["archive"], paths, progress=progress)
+        async with open_archive(settings) as archive:
+            report = await import_paths(archive, paths, progress=progress)
     except Exception as exc:
         if not (isinstance(exc, DatabaseGone) or unreachable(exc)):
             raise

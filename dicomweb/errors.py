@@ -21,6 +21,9 @@ Every error body has one shape, ``{"status": 400, "error": "Bad Request", "detai
 ``application/json``; some errors add fields that say more (``errors``: each invalid field and why;
 ``allowedTransitions``: the states a workflow may move to). ``tests/test_error_shape.py`` pins the shape.
 
+The services (``dicomweb/services/``) know no HTTP: their errors are answered here as the DicomwebError they amount
+to (``SERVICE_ERRORS``: NotStored is a NotFound, FilesMissing a 500).
+
 An error that says the database is gone (``db.outage.unreachable``: refused, lost mid-query, starting up, shutting
 down) is answered here, for every endpoint, as ServiceUnavailable with ``Retry-After``; any other error of the
 database is a 500.
@@ -39,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .db.outage import DATABASE_ERRORS, unreachable
+from .services.retrieve import FilesMissing, NotStored
 
 log = logging.getLogger("dicomweb")
 
@@ -164,6 +168,16 @@ async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.detail, exc.headers, exc.extra)
 
 
+# The transport-neutral errors of the services, and the HTTP errors they are answered as.
+SERVICE_ERRORS: dict[type[Exception], type[DicomwebError]] = {NotStored: NotFound, FilesMissing: DicomwebError}
+
+
+async def handle_service_error(request: Request, exc: Exception) -> Response:
+    """A service's error, as the HTTP error it amounts to."""
+    error = next(http for service, http in SERVICE_ERRORS.items() if isinstance(exc, service))
+    return await handle_dicomweb_error(request, error(str(exc)))
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (unknown route, wrong method) in our shape."""
     assert isinstance(exc, HTTPException)
@@ -186,6 +200,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     DicomwebError: handle_dicomweb_error,
     HTTPException: handle_http_exception,
+    **dict.fromkeys(SERVICE_ERRORS, handle_service_error),
     **dict.fromkeys(DATABASE_ERRORS, handle_database_error),
     Exception: handle_unexpected,
 }

@@ -7,8 +7,8 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .archive import archive_of
 from .errors import ServiceUnavailable
+from .state import archive_of
 
 READY_TIMEOUT = 5.0  # seconds the readiness checks may take together
 

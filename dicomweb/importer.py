@@ -1,4 +1,4 @@
-"""Bulk import: store every DICOM file under some paths through the same path as STOW-RS (store.store_spooled).
+"""Bulk import: store every DICOM file under some paths through the same path as STOW-RS (services.store.store_spooled).
 
 Files are copied into the archive's temp folder (fsynced, hashed on the way), validated, placed and indexed. A
 file already stored with the same bytes counts as "already stored", so re-running an import stores nothing twice.
@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from .archive import Archive
 from .db.outage import unreachable
+from .services.store import store_spooled
 from .storage import SpooledFile
-from .store import store_spooled
 
 log = logging.getLogger("dicomweb")
 

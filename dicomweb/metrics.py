@@ -21,9 +21,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .archive import archive_of
 from .db.outage import unreachable
 from .routing import route_of
+from .state import archive_of
 
 UNMATCHED = "(unmatched)"  # the route label of requests no route matches (404s), to keep the label set small
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)  # seconds

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import media
-from .archive import archive_of
 from .attributes import SEQUENCE_PARENT, Attribute, Level
 from .db import search as db
 from .query import LEVEL_ORDER, QUERYABLE, Matching, MatchKey, Query, parse
 from .responses import DicomJSONResponse
+from .state import archive_of
 from .uids import require_uid
 from .urls import base_url
 

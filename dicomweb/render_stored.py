@@ -18,6 +18,7 @@ from .archive import Archive
 from .db import retrieve
 from .errors import BadRequest, DicomwebError, NoImage, NotAcceptable, Unprocessable
 from .rendering import Rendering, render
+from .services.retrieve import read_located
 from .transcode import CannotDecode, can_transcode, quick_to_decode
 
 log = logging.getLogger("dicomweb")
@@ -40,13 +41,13 @@ async def render_stored(
 async def render_instance(
     archive: Archive, study: str, series: str, sop: str, frame: int, rendering: Rendering, media_type: str
 ) -> bytes:
-    """One instance's frame rendered, from where it is known to be (Archive.read_located: its file and frame index
-    kept in memory, asked again of the database when the file has gone)."""
+    """One instance's frame rendered, from where it is known to be (services/retrieve.py read_located: its file and
+    frame index kept in memory, asked again of the database when the file has gone)."""
 
     async def rendered(file: retrieve.StoredFile, index: list[Any] | None) -> bytes:
         return await render_located(archive, file, index, frame, rendering, media_type)
 
-    return (await archive.read_located(study, series, sop, rendered))[1]
+    return (await read_located(archive, study, series, sop, rendered))[1]
 
 
 async def render_located(

@@ -26,12 +26,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import frames, media
-from .archive import Archive, archive_of
+from .archive import Archive
 from .db import retrieve
 from .errors import BadRequest, NoImage, NotAcceptable, Unprocessable
 from .render_stored import render_instance, render_stored
 from .rendering import JPEG, RENDERED_TYPES, Rendering, rendering_from_query
 from .responses import MultipartBytesResponse, MultipartRelatedResponse, bytes_part, chain, warning_headers
+from .services.retrieve import stored_files
+from .state import archive_of
 from .uids import scope_of
 
 log = logging.getLogger("dicomweb")
@@ -94,7 +96,7 @@ async def retrieve_rendered(request: Request) -> Response:
     if sop is not None and series is not None and not multipart:  # the request a viewer repeats: as quick as can be
         body = await render_instance(archive, study, series, sop, numbers[0] if numbers else 1, rendering, media_type)
         return Response(body, media_type=media_type)
-    files = await archive.stored_files(study, series, sop)
+    files = await stored_files(archive, study, series, sop)
     if multipart:
         agent = request.url.hostname or "dicomweb"
         if numbers is None:
@@ -117,7 +119,7 @@ async def retrieve_thumbnail(request: Request) -> Response:
     media_type, _ = negotiate(request, multipart=False)  # a thumbnail is a single image (PS3.18 §10.4.3.3.4)
     rendering = rendering_from_query(request.query_params, THUMBNAIL_SIZE)
     archive = archive_of(request)
-    files = await archive.stored_files(study, series, sop)
+    files = await stored_files(archive, study, series, sop)
     first = numbers[0] if numbers else 1
     candidates = files if sop is not None else candidates_of(files)
     body = await _first_rendered(archive, [(f, first) for f in candidates], rendering, media_type, cache=True)

@@ -18,14 +18,16 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from . import media, store
-from .archive import Archive, archive_of
+from . import media
+from .archive import Archive
 from .audit import note_study
 from .errors import PayloadTooLarge
 from .instance import InvalidInstance
 from .metrics import metrics_of
 from .multipart import ReceivedPart, read_multipart, read_single
 from .responses import DicomJSONResponse, warning_headers
+from .services import store
+from .state import archive_of
 from .status import FailureReason
 from .uids import require_uid
 from .urls import base_url

@@ -24,7 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from . import bulkdata, frames, media
 from . import transcode as transcode_module
-from .archive import Archive, archive_of, not_stored
+from .archive import Archive
 from .db import retrieve
 from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable, Unprocessable
 from .frame_index import read_indexed
@@ -38,6 +38,8 @@ from .responses import (
     chain,
     warning_headers,
 )
+from .services.retrieve import NotStored, check_files, locate, read_located, stored_files
+from .state import archive_of
 from .storage import read_chunks
 from .transcode import CannotDecode, CannotTranscode, can_transcode, decoding, quick_to_decode, transcode
 from .uids import scope_of
@@ -105,15 +107,15 @@ async def retrieve_instances(request: Request) -> Response:
     archive = archive_of(request)
     target = wanted.transfer_syntax
     if sop is not None and series is not None:
-        # One instance as stored and not large: sent whole, from where it is known to be (Archive.locate).
-        located, _ = await archive.locate(study, series, sop)
+        # One instance as stored and not large: sent whole, from where it is known to be (services/retrieve.py locate).
+        located, _ = await locate(archive, study, series, sop)
         if located.file_size <= WHOLE_RESPONSE_BYTES and target in (None, located.transfer_syntax_uid):
 
             async def one_file(stored: retrieve.StoredFile, index: object) -> Response:
                 return await _one_file(archive, stored, wanted.multipart)
 
-            return (await archive.read_located(study, series, sop, one_file))[1]
-    files = await archive.stored_files(study, series, sop)
+            return (await read_located(archive, study, series, sop, one_file))[1]
+    files = await stored_files(archive, study, series, sop)
     convertible: list[retrieve.StoredFile] = []
     left_out: list[str] = []  # PS3.18 §10.4.3: instances that cannot be converted are left out, with a warning
     for f in files:
@@ -130,7 +132,7 @@ async def retrieve_instances(request: Request) -> Response:
             f"stored as {', '.join(stored)}; cannot convert to {UID(target or '').name}: "
             "ask for transfer-syntax=* (as stored) or Explicit VR Little Endian (1.2.840.10008.1.2.1)"
         )
-    await archive.check_files(convertible)
+    await check_files(archive, convertible)
     agent = request.url.hostname or "dicomweb"
     if not wanted.multipart:
         [file] = convertible
@@ -157,7 +159,7 @@ async def retrieve_instances(request: Request) -> Response:
 
 async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool) -> Response:
     """One stored instance, as stored, read whole in one worker-thread call and sent in one piece: no separate
-    check that the file exists (the caller turns FileNotFoundError into the 500 of check_files), no streaming."""
+    check that the file exists (read_located turns FileNotFoundError into FilesMissing), no streaming."""
     data = await asyncio.to_thread(archive.storage.absolute(file.file_path).read_bytes)
     content_type = f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}"
     if not multipart:
@@ -206,7 +208,7 @@ async def retrieve_metadata(request: Request) -> Response:
     async with archive.pool.acquire() as conn:
         count, newest = await retrieve.version(conn, study, series, sop)
         if count == 0:
-            raise not_stored(study, series, sop)
+            raise NotStored(study, series, sop)
         etag = f'"{count}-{newest}"'
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return Response(status_code=304, headers={"etag": etag})
@@ -223,8 +225,8 @@ async def retrieve_bulkdata(request: Request) -> Response:
     path = request.path_params["path"]
     wanted = representation(request.headers.get("accept"), (media.OCTET_STREAM,), True, "*")
     archive = archive_of(request)
-    files = await archive.stored_files(study, series, sop)
-    await archive.check_files(files)
+    files = await stored_files(archive, study, series, sop)
+    await check_files(archive, files)
     file = archive.storage.absolute(files[0].file_path)
     try:
         value = await asyncio.to_thread(bulkdata.locate, file, path)
@@ -337,7 +339,7 @@ async def retrieve_frames(request: Request) -> Response:
 
     unreadable = "; ask for the instance as stored (transfer-syntax=*) instead"
     try:
-        stored, found = await archive.read_located(study, series, sop, read)
+        stored, found = await read_located(archive, study, series, sop, read)
     except (frames.InvalidFrameList, frames.FrameNotFound) as exc:
         raise BadRequest(f"instance {sop}: {exc}") from None
     except frames.NoPixelData as exc:

@@ -25,11 +25,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from . import frames, media
-from .archive import Archive, archive_of
+from .archive import Archive
 from .db import retrieve
 from .errors import BadRequest, DicomwebError
 from .render_stored import render_instance
 from .rendering import DEFAULT_QUALITY, MAX_VIEWPORT, RENDERED_TYPES, Rendering, make_window, parse_int, parse_number
+from .services.retrieve import stored_files
+from .state import archive_of
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import require_uid
 
@@ -59,7 +61,7 @@ async def retrieve_wado(request: Request) -> Response:
     rendering, frame = _rendering(params) if media_type != media.DICOM else (Rendering(), 1)
     archive = archive_of(request)
     if media_type == media.DICOM:
-        files = await archive.stored_files(study, series, sop)
+        files = await stored_files(archive, study, series, sop)
         return await _dicom(archive, files[0], params.get("transferSyntax"))
     try:
         body = await render_instance(archive, study, series, sop, frame, rendering, media_type)

@@ -13,8 +13,8 @@ from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dicomweb.archive import archive_of
 from dicomweb.errors import Forbidden, InvalidFields, NotFound
+from dicomweb.state import archive_of
 
 from . import http
 from .db import annotations as db

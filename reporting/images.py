@@ -8,8 +8,8 @@ import logging
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from dicomweb.archive import archive_of
 from dicomweb.errors import DicomwebError
+from dicomweb.state import archive_of
 
 from .lookup import load_image
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from dicomweb.archive import archive_of
 from dicomweb.audit import note_study
 from dicomweb.errors import NotFound
+from dicomweb.state import archive_of
 from dicomweb.urls import DICOMWEB_ROOT, base_url
 
 from .db import studies as db

@@ -18,8 +18,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dicomweb.archive import archive_of
 from dicomweb.errors import BadRequest, Conflict, InvalidFields, NotFound, PreconditionRequired
+from dicomweb.state import archive_of
 
 from . import http
 from .db import reports as db

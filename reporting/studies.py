@@ -11,9 +11,10 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dicomweb.archive import archive_of, delete_rows
 from dicomweb.audit import note_study
 from dicomweb.errors import Conflict
+from dicomweb.services.delete import delete_rows, remove_files
+from dicomweb.state import archive_of
 
 from . import http
 from .db import reports as reports_db
@@ -122,7 +123,7 @@ async def delete_study(request: Request) -> Response:
         study = await load_study(request, study_id, conn, lock=True)
         paths = await delete_rows(conn, study["study_instance_uid"], None, None)
         await db.delete(conn, study_id)
-    await archive.remove_files(study["study_instance_uid"], paths)
+    await remove_files(archive, study["study_instance_uid"], paths)
     log.info("deleted radiology study %s with %d images", study_id, len(paths))
     return Response(status_code=204)
 

@@ -12,8 +12,8 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dicomweb.archive import archive_of
 from dicomweb.errors import InvalidFields, NotFound
+from dicomweb.state import archive_of
 
 from . import http
 from .db import templates as db

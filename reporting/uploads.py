@@ -17,7 +17,7 @@ What a file is, is read from its bytes (a PS3.10 preamble, a JPEG or PNG signatu
 
 The file part streams to a temp file in the archive's storage as it arrives (dicomweb.multipart, as STOW-RS bodies),
 within DICOMWEB_MAX_UPLOAD_MB for the whole body (413), and is then validated, placed and indexed by
-``dicomweb.store`` exactly as a STOW-RS instance (``prepare``, the checks here, then ``commit``).
+``dicomweb.services.store`` exactly as a STOW-RS instance (``prepare``, the checks here, then ``commit``).
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from dicomweb import store
-from dicomweb.archive import Archive, archive_of
+from dicomweb.archive import Archive
 from dicomweb.config import Settings
 from dicomweb.errors import BadRequest, Conflict, DicomwebError, NotFound, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.instance import InvalidInstance
 from dicomweb.multipart import ReceivedPart, read_multipart
+from dicomweb.services import store
+from dicomweb.state import archive_of
 from dicomweb.status import FailureReason
 from dicomweb.storage import FileStorage, SpooledFile
 

@@ -193,9 +193,9 @@ class TestSlowClients:
     def test_slow_clients_hold_no_worker_thread(self, server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         """Clients that stop reading a study hold no worker thread while the server waits for them: with twice as
         many of them as threads, the server still reads files for others; each then gets its whole study."""
-        from dicomweb import app
+        from dicomweb import archive
 
-        monkeypatch.setattr(app, "WORKER_THREADS", 4)
+        monkeypatch.setattr(archive, "WORKER_THREADS", 4)
         server: LiveServer = server_factory()
         study, series = generate_uid(), generate_uid()
         instances = [ct_instance(study, series, InstanceNumber=n, size=1200) for n in range(1, 5)]  # 11.5 MB
@@ -482,10 +482,10 @@ class TestFrames:
     ) -> None:
         """The first frame asked for in a series brings the locations of all its instances (one query for a viewer
         reading the series), unless the series has more instances than SERIES_LOCATIONS: then one query each."""
-        from dicomweb import archive
         from dicomweb.db import retrieve
+        from dicomweb.services import retrieve as retrieve_service
 
-        monkeypatch.setattr(archive, "SERIES_LOCATIONS", whole_series)
+        monkeypatch.setattr(retrieve_service, "SERIES_LOCATIONS", whole_series)
         queries: list[str] = []
         query = retrieve.instance_frames
 

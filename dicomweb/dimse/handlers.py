@@ -24,9 +24,9 @@ from pynetdicom.events import EventHandlerType
 from ..actions import DIMSE_ACTIONS, DimseOperation
 from ..db.audit import Event
 from ..db.outage import unreachable
+from ..services.store import StoreResult, store_spooled
 from ..status import FailureReason
 from ..storage import TEMP_SUFFIX, SpooledFile
-from ..store import StoreResult, store_spooled
 
 if TYPE_CHECKING:
     from .server import Bridge

@@ -1,10 +1,11 @@
 """Store received instances: validate each, put the files in place, index them; undo the files if indexing fails.
 
-Shared by STOW-RS and ``dicomweb import``. ``commit`` stores a batch (the instances of one request) in one database
-transaction, in the order and phases ``db.index`` describes: rows first, then the files are renamed into place,
-then the aggregates, then COMMIT. If anything fails before the commit, the placed files go back to tmp/ and each
-instance is retried in a transaction of its own, so one bad instance never costs the others. If the database is gone,
-nothing is retried: the files are removed and the error propagates (a 503 for STOW-RS).
+Shared by STOW-RS, the reporting API's uploads and ``dicomweb import`` (later C-STORE). ``commit`` stores a batch
+(the instances of one request) in one database transaction, in the order and phases ``db.index`` describes: rows
+first, then the files are renamed into place, then the aggregates, then COMMIT. If anything fails before the commit,
+the placed files go back to tmp/ and each instance is retried in a transaction of its own, so one bad instance never
+costs the others. If the database is gone, nothing is retried: the files are removed and the error propagates (a 503
+for STOW-RS).
 
 Duplicates (same SOP Instance UID): identical bytes are a success and nothing is written; different bytes are
 refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which indexes
@@ -22,12 +23,12 @@ from pathlib import Path
 
 import asyncpg
 
-from .archive import Archive
-from .db import index
-from .db.outage import DATABASE_ERRORS, unreachable
-from .instance import Instance, InvalidInstance, read_instance
-from .status import FailureReason
-from .storage import SpooledFile, sync
+from ..archive import Archive
+from ..db import index
+from ..db.outage import DATABASE_ERRORS, unreachable
+from ..instance import Instance, InvalidInstance, read_instance
+from ..status import FailureReason
+from ..storage import SpooledFile, sync
 
 log = logging.getLogger("dicomweb")
 

@@ -1,0 +1,72 @@
+"""dicomweb/services/: the archive served without HTTP, as a second transport (DIMSE) will serve it: an archive
+opened with ``open_archive``, plain values in, dataclasses out, transport-neutral errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicomweb.archive import Archive, open_archive
+from dicomweb.config import Settings
+from dicomweb.db.retrieve import StoredFile
+from dicomweb.services import delete, retrieve, store
+
+from .data import ct_instance
+
+
+def with_archive(new_database: Any, tmp_path: Path, work: Callable[[Archive], Awaitable[None]]) -> None:
+    """Run ``work`` on an archive of its own (an empty database), in an event loop of its own."""
+    settings = Settings(data_dir=tmp_path, database_url=new_database().url)
+
+    async def go() -> None:
+        async with open_archive(settings) as archive:
+            await work(archive)
+
+    asyncio.run(go())
+
+
+async def store_bytes(archive: Archive, data: bytes) -> store.StoreResult:
+    spooled = await archive.storage.temp_writer().close(data)
+    return await store.store_spooled(archive, spooled, None)
+
+
+class TestStoreRetrieveDelete:
+    """An instance stored, found and deleted through the services alone."""
+
+    def test_round_trip(self, new_database: Any, tmp_path: Path) -> None:
+        """Stored once (then already stored), located with its file, deleted with its file; then NotStored names
+        what is missing at each level."""
+        study, series = generate_uid(), generate_uid()
+        data = ct_instance(study, series)
+        sop = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).SOPInstanceUID
+
+        async def work(archive: Archive) -> None:
+            async def read(stored: StoredFile, index: object) -> bytes:
+                return await asyncio.to_thread(archive.storage.absolute(stored.file_path).read_bytes)
+
+            first, again = await store_bytes(archive, data), await store_bytes(archive, data)
+            assert first.failure is None and not first.already_stored and again.already_stored
+            [stored] = await retrieve.stored_files(archive, study, None, None)
+            assert stored.sop_instance_uid == sop
+            await retrieve.check_files(archive, [stored])
+            located, _ = await retrieve.locate(archive, study, series, sop)
+            assert located == stored and (await retrieve.read_located(archive, study, series, sop, read))[1] == data
+            assert await delete.delete_instances(archive, study, series, None) == 1
+            assert not archive.storage.absolute(stored.file_path).exists()
+            # Its location is still kept in memory: the file gone sends the read to the database, which says why.
+            with pytest.raises(retrieve.NotStored, match=f"^instance {sop} of series {series} in study {study} is"):
+                await retrieve.read_located(archive, study, series, sop, read)
+            with pytest.raises(retrieve.NotStored, match=f"^series {series} of study {study} is not stored$"):
+                await retrieve.stored_files(archive, study, series, None)
+            with pytest.raises(retrieve.NotStored, match=f"^study {study} is not stored$"):
+                await delete.delete_instances(archive, study, None, None)
+            with pytest.raises(retrieve.FilesMissing, match="1 stored files are missing"):
+                await retrieve.check_files(archive, [stored])
+
+        with_archive(new_database, tmp_path, work)
