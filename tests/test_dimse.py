@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from .conftest import LiveServer, free_port
+from .conftest import LiveServer, free_port, serve_subprocess
 from .data import CT, DEFLATED, JPEG2000, JPEG_BASELINE, MR_BIG_ENDIAN, MULTIFRAME_US, SR, TEST_FILES, ct_instance
 
 CALLING = "MODALITY1"
@@ -202,3 +202,22 @@ class TestStoreConcurrency:
         assert [item["00080018"]["Value"][0] for item in found] == [first.SOPInstanceUID]
         assert not [p for p in (server.data_dir / "tmp").rglob("*") if p.is_file()]
         assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 1
+
+
+class TestWorkers:
+    """``--workers N``: the DIMSE port is served exactly once."""
+
+    def test_two_workers_one_listener(self, tmp_path: Path) -> None:
+        port = free_port()
+        env = {"DICOMWEB_DATABASE_URL": "", "DICOMWEB_WORKERS": "2", "DICOMWEB_DIMSE_PORT": str(port)}
+        with serve_subprocess(env, tmp_path / "archive") as process:
+            ae = AE(ae_title=CALLING)
+            ae.add_requested_context(Verification)
+            for _ in range(3):
+                assoc = ae.associate("127.0.0.1", port, ae_title="DICOMWEB")
+                assert assoc.is_established
+                assert assoc.send_c_echo().Status == 0x0000
+                assoc.release()
+            log = process.log
+        assert log.count("DIMSE listening on") == 1
+        assert log.count("is served by another worker process") == 1
