@@ -17,10 +17,28 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind as PatientRootFind,
+)
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
+)
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .conftest import LiveServer, free_port, serve_subprocess
-from .data import CT, DEFLATED, JPEG2000, JPEG_BASELINE, MR_BIG_ENDIAN, MULTIFRAME_US, SR, TEST_FILES, ct_instance
+from .data import (
+    CT,
+    DEFLATED,
+    JPEG2000,
+    JPEG_BASELINE,
+    MR_BIG_ENDIAN,
+    MULTIFRAME_US,
+    SR,
+    TEST_FILES,
+    ct_instance,
+    multipart,
+    stow_headers,
+)
 
 CALLING = "MODALITY1"
 DCMTK = Path("/usr/bin")  # Debian's dcmtk (.ci/run installs it); pynetdicom puts apps of the same names in the venv
@@ -221,3 +239,118 @@ class TestWorkers:
             log = process.log
         assert log.count("DIMSE listening on") == 1
         assert log.count("is served by another worker process") == 1
+
+
+def stow(server: LiveServer, parts: list[bytes]) -> None:
+    response = httpx.post(server.dicomweb + "/studies", content=multipart(parts), headers=stow_headers())
+    assert response.status_code == 200, response.text
+
+
+def qido(server: LiveServer, path: str, **params: str) -> set[str]:
+    """The UIDs QIDO-RS finds (the unique key of the level searched), for comparison with C-FIND."""
+    tag = {"studies": "0020000D", "series": "0020000E", "instances": "00080018"}[path.rsplit("/", 1)[-1]]
+    found = httpx.get(f"{server.dicomweb}/{path}", params={**params, "limit": "1000"}).json()
+    return {item[tag]["Value"][0] for item in found}
+
+
+def c_find(server: LiveServer, model: str, **keys: Any) -> list[Dataset]:
+    identifier = Dataset()
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    assoc = associate(server, [(model, "1.2.840.10008.1.2.1")])
+    assert assoc.is_established
+    try:
+        responses = list(assoc.send_c_find(identifier, model))
+    finally:
+        assoc.release()
+    statuses = [int(status.Status) for status, _ in responses]
+    assert statuses[-1] == 0x0000 and set(statuses[:-1]) <= {0xFF00}, statuses
+    return [found for status, found in responses if int(status.Status) == 0xFF00]
+
+
+class TestFind:
+    """C-FIND by the same search as QIDO-RS: the same entities at every level."""
+
+    @pytest.fixture
+    def archive(self, server: LiveServer) -> tuple[LiveServer, list[str]]:
+        """Three studies: two of patient FIND-1 (one of two series), one of FIND-2 with a name that needs UTF-8."""
+        studies = [str(pydicom.uid.generate_uid()) for _ in range(3)]
+        series = pydicom.uid.generate_uid()
+        stow(server, [
+            ct_instance(studies[0], series, patient_id="FIND-1", patient_name="Doe^Jane", InstanceNumber=1),
+            ct_instance(studies[0], series, patient_id="FIND-1", patient_name="Doe^Jane", InstanceNumber=2),
+            ct_instance(studies[0], patient_id="FIND-1", patient_name="Doe^Jane", StudyDate="20240101"),
+            ct_instance(studies[1], patient_id="FIND-1", patient_name="Doe^Jane", StudyDate="20240301"),
+            ct_instance(studies[2], patient_id="FIND-2", patient_name="Müller^Jürgen", StudyDate="20240302"),
+        ])  # fmt: skip
+        return server, studies
+
+    def test_study_level_as_qido(self, archive: tuple[LiveServer, list[str]]) -> None:
+        server, studies = archive
+        found = c_find(server, StudyRootFind, QueryRetrieveLevel="STUDY", PatientID="FIND-1", StudyInstanceUID="",
+                       StudyDate="", PatientName="")  # fmt: skip
+        assert {ds.StudyInstanceUID for ds in found} == qido(server, "studies", PatientID="FIND-1") == set(studies[:2])
+        assert {str(ds.PatientName) for ds in found} == {"Doe^Jane"}
+        assert all(ds.QueryRetrieveLevel == "STUDY" and ds.RetrieveAETitle == "DICOMWEB" for ds in found)
+
+    def test_date_range_and_wildcard(self, archive: tuple[LiveServer, list[str]]) -> None:
+        server, studies = archive
+        found = c_find(server, StudyRootFind, QueryRetrieveLevel="STUDY", StudyDate="20240201-20240331",
+                       PatientName="*", StudyInstanceUID="")  # fmt: skip
+        expected = qido(server, "studies", StudyDate="20240201-20240331")
+        assert {ds.StudyInstanceUID for ds in found} == expected >= set(studies[1:])
+
+    def test_series_and_image_levels_as_qido(self, archive: tuple[LiveServer, list[str]]) -> None:
+        server, studies = archive
+        series = c_find(server, StudyRootFind, QueryRetrieveLevel="SERIES", StudyInstanceUID=studies[0],
+                        SeriesInstanceUID="", Modality="")  # fmt: skip
+        assert {ds.SeriesInstanceUID for ds in series} == qido(server, f"studies/{studies[0]}/series")
+        assert len(series) == 2
+        images = c_find(server, StudyRootFind, QueryRetrieveLevel="IMAGE", StudyInstanceUID=studies[0],
+                        SeriesInstanceUID="", SOPInstanceUID="")  # fmt: skip
+        assert {ds.SOPInstanceUID for ds in images} == qido(server, f"studies/{studies[0]}/instances")
+        assert len(images) == 3
+
+    def test_patient_level_and_utf8(self, archive: tuple[LiveServer, list[str]]) -> None:
+        """Patient Root, PATIENT level: one answer per patient; a name beyond ASCII is sent as UTF-8."""
+        server, _ = archive
+        [patient] = c_find(server, PatientRootFind, QueryRetrieveLevel="PATIENT", PatientID="FIND-2",
+                           PatientName="")  # fmt: skip
+        assert patient.SpecificCharacterSet == "ISO_IR 192"
+        assert str(patient.PatientName) == "Müller^Jürgen"
+        [one] = c_find(server, PatientRootFind, QueryRetrieveLevel="PATIENT", PatientID="FIND-1")
+        assert one.PatientID == "FIND-1"
+
+    def test_pages(self, archive: tuple[LiveServer, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+        """An answer longer than a page is fetched page by page; every match comes once."""
+        from dicomweb.dimse import find
+
+        monkeypatch.setattr(find, "PAGE", 1)
+        server, studies = archive
+        found = c_find(server, StudyRootFind, QueryRetrieveLevel="STUDY", PatientID="FIND-1", StudyInstanceUID="")
+        assert sorted(ds.StudyInstanceUID for ds in found) == sorted(studies[:2])
+
+    def test_an_invalid_key_is_a_failure(self, archive: tuple[LiveServer, list[str]]) -> None:
+        server, _ = archive
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyDate = "2024-01-01"
+        assoc = associate(server, [(StudyRootFind, "1.2.840.10008.1.2.1")])
+        try:
+            [(status, _)] = list(assoc.send_c_find(identifier, StudyRootFind))
+        finally:
+            assoc.release()
+        assert status.Status == 0xA900 and "StudyDate" in status.ErrorComment
+
+    @pytest.mark.skipif(not (DCMTK / "findscu").exists(), reason="DCMTK is installed by .ci/run")
+    def test_dcmtk_findscu(self, archive: tuple[LiveServer, list[str]], tmp_path: Path) -> None:
+        server, studies = archive
+        result = subprocess.run(
+            [dcmtk("findscu"), "-S", "-aet", CALLING, "-aec", "DICOMWEB", "-k", "QueryRetrieveLevel=STUDY",
+             "-k", "PatientID=FIND-1", "-k", "StudyInstanceUID", "-X", "-od", str(tmp_path),
+             "127.0.0.1", str(server.settings.dimse_port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        found = {pydicom.dcmread(path).StudyInstanceUID for path in tmp_path.glob("rsp*.dcm")}
+        assert found == set(studies[:2])

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
@@ -27,6 +29,7 @@ from ..db.outage import unreachable
 from ..services.store import StoreResult, store_spooled
 from ..status import FailureReason
 from ..storage import TEMP_SUFFIX, SpooledFile
+from . import find
 
 if TYPE_CHECKING:
     from .server import Bridge
@@ -43,6 +46,7 @@ def bound(bridge: Bridge) -> list[EventHandlerType]:
     return [
         (evt.EVT_C_ECHO, lambda event: handle_echo(bridge, event)),
         (evt.EVT_C_STORE, lambda event: handle_store(bridge, event)),
+        (evt.EVT_C_FIND, lambda event: handle_find(bridge, event)),
         (evt.EVT_CONN_CLOSE, handle_close),
     ]
 
@@ -106,6 +110,37 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
     return status
 
 
+def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """C-FIND (PS3.4 C.4.1): pending responses as the search finds matches (``find.py``), C-CANCEL honoured between
+    two; audited with its keys and outcome."""
+    identifier = event.identifier
+    final: int = find.SUCCESS
+    matches = 0
+    try:
+        for found in find.find(bridge, identifier, bridge.archive.settings.dimse_aet):
+            if event.is_cancelled:
+                final = find.CANCELLED
+                break
+            if found.identifier is None:
+                final = found.status
+                yield _status(found.status, found.comment), None
+                return
+            matches += 1
+            yield find.PENDING, found.identifier
+        yield final, None
+    except Exception as exc:
+        if not unreachable(exc):
+            log.exception("C-FIND from %s failed", _calling(event))
+            final = find.UNABLE_TO_PROCESS
+            yield _status(final, "the search failed; the archive's log has the details"), None
+            return
+        final = FailureReason.OUT_OF_RESOURCES
+        yield _status(final, "the archive's database is not reachable; retry later"), None
+    finally:
+        query = urlencode(find.keys_of(identifier))
+        bridge.run(audit(bridge, event, "C-FIND", int(final), query=f"{query}&matches={matches}"))
+
+
 def respool(source: Path, target: Path, meta: FileMetaDataset) -> SpooledFile:
     """The data set pynetdicom wrote to ``source`` (after its own File Meta Information) copied to ``target`` behind
     ``meta``, with its size and SHA-256 as the store needs them. Blocking: runs in the association's thread."""
@@ -143,7 +178,14 @@ def _calling(event: DimseEvent) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-async def audit(bridge: Bridge, event: DimseEvent, operation: DimseOperation, status: int, **uids: str | None) -> None:
+async def audit(
+    bridge: Bridge,
+    event: DimseEvent,
+    operation: DimseOperation,
+    status: int,
+    query: str | None = None,
+    **uids: str | None,
+) -> None:
     """An event in the audit trail, as for HTTP: the calling AE title is the user, its address the client, the
     action the one of the HTTP transaction that does the same work (``actions.DIMSE_ACTIONS``), the DIMSE status the
     outcome. Kept for later while the database is gone."""
@@ -155,7 +197,7 @@ async def audit(bridge: Bridge, event: DimseEvent, operation: DimseOperation, st
         method=operation,
         route="dimse",
         path=f"{operation} {bridge.archive.settings.dimse_aet}",
-        query=None,
+        query=query,
         patient_id=None,
         study_instance_uid=uids.get("study_instance_uid"),
         series_instance_uid=uids.get("series_instance_uid"),
