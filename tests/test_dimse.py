@@ -3,6 +3,7 @@ onto the same archive as DICOMweb."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import subprocess
@@ -354,3 +355,35 @@ class TestFind:
         assert result.returncode == 0, result.stderr
         found = {pydicom.dcmread(path).StudyInstanceUID for path in tmp_path.glob("rsp*.dcm")}
         assert found == set(studies[:2])
+
+
+class TestFindCancel:
+    """C-CANCEL stops a C-FIND between two pending responses."""
+
+    def test_cancel(self, server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        from dicomweb.dimse import find
+
+        patient = f"CANCEL-{pydicom.uid.generate_uid()[-8:]}"
+        stow(server, [ct_instance(patient_id=patient) for _ in range(5)])  # five studies
+        search = find.search  # type: ignore[attr-defined]
+
+        async def slowly(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.3)  # a page takes a while: the cancel arrives in between
+            return await search(*args, **kwargs)
+
+        monkeypatch.setattr(find, "PAGE", 1)
+        monkeypatch.setattr(find, "search", slowly)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.PatientID = patient
+        identifier.StudyInstanceUID = ""
+        assoc = associate(server, [(StudyRootFind, "1.2.840.10008.1.2.1")])
+        try:
+            responses = assoc.send_c_find(identifier, StudyRootFind, msg_id=7)
+            statuses = [int(next(responses)[0].Status)]
+            assoc.send_c_cancel(7, query_model=StudyRootFind)
+            statuses += [int(status.Status) for status, _ in responses]
+        finally:
+            assoc.release()
+        assert statuses[0] == 0xFF00 and statuses[-1] == 0xFE00, statuses
+        assert statuses.count(0xFF00) < 5
