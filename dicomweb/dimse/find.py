@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from ..attributes import Level
@@ -68,7 +69,7 @@ def keys_of(identifier: Dataset) -> list[tuple[str, str]]:
         value = element.value
         if value is None:
             text = ""
-        elif isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        elif isinstance(value, (list, tuple, MultiValue)):
             text = "\\".join(str(v) for v in value)
         else:
             text = str(value)
