@@ -14,17 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind as PatientRootFind,
 )
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
 )
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelGet as StudyRootGet,
+)
 
 from .conftest import LiveServer, free_port, serve_subprocess
 from .data import (
@@ -387,3 +391,67 @@ class TestFindCancel:
             assoc.release()
         assert statuses[0] == 0xFF00 and statuses[-1] == 0xFE00, statuses
         assert statuses.count(0xFF00) < 5
+
+
+class TestGet:
+    """C-GET: the instances sent back on the same association, as stored or converted, counted exactly."""
+
+    def get(self, server: LiveServer, identifier: Dataset, contexts: list[tuple[str, str]]) -> tuple[Any, list[Any]]:
+        received: list[Any] = []
+
+        def store(event: Any) -> int:
+            received.append(event.dataset)
+            return 0x0000
+
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(StudyRootGet)
+        roles: list[Any] = []
+        for abstract_syntax, transfer_syntax in contexts:
+            ae.add_requested_context(abstract_syntax, transfer_syntax)
+            roles.append(build_role(abstract_syntax, scp_role=True))
+        assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB", ext_neg=roles,
+                             evt_handlers=[(evt.EVT_C_STORE, store)])  # fmt: skip
+        assert assoc.is_established
+        try:
+            responses = list(assoc.send_c_get(identifier, StudyRootGet))
+        finally:
+            assoc.release()
+        final = responses[-1][0]
+        return final, received
+
+    def test_study_as_stored(self, server: LiveServer) -> None:
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        parts = [ct_instance(study, series, InstanceNumber=n) for n in range(3)]
+        stow(server, parts)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study
+        final, received = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 3
+        sent = {pydicom.dcmread(io.BytesIO(part)).SOPInstanceUID: pydicom.dcmread(io.BytesIO(part)) for part in parts}
+        assert {ds.SOPInstanceUID for ds in received} == set(sent)
+        assert all(ds == sent[ds.SOPInstanceUID] for ds in received)
+
+    def test_converted_when_the_stored_syntax_was_not_accepted(self, server: LiveServer) -> None:
+        """A JPEG 2000 instance to a requester that accepts only Explicit VR Little Endian: the same pixels;
+        to one that accepts neither: a failed sub-operation, counted."""
+        original = pydicom.dcmread(JPEG2000)
+        stow(server, [JPEG2000.read_bytes()])
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.StudyInstanceUID = original.StudyInstanceUID
+        identifier.SeriesInstanceUID = original.SeriesInstanceUID
+        identifier.SOPInstanceUID = original.SOPInstanceUID
+        final, [received] = self.get(server, identifier, [(original.SOPClassUID, "1.2.840.10008.1.2.1")])
+        assert final.Status == 0x0000
+        assert received.SOPInstanceUID == original.SOPInstanceUID
+        np.testing.assert_array_equal(received.pixel_array, original.pixel_array)
+        final, received_none = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        assert received_none == [] and final.NumberOfFailedSuboperations == 1
+
+    def test_unknown_study_sends_nothing(self, server: LiveServer) -> None:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = pydicom.uid.generate_uid()
+        final, received = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        assert final.Status == 0x0000 and received == []

@@ -29,7 +29,7 @@ from ..db.outage import unreachable
 from ..services.store import StoreResult, store_spooled
 from ..status import FailureReason
 from ..storage import TEMP_SUFFIX, SpooledFile
-from . import find
+from . import find, get
 
 if TYPE_CHECKING:
     from .server import Bridge
@@ -47,6 +47,7 @@ def bound(bridge: Bridge) -> list[EventHandlerType]:
         (evt.EVT_C_ECHO, lambda event: handle_echo(bridge, event)),
         (evt.EVT_C_STORE, lambda event: handle_store(bridge, event)),
         (evt.EVT_C_FIND, lambda event: handle_find(bridge, event)),
+        (evt.EVT_C_GET, lambda event: handle_get(bridge, event)),
         (evt.EVT_CONN_CLOSE, handle_close),
     ]
 
@@ -139,6 +140,35 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
     finally:
         query = urlencode(find.keys_of(identifier))
         bridge.run(audit(bridge, event, "C-FIND", int(final), query=f"{query}&matches={matches}"))
+
+
+def handle_get(bridge: Bridge, event: DimseEvent) -> Iterator[int | tuple[int | Dataset, Dataset | None]]:
+    """C-GET (PS3.4 C.4.3): the number of sub-operations, then each instance to send on this association (pynetdicom
+    sends it and counts completed, failed and warning); C-CANCEL honoured between two; audited with the scope."""
+    scope = get.scope_of(event.identifier)
+    if isinstance(scope, str):
+        yield 0
+        yield _status(get.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, scope), None
+        bridge.run(audit(bridge, event, "C-GET", get.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS))
+        return
+    files = get.files_of(bridge, scope)
+    accepted: dict[str, set[str]] = {}
+    for context in event.assoc.accepted_contexts:
+        if not context.as_scu:  # only the storage contexts in which the archive may act as the SCU
+            continue
+        accepted.setdefault(str(context.abstract_syntax), set()).add(str(context.transfer_syntax[0]))
+    yield len(files)
+    offered = 0
+    for dataset in get.datasets(bridge, files, accepted):
+        if event.is_cancelled:
+            yield get.CANCELLED, None
+            break
+        offered += 1
+        yield get.PENDING, dataset
+    bridge.run(
+        audit(bridge, event, "C-GET", SUCCESS, query=f"instances={len(files)}&offered={offered}",
+              study_instance_uid=scope.study, series_instance_uid=scope.series)
+    )  # fmt: skip
 
 
 def respool(source: Path, target: Path, meta: FileMetaDataset) -> SpooledFile:

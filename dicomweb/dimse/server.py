@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -64,11 +66,18 @@ def application_entity(ae_title: str) -> AE:
     ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = ACSE_TIMEOUT, DIMSE_TIMEOUT, NETWORK_TIMEOUT
     ae.maximum_associations = MAX_ASSOCIATIONS
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-    for model in (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind):
+    for model in (
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelGet,
+    ):
         ae.add_supported_context(model, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        # Both roles: a modality stores here (we are SCP), and a C-GET requester is sent its instances on its own
+        # association (SCP/SCU Role Selection, PS3.7 D.3.3.4: it is the SCP of the storage sub-operations).
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     return ae
 
 
