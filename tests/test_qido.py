@@ -11,8 +11,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from dicomweb import qido
 from dicomweb.attributes import Level
+from dicomweb.services import search
 
 from .conftest import LiveServer, shared_server
 from .data import CHARSET_FILES, ct_instance, multipart, stow_headers
@@ -329,7 +329,7 @@ class TestPaging:
 
     def test_server_cap_warning(self, archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
         """A result cut by the server's cap says how many more there are."""
-        monkeypatch.setitem(qido.MAX_RESULTS, Level.STUDY, 3)
+        monkeypatch.setitem(search.MAX_RESULTS, Level.STUDY, 3)
         response = archive.get("/studies")
         assert len(response.json()) == 3
         assert "There are 5 additional results that can be requested" in response.headers["warning"]

@@ -13,9 +13,11 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomweb.archive import Archive, open_archive
+from dicomweb.attributes import Level
 from dicomweb.config import Settings
 from dicomweb.db.retrieve import StoredFile
-from dicomweb.services import delete, retrieve, store
+from dicomweb.query import parse
+from dicomweb.services import delete, retrieve, search, store
 
 from .data import ct_instance
 
@@ -68,5 +70,33 @@ class TestStoreRetrieveDelete:
                 await delete.delete_instances(archive, study, None, None)
             with pytest.raises(retrieve.FilesMissing, match="1 stored files are missing"):
                 await retrieve.check_files(archive, [stored])
+
+        with_archive(new_database, tmp_path, work)
+
+
+class TestSearch:
+    """The search QIDO-RS answers with (and C-FIND will), without a request."""
+
+    def test_scoped_and_capped(self, new_database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The instances of a study, with RetrieveURLs under the base URL given; a cap leaves a count of the
+        rest, a client's own limit does not."""
+        study, series = generate_uid(), generate_uid()
+        instances = [ct_instance(study, series, InstanceNumber=n) for n in (1, 2, 3)]
+        sops = [pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).SOPInstanceUID for data in instances]
+        base = "https://pacs.example/dicomweb"
+
+        async def work(archive: Archive) -> None:
+            for data in instances:
+                await store_bytes(archive, data)
+            scope = {"StudyInstanceUID": study}
+            found = await search.search(archive, parse([], Level.INSTANCE), scope, base)
+            urls = [result[search.RETRIEVE_URL]["Value"][0] for result in found.results]
+            assert sorted(urls) == sorted(f"{base}/studies/{study}/series/{series}/instances/{s}" for s in sops)
+            assert found.more == 0
+            monkeypatch.setitem(search.MAX_RESULTS, Level.INSTANCE, 2)
+            capped = await search.search(archive, parse([], Level.INSTANCE), scope, base)
+            assert (len(capped.results), capped.more, capped.more_at_least) == (2, 1, False)
+            limited = await search.search(archive, parse([("limit", "2")], Level.INSTANCE), scope, base)
+            assert (len(limited.results), limited.more) == (2, 0)
 
         with_archive(new_database, tmp_path, work)
