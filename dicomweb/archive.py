@@ -64,12 +64,12 @@ async def open_archive(settings: Settings) -> AsyncIterator[Archive]:
     """Build the archive's resources, and tear them down in the reverse order when the block ends (also when
     building one of them fails)."""
     async with AsyncExitStack() as stack:
-        executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dicomweb-io")
-        stack.callback(executor.shutdown, wait=False)
-        asyncio.get_running_loop().set_default_executor(executor)
         # "spawn": a forked child would inherit the parent's threads' locks in whatever state they were.
         cpu = ProcessPoolExecutor(max_workers=CPU_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
         stack.callback(cpu.shutdown, wait=True, cancel_futures=True)
+        executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dicomweb-io")
+        stack.callback(executor.shutdown, wait=False)  # before the wait for the processes, as a stop always did
+        asyncio.get_running_loop().set_default_executor(executor)
         url = settings.database_url
         if not url:
             embedded = EmbeddedPostgres(settings.data_dir)
