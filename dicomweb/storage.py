@@ -87,6 +87,12 @@ async def cleanup(function: Callable[..., None], *args: Any) -> None:
     """Run a blocking clean-up (closing, unlinking temp files) in a worker thread; should that await be cancelled
     (a request cancelled twice at shutdown) or the worker threads be gone (the server stopping), run it here and
     now: a temp file must not outlive its request, and unlinking a few files is brief."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # A request being cancelled: the server is stopping, and may end this process (uvicorn raises SIGTERM again
+        # once its lifespan is over) before a worker thread would get to the files.
+        function(*args)
+        return
     try:
         await asyncio.to_thread(function, *args)
     except (asyncio.CancelledError, RuntimeError):  # RuntimeError: "cannot schedule new futures after shutdown"
