@@ -10,7 +10,6 @@ a night's migration outlives a restart of the database.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -24,11 +23,9 @@ from tqdm import tqdm
 from .archive import Archive
 from .db.outage import unreachable
 from .services.store import store_spooled
-from .storage import SpooledFile
 
 log = logging.getLogger("dicomweb")
 
-COPY_CHUNK_BYTES = 1024 * 1024
 DATABASE_WAIT_SECONDS = 300  # how long an import waits for the database to come back before it stops
 DATABASE_RETRY_SECONDS = 1.0  # between tries of a file while the database is gone
 PARALLEL_FILES = 4  # files copied, parsed and indexed at once
@@ -74,17 +71,6 @@ def _is_dicom(path: Path) -> bool:
             return f.read(4) == b"DICM"
     except OSError:
         return False
-
-
-def _spool(source: Path, target: Path) -> SpooledFile:
-    digest = hashlib.sha256()
-    size = 0
-    with open(source, "rb") as src, open(target, "xb") as dst:
-        while chunk := src.read(COPY_CHUNK_BYTES):
-            digest.update(chunk)
-            dst.write(chunk)
-            size += len(chunk)
-    return SpooledFile(target, size, digest.hexdigest())
 
 
 async def import_paths(archive: Archive, paths: list[Path], progress: bool = True) -> ImportReport:
@@ -136,11 +122,9 @@ async def _import_one(archive: Archive, path: Path, report: ImportReport) -> Non
     if not await asyncio.to_thread(_is_dicom, path):
         report.skipped += 1
         return
-    target = archive.storage.temp_writer().path
     try:
-        spooled = await asyncio.to_thread(_spool, path, target)
+        spooled = await asyncio.to_thread(archive.storage.spool_copy, path)
     except OSError as exc:
-        target.unlink(missing_ok=True)
         report.failures.append((path, f"cannot read: {exc.strerror}"))
         return
     result = await store_spooled(archive, spooled, None)  # the spooled file is gone afterwards, stored or not

@@ -130,6 +130,26 @@ class FileStorage:
     def temp_writer(self) -> TempWriter:
         return TempWriter(self.tmp / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
 
+    def spool_copy(self, source: Path, head: bytes = b"", start: int = 0) -> SpooledFile:
+        """``head`` and then ``source`` from byte ``start`` on, copied into a new temp file and hashed on the way, as
+        the store needs it (``dicomweb import``'s files; a C-STORE data set behind the archive's File Meta
+        Information). Blocking: call from a worker thread. Nothing is left behind when the copy fails."""
+        target = self.temp_writer().path
+        digest = hashlib.sha256(head)
+        size = len(head)
+        try:
+            with open(source, "rb") as src, open(target, "xb") as dst:
+                src.seek(start)
+                dst.write(head)
+                while chunk := src.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return SpooledFile(target, size, digest.hexdigest())
+
     def new_path(self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
         """A fresh relative path for an instance file; refuses anything that is not a valid UID."""
         for uid in (study_instance_uid, series_instance_uid, sop_instance_uid):

@@ -6,7 +6,6 @@ Each handler runs in the association's thread (pynetdicom) and hands its work to
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,6 @@ from ..db.audit import Event
 from ..db.outage import unreachable
 from ..services.store import StoreResult, store_spooled
 from ..status import FailureReason
-from ..storage import TEMP_SUFFIX, SpooledFile
 from . import find, get
 
 if TYPE_CHECKING:
@@ -36,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dicomweb")
 
-COPY_CHUNK_BYTES = 1024 * 1024
 SUCCESS = 0x0000
 IMPLEMENTATION_VERSION_NAME = "DICOMWEB"  # (0002,0013) of the files the archive writes for C-STORE
 
@@ -80,18 +77,18 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     meta.SourceApplicationEntityTitle = calling  # (0002,0016): who sent it (PS3.10 §7.1)
-    target = bridge.archive.storage.tmp / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
     try:
-        spooled = respool(event.dataset_path, target, meta)
+        # The data set as pynetdicom received it, after its own File Meta Information, behind ours.
+        received = event.dataset_path
+        spooled = bridge.archive.storage.spool_copy(received, _encoded_meta(meta), _data_set_start(received))
     except OSError as exc:
-        target.unlink(missing_ok=True)
         log.error("C-STORE from %s: the received data set could not be spooled: %s", calling, exc)
         return _status(FailureReason.OUT_OF_RESOURCES, f"cannot write the data set: {exc.strerror}")
     result: StoreResult | None = None
     try:
         result = bridge.run(store_spooled(bridge.archive, spooled, None))
     except Exception as exc:
-        target.unlink(missing_ok=True)
+        spooled.path.unlink(missing_ok=True)
         if not unreachable(exc):
             raise
         status = _status(FailureReason.OUT_OF_RESOURCES, "the archive's database is not reachable; retry later")
@@ -171,21 +168,12 @@ def handle_get(bridge: Bridge, event: DimseEvent) -> Iterator[int | tuple[int | 
     )  # fmt: skip
 
 
-def respool(source: Path, target: Path, meta: FileMetaDataset) -> SpooledFile:
-    """The data set pynetdicom wrote to ``source`` (after its own File Meta Information) copied to ``target`` behind
-    ``meta``, with its size and SHA-256 as the store needs them. Blocking: runs in the association's thread."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(source, "rb") as received, open(target, "xb") as spool:
-        received.seek(132 + 8)  # preamble, "DICM", (0002,0000) tag, VR and length of File Meta Group Length
-        group_length = int.from_bytes(received.read(4), "little")
-        received.seek(132 + 12 + group_length)
-        head = _encoded_meta(meta)
-        for chunk in (head, *iter(lambda: received.read(COPY_CHUNK_BYTES), b"")):
-            spool.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-    return SpooledFile(target, size, digest.hexdigest())
+def _data_set_start(path: Path) -> int:
+    """Where the data set begins in a PS3.10 file: after the preamble, "DICM" and the File Meta Information group,
+    whose length its first element, File Meta Information Group Length (0002,0000) UL, gives (PS3.10 §7.1)."""
+    with open(path, "rb") as file:
+        file.seek(132 + 8)  # preamble, "DICM", then the group length element's tag, VR and value length
+        return 132 + 12 + int.from_bytes(file.read(4), "little")
 
 
 def _encoded_meta(meta: FileMetaDataset) -> bytes:
