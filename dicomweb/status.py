@@ -39,3 +39,19 @@ class WarningReason(IntEnum):
     ELEMENTS_DISCARDED = 0xB006
     # PS3.4 Table B.2-1 "Data Set does not match SOP Class".
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xB007
+
+
+class DimseStatus(IntEnum):
+    """The other statuses the DIMSE services answer with (dicomweb/dimse/): success, the pending and cancel statuses
+    of C-FIND and C-GET, and their failures (PS3.4 Tables C.4-1 and C.4-3)."""
+
+    # PS3.7 Annex C: success, of every DIMSE service.
+    SUCCESS = 0x0000
+    # PS3.4 Table C.4-1/-3 "Pending": a match, or sub-operations continuing.
+    PENDING = 0xFF00
+    # PS3.4 Table C.4-1/-3 "Cancel": matching or sub-operations terminated due to a C-CANCEL request.
+    CANCEL = 0xFE00
+    # PS3.4 Table C.4-1/-3 "Failed: Identifier does not match SOP Class": a key that cannot be read as asked.
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    # PS3.4 Table C.4-1 "Failed: Unable to process" (Cxxx).
+    UNABLE_TO_PROCESS = 0xC000

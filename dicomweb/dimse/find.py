@@ -24,6 +24,7 @@ from ..attributes import Level
 from ..errors import BadRequest
 from ..query import parse
 from ..services.search import search
+from ..status import DimseStatus
 
 if TYPE_CHECKING:
     from .server import Bridge
@@ -31,13 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicomweb")
 
 PAGE = 500  # matches fetched per search while the pending responses of the page before go out
-
-# PS3.4 C.4.1.1 status codes of a C-FIND SCP
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-SUCCESS = 0x0000
-IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-UNABLE_TO_PROCESS = 0xC000
 
 LEVELS = {"PATIENT": Level.STUDY, "STUDY": Level.STUDY, "SERIES": Level.SERIES, "IMAGE": Level.INSTANCE}
 UNIQUE_KEYS = {
@@ -54,7 +48,7 @@ class Found:
     """One response identifier, or a final status with its reason."""
 
     identifier: Dataset | None
-    status: int = PENDING
+    status: int = DimseStatus.PENDING
     comment: str = ""
 
 
@@ -81,7 +75,9 @@ def find(bridge: Bridge, identifier: Dataset, ae_title: str) -> Iterator[Found]:
     """The responses to one C-FIND: a pending one per match, page by page (runs in the association's thread)."""
     level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if level_name not in LEVELS:
-        yield Found(None, IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, f"QueryRetrieveLevel {level_name!r} is not supported")
+        yield Found(
+            None, DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, f"QueryRetrieveLevel {level_name!r} is not supported"
+        )
         return
     level = LEVELS[level_name]
     keys = keys_of(identifier)
@@ -96,7 +92,7 @@ def find(bridge: Bridge, identifier: Dataset, ae_title: str) -> Iterator[Found]:
         try:
             query = parse(params, level)
         except BadRequest as exc:
-            yield Found(None, IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, exc.detail)
+            yield Found(None, DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, exc.detail)
             return
         page = bridge.run(search(bridge.archive, query, {}, "")).results
         for result in page:

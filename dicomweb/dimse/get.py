@@ -25,11 +25,6 @@ from ..transcode import CannotTranscode, transcode
 if TYPE_CHECKING:
     from .server import Bridge
 
-# PS3.4 C.4.3.1.4 status codes of a C-GET SCP
-IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-
 LEVELS = ("STUDY", "SERIES", "IMAGE")
 
 

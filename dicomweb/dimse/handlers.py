@@ -26,7 +26,7 @@ from ..actions import DIMSE_ACTIONS, DimseOperation
 from ..db.audit import Event
 from ..db.outage import unreachable
 from ..services.store import StoreResult, store_spooled
-from ..status import FailureReason
+from ..status import DimseStatus, FailureReason
 from . import find, get
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dicomweb")
 
-SUCCESS = 0x0000
 IMPLEMENTATION_VERSION_NAME = "DICOMWEB"  # (0002,0013) of the files the archive writes for C-STORE
 
 
@@ -61,8 +60,8 @@ def handle_close(event: DimseEvent) -> None:
 
 def handle_echo(bridge: Bridge, event: DimseEvent) -> int:
     """C-ECHO (PS3.7 §9.1.5): success, audited."""
-    bridge.run(audit(bridge, event, "C-ECHO", SUCCESS))
-    return SUCCESS
+    bridge.run(audit(bridge, event, "C-ECHO", DimseStatus.SUCCESS))
+    return DimseStatus.SUCCESS
 
 
 def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
@@ -94,7 +93,7 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         status = _status(FailureReason.OUT_OF_RESOURCES, "the archive's database is not reachable; retry later")
     else:
         if result.failure is None:
-            status = _status(SUCCESS)
+            status = _status(DimseStatus.SUCCESS)
         else:
             log.info("C-STORE from %s refused %s: %s", calling, result.sop_instance_uid, result.detail)
             status = _status(result.failure, result.detail)
@@ -112,24 +111,24 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
     """C-FIND (PS3.4 C.4.1): pending responses as the search finds matches (``find.py``), C-CANCEL honoured between
     two; audited with its keys and outcome."""
     identifier = event.identifier
-    final: int = find.SUCCESS
+    final: int = DimseStatus.SUCCESS
     matches = 0
     try:
         for found in find.find(bridge, identifier, bridge.archive.settings.dimse_aet):
             if event.is_cancelled:
-                final = find.CANCELLED
+                final = DimseStatus.CANCEL
                 break
             if found.identifier is None:
                 final = found.status
                 yield _status(found.status, found.comment), None
                 return
             matches += 1
-            yield find.PENDING, found.identifier
+            yield DimseStatus.PENDING, found.identifier
         yield final, None
     except Exception as exc:
         if not unreachable(exc):
             log.exception("C-FIND from %s failed", _calling(event))
-            final = find.UNABLE_TO_PROCESS
+            final = DimseStatus.UNABLE_TO_PROCESS
             yield _status(final, "the search failed; the archive's log has the details"), None
             return
         final = FailureReason.OUT_OF_RESOURCES
@@ -145,8 +144,8 @@ def handle_get(bridge: Bridge, event: DimseEvent) -> Iterator[int | tuple[int | 
     scope = get.scope_of(event.identifier)
     if isinstance(scope, str):
         yield 0
-        yield _status(get.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, scope), None
-        bridge.run(audit(bridge, event, "C-GET", get.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS))
+        yield _status(DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, scope), None
+        bridge.run(audit(bridge, event, "C-GET", DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS))
         return
     files = get.files_of(bridge, scope)
     accepted: dict[str, set[str]] = {}
@@ -158,12 +157,12 @@ def handle_get(bridge: Bridge, event: DimseEvent) -> Iterator[int | tuple[int | 
     offered = 0
     for dataset in get.datasets(bridge, files, accepted):
         if event.is_cancelled:
-            yield get.CANCELLED, None
+            yield DimseStatus.CANCEL, None
             break
         offered += 1
-        yield get.PENDING, dataset
+        yield DimseStatus.PENDING, dataset
     bridge.run(
-        audit(bridge, event, "C-GET", SUCCESS, query=f"instances={len(files)}&offered={offered}",
+        audit(bridge, event, "C-GET", DimseStatus.SUCCESS, query=f"instances={len(files)}&offered={offered}",
               study_instance_uid=scope.study, series_instance_uid=scope.series)
     )  # fmt: skip
 
