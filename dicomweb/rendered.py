@@ -98,14 +98,13 @@ async def retrieve_rendered(request: Request) -> Response:
         return Response(body, media_type=media_type)
     files = await stored_files(archive, study, series, sop)
     if multipart:
-        agent = request.url.hostname or "dicomweb"
         if numbers is None:
-            return await _multipart(archive, [(file, 1) for file in files], rendering, media_type, agent)
+            return await _multipart(archive, [(file, 1) for file in files], rendering, media_type, request)
         count = files[0].number_of_frames or 1
         beyond = [n for n in numbers if n > count]
         if beyond:  # checked before the first part leaves: a later failure could only cut the response short
             raise BadRequest(f"instance {sop}: frame {beyond[0]} does not exist: the instance has {count} frame(s)")
-        return await _multipart(archive, [(files[0], n) for n in numbers], rendering, media_type, agent, whole=True)
+        return await _multipart(archive, [(files[0], n) for n in numbers], rendering, media_type, request, whole=True)
     first = numbers[0] if numbers else 1
     candidates = files if sop is not None else candidates_of(files)
     body = await _first_rendered(archive, [(f, first) for f in candidates], rendering, media_type, cache=False)
@@ -161,7 +160,7 @@ async def _multipart(
     targets: list[tuple[retrieve.StoredFile, int]],
     rendering: Rendering,
     media_type: str,
-    agent: str,
+    request: Request,
     whole: bool = False,
 ) -> Response:
     """One part per renderable target. Instances without pixel data, or whose pixel data cannot be decoded, are left
@@ -174,13 +173,13 @@ async def _multipart(
         images = [image async for image in rendered]
         if images:
             pieces = [(media_type, image) for image in images]
-            return MultipartBytesResponse(pieces, headers=warning_headers(agent, left_out))
+            return MultipartBytesResponse(pieces, headers=warning_headers(request, left_out))
     else:
         first = await anext(rendered, None)
         if first is not None:
             parts = (bytes_part(media_type, image) async for image in rendered)
             return MultipartRelatedResponse(
-                chain(bytes_part(media_type, first), parts), media_type, headers=warning_headers(agent, left_out)
+                chain(bytes_part(media_type, first), parts), media_type, headers=warning_headers(request, left_out)
             )
     if not left_out:
         raise NotAcceptable("no instance here has pixel data that can be rendered")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -23,11 +24,12 @@ log = logging.getLogger("dicomweb")
 MAX_WARNINGS = 20  # explanations sent as Warning header values; the rest are counted
 
 
-def warning_headers(agent: str, texts: list[str]) -> dict[str, str]:
+def warning_headers(request: Request, texts: list[str]) -> dict[str, str]:
     """Explanations as ``Warning: 299`` values (RFC 7234 §5.5; PS3.18 answers with them what a response leaves out
     or could not do), the first MAX_WARNINGS of them, quoted and in ASCII; none for no texts."""
     if not texts:
         return {}
+    agent = request.url.hostname or "dicomweb"  # RFC 7234 §5.5: the host that adds the warning
     shown = [t.replace('"', "'").replace("\\", "/").encode("ascii", "replace").decode() for t in texts[:MAX_WARNINGS]]
     if len(texts) > MAX_WARNINGS:
         shown.append(f"{len(texts) - MAX_WARNINGS} more")

@@ -172,4 +172,4 @@ class StoreResponse:
 
     def warnings(self, request: Request) -> dict[str, str]:
         """Why each instance failed, as ``Warning: 299`` headers (RFC 7234 §5.5), the first few of them."""
-        return warning_headers(request.url.hostname or "dicomweb", self.details)
+        return warning_headers(request, self.details)

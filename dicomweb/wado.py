@@ -133,7 +133,6 @@ async def retrieve_instances(request: Request) -> Response:
             "ask for transfer-syntax=* (as stored) or Explicit VR Little Endian (1.2.840.10008.1.2.1)"
         )
     await check_files(archive, convertible)
-    agent = request.url.hostname or "dicomweb"
     if not wanted.multipart:
         [file] = convertible
         syntax = target or file.transfer_syntax_uid
@@ -149,12 +148,12 @@ async def retrieve_instances(request: Request) -> Response:
                        f.file_size)
             for f in convertible
         ]  # fmt: skip
-        return MultipartFilesResponse(stored_parts, media.DICOM, headers=warning_headers(agent, left_out))
+        return MultipartFilesResponse(stored_parts, media.DICOM, headers=warning_headers(request, left_out))
     parts = _parts(archive, convertible, target, left_out)
     first = await anext(parts, None)  # before answering: when no instance converts, the answer is a 406
     if first is None:
         raise NotAcceptable(f"{'; '.join(left_out[:3])}; ask for transfer-syntax=* (as stored)")
-    return MultipartRelatedResponse(chain(first, parts), media.DICOM, headers=warning_headers(agent, left_out))
+    return MultipartRelatedResponse(chain(first, parts), media.DICOM, headers=warning_headers(request, left_out))
 
 
 async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool) -> Response:
@@ -384,5 +383,5 @@ async def retrieve_frames(request: Request) -> Response:
             raise NotAcceptable("several frames need multipart/related; ask for one frame or accept multipart")
         media_type, syntax, data = payloads[0]
         return Response(data, media_type=f"{media_type}; transfer-syntax={syntax}")
-    warnings = warning_headers(request.url.hostname or "dicomweb", left_out)
+    warnings = warning_headers(request, left_out)
     return MultipartBytesResponse([(f"{m}; transfer-syntax={t}", d) for m, t, d in payloads], headers=warnings)
