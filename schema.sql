@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 3
+-- schema_version: 4
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -302,3 +302,18 @@ INSERT INTO schema_version (version) VALUES (2);
 ALTER TABLE instance ADD COLUMN frame_index jsonb;
 
 INSERT INTO schema_version (version) VALUES (3);
+
+-- migrate to version 4
+-- The DICOM nodes the archive knows (PS3.7 application entities): who may associate and do what over DIMSE, and
+-- where C-MOVE and "send to node" deliver. Managed by /api/dicom-nodes and `dicomweb nodes` (dicomweb/dimse/nodes.py).
+CREATE TABLE dicom_node (
+    ae_title    text PRIMARY KEY,  -- as called, without padding spaces (PS3.5 AE: 1 to 16 characters)
+    host        text NOT NULL,
+    port        integer NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    permissions text[] NOT NULL DEFAULT '{}',  -- of store, find, get, move
+    description text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO schema_version (version) VALUES (4);

@@ -43,7 +43,7 @@ class WarningReason(IntEnum):
 
 class DimseStatus(IntEnum):
     """The other statuses the DIMSE services answer with (dicomweb/dimse/): success, the pending and cancel statuses
-    of C-FIND and C-GET, and their failures (PS3.4 Tables C.4-1 and C.4-3)."""
+    of C-FIND, C-MOVE and C-GET, and their failures (PS3.4 Tables C.4-1, C.4-2 and C.4-3)."""
 
     # PS3.7 Annex C: success, of every DIMSE service.
     SUCCESS = 0x0000
@@ -55,3 +55,11 @@ class DimseStatus(IntEnum):
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     # PS3.4 Table C.4-1 "Failed: Unable to process" (Cxxx).
     UNABLE_TO_PROCESS = 0xC000
+    # PS3.7 Annex C general status "Refused: Not Authorized": the calling AE title may not ask for this (its node's
+    # permissions, DICOMWEB_DIMSE_UNKNOWN).
+    NOT_AUTHORIZED = 0x0124
+    # PS3.4 Table C.4-2 "Refused: Move Destination unknown": the Move Destination is not a registered node, or it
+    # cannot be reached.
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    # PS3.4 Table C.4-2/-3 "Warning: Sub-operations Complete - One or more Failures or Warnings".
+    SUB_OPERATIONS_WITH_FAILURES = 0xB000
