@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with open_archive(settings) as archive:
-            dimse = DimseServer(archive) if settings.dimse_port else None
+            dimse = DimseServer(archive, metrics) if settings.dimse_port else None
             if dimse is not None:
                 dimse.start()
             try:

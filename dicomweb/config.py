@@ -26,6 +26,7 @@ POSITIVE = frozenset({"max_upload_mb", "max_parts", "max_part_header_bytes", "db
 DuplicatePolicy = Literal["reject", "overwrite"]
 AuthMode = Literal["enabled", "disabled"]
 LogFormat = Literal["text", "json"]
+UnknownCallerPolicy = Literal["store", "none"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("dimse_port", "11112", "TCP port of the DICOM (DIMSE) listener, on the same host as HTTP; 0 turns it off."),
     Setting("dimse_aet", "DICOMWEB", "The archive's AE title: associations calling another one are rejected."),
+    Setting(
+        "dimse_unknown",
+        "store",
+        "What a calling AE title that is not a registered DICOM node may do: store (C-ECHO and C-STORE) or none "
+        "(its associations are rejected).",
+    ),
     Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool (per worker process)."),
     Setting(
         "db_timeout_seconds",
@@ -154,6 +161,7 @@ class Settings:
     workers: int = 0
     dimse_port: int = 11112
     dimse_aet: str = "DICOMWEB"
+    dimse_unknown: UnknownCallerPolicy = "store"
     db_pool_size: int = 8
     db_timeout_seconds: int = 60
     log_level: str = "info"
@@ -210,6 +218,8 @@ def _parse(setting: Setting, raw: str) -> object:
         return Path(raw)
     if setting.name == "duplicates" and raw not in ("reject", "overwrite"):
         raise ValueError(f"{setting.env} must be 'reject' or 'overwrite', got {raw!r}")
+    if setting.name == "dimse_unknown" and raw not in ("store", "none"):
+        raise ValueError(f"{setting.env} must be 'store' or 'none', got {raw!r}")
     if setting.name == "auth" and raw not in ("enabled", "disabled"):
         raise ValueError(f"{setting.env} must be 'enabled' or 'disabled', got {raw!r}")
     if setting.name == "log_format" and raw not in ("text", "json"):

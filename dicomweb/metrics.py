@@ -54,6 +54,18 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.dimse_associations = Counter(
+            "dicomweb_dimse_associations",
+            "DICOM associations requested of the DIMSE listener, by calling AE title and outcome (accepted, rejected)",
+            ["calling_ae_title", "outcome"],
+            registry=self.registry,
+        )
+        self.dimse_operations = Counter(
+            "dicomweb_dimse_operations",
+            "DIMSE operations answered, by service (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) and final status",
+            ["service", "status"],
+            registry=self.registry,
+        )
         self.pool_connections = Gauge(
             "dicomweb_db_pool_connections",
             "Database connections of the pools: open, in use, and the most allowed",

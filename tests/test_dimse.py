@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind as PatientRootFind,
@@ -28,6 +29,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet as StudyRootGet,
+)
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelMove as StudyRootMove,
 )
 
 from .conftest import LiveServer, free_port, serve_subprocess
@@ -59,9 +63,19 @@ FILES = [CT, DEFLATED, JPEG2000, JPEG_BASELINE, MR_BIG_ENDIAN, MULTIFRAME_US, TE
 
 @pytest.fixture
 def server(server_factory: Any) -> LiveServer:
-    """A server with its DIMSE listener on a free port, AE title DICOMWEB."""
+    """A server with its DIMSE listener on a free port, AE title DICOMWEB, where CALLING is a node that may do
+    everything."""
     live: LiveServer = server_factory(dimse_port=free_port())
+    register(live, CALLING, "127.0.0.1", 104, ["store", "find", "get", "move"])
     return live
+
+
+def register(server: LiveServer, ae_title: str, host: str, port: int, permissions: list[str]) -> None:
+    """A DICOM node, straight into the server's database (the HTTP API's own tests are in test_dicom_nodes.py)."""
+    server.db.fetch(
+        "INSERT INTO dicom_node (ae_title, host, port, permissions) VALUES ($1, $2, $3, $4)",
+        ae_title, host, port, permissions,
+    )  # fmt: skip
 
 
 def associate(server: LiveServer, contexts: list[tuple[str, str]], called: str = "DICOMWEB") -> Any:
@@ -455,3 +469,303 @@ class TestGet:
         identifier.StudyInstanceUID = pydicom.uid.generate_uid()
         final, received = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
         assert final.Status == 0x0000 and received == []
+
+
+def study_identifier(study: str, level: str = "STUDY", **keys: Any) -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    identifier.StudyInstanceUID = study
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    return identifier
+
+
+class StorageNode:
+    """A storage SCP of the test's (pynetdicom), as a C-MOVE destination: what it received, optionally slowly."""
+
+    def __init__(self, ae_title: str, transfer_syntaxes: list[str] | None = None, delay: float = 0.0) -> None:
+        self.received: list[Dataset] = []
+        self.delay = delay
+        self.port = free_port()
+        self.ae = AE(ae_title=ae_title)
+        for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
+            self.ae.add_supported_context(context.abstract_syntax, transfer_syntaxes or ALL_TRANSFER_SYNTAXES)
+        server = self.ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self.store)]
+        )
+        assert server is not None
+        self.server = server
+
+    def store(self, event: Any) -> int:
+        time.sleep(self.delay)
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        self.received.append(dataset)
+        return 0x0000
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def destination(server: LiveServer) -> Iterator[StorageNode]:
+    """A storage SCP registered as node STORESCP (may do nothing itself)."""
+    node = StorageNode("STORESCP")
+    register(server, "STORESCP", "127.0.0.1", node.port, [])
+    yield node
+    node.stop()
+
+
+def c_move(server: LiveServer, identifier: Dataset, destination: str, calling: str = CALLING) -> list[Dataset]:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(StudyRootMove)
+    assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB")
+    assert assoc.is_established
+    try:
+        return [status for status, _ in assoc.send_c_move(identifier, destination, StudyRootMove)]
+    finally:
+        assoc.release()
+
+
+class TestMove:
+    """C-MOVE to a registered node: the archive's own association, exact counts, identical data sets."""
+
+    def test_study_to_a_node(self, server: LiveServer, destination: StorageNode) -> None:
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        parts = [ct_instance(study, series, InstanceNumber=n) for n in range(4)]
+        stow(server, parts)
+        stow(server, [JPEG2000.read_bytes()])  # another study: not moved
+        responses = c_move(server, study_identifier(study), "STORESCP")
+        final = responses[-1]
+        assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 4
+        assert final.NumberOfFailedSuboperations == 0 and final.NumberOfWarningSuboperations == 0
+        assert [int(r.Status) for r in responses[:-1]] == [0xFF00] * 4
+        sent = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(io.BytesIO(part)) for part in parts)}
+        assert sorted(ds.SOPInstanceUID for ds in destination.received) == sorted(sent)
+        assert all(ds == sent[ds.SOPInstanceUID] for ds in destination.received)
+        events = httpx.get(f"{server.url}/api/audit", params={"action": "retrieve", "study": study}).json()
+        [move] = [e for e in events if e["method"] == "C-MOVE"]
+        assert move["user"] == CALLING and "destination=STORESCP" in move["query"] and "offered=4" in move["query"]
+
+    def test_converted_for_a_node_without_the_stored_syntax(self, server: LiveServer) -> None:
+        """A JPEG 2000 instance to a node that takes only uncompressed syntaxes: the same pixels."""
+        node = StorageNode("PLAIN", transfer_syntaxes=["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        register(server, "PLAIN", "127.0.0.1", node.port, [])
+        try:
+            original = pydicom.dcmread(JPEG2000)
+            stow(server, [JPEG2000.read_bytes()])
+            final = c_move(server, study_identifier(original.StudyInstanceUID), "PLAIN")[-1]
+        finally:
+            node.stop()
+        assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 1
+        [received] = node.received
+        assert received.file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+        np.testing.assert_array_equal(received.pixel_array, original.pixel_array)
+
+    def test_unknown_destination(self, server: LiveServer) -> None:
+        study = pydicom.uid.generate_uid()
+        stow(server, [ct_instance(study)])
+        [final] = c_move(server, study_identifier(study), "NOWHERE")
+        assert final.Status == 0xA801 and "NOWHERE" in final.ErrorComment
+
+    # pynetdicom 3.0 shuts a socket whose connection was refused down without closing it (transport.py), and the
+    # garbage collector closes it, with a ResourceWarning.
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+    def test_destination_down(self, server: LiveServer) -> None:
+        study = pydicom.uid.generate_uid()
+        stow(server, [ct_instance(study)])
+        register(server, "DOWN", "127.0.0.1", free_port(), [])  # nothing listens there
+        [final] = c_move(server, study_identifier(study), "DOWN")
+        assert final.Status == 0xA801
+
+    def test_identifier_without_study(self, server: LiveServer, destination: StorageNode) -> None:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "SERIES"
+        [final] = c_move(server, identifier, "STORESCP")
+        assert final.Status == 0xA900 and "StudyInstanceUID" in final.ErrorComment
+        assert destination.received == []
+
+    def test_cancel(self, server: LiveServer) -> None:
+        node = StorageNode("SLOW", delay=0.3)
+        register(server, "SLOW", "127.0.0.1", node.port, [])
+        study = pydicom.uid.generate_uid()
+        stow(server, [ct_instance(study) for _ in range(6)])
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(StudyRootMove)
+        assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB")
+        try:
+            responses = assoc.send_c_move(study_identifier(study), "SLOW", StudyRootMove, msg_id=9)
+            first = next(responses)[0]
+            assoc.send_c_cancel(9, query_model=StudyRootMove)
+            rest = [status for status, _ in responses]
+        finally:
+            assoc.release()
+            node.stop()
+        assert first.Status == 0xFF00
+        final = rest[-1]
+        assert final.Status == 0xFE00, [hex(r.Status) for r in rest]
+        assert final.NumberOfCompletedSuboperations == len(node.received) < 6
+        assert final.NumberOfRemainingSuboperations == 6 - len(node.received)
+
+    @pytest.mark.skipif(not (DCMTK / "movescu").exists(), reason="DCMTK is installed by .ci/run")
+    def test_dcmtk_movescu_to_storescp(self, server: LiveServer, tmp_path: Path) -> None:
+        """DCMTK's movescu asks for a study to go to DCMTK's storescp: every file arrives, byte for byte the same
+        data set."""
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        parts = [ct_instance(study, series, InstanceNumber=n) for n in range(3)]
+        stow(server, parts)
+        port = free_port()
+        register(server, "DCMTKSCP", "127.0.0.1", port, [])
+        received = tmp_path / "received"
+        received.mkdir()
+        storescp = subprocess.Popen([dcmtk("storescp"), "-aet", "DCMTKSCP", "-od", str(received), "+xa", str(port)])
+        try:
+            wait_for_port(port)
+            move = subprocess.run(
+                [dcmtk("movescu"), "-S", "-aet", CALLING, "-aec", "DICOMWEB", "-aem", "DCMTKSCP",
+                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+                 "127.0.0.1", str(server.settings.dimse_port)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        finally:
+            storescp.terminate()
+            storescp.wait(timeout=10)
+        assert move.returncode == 0, move.stderr
+        files = sorted(received.iterdir())
+        assert len(files) == 3
+        sent = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(io.BytesIO(part)) for part in parts)}
+        for path in files:
+            ds = pydicom.dcmread(path)
+            assert ds == sent[ds.SOPInstanceUID]
+
+
+def wait_for_port(port: int) -> None:
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def ct_dataset(study: str) -> Dataset:
+    return pydicom.dcmread(io.BytesIO(ct_instance(study)))
+
+
+class TestAccess:
+    """A registered node does what its permissions say; an unknown caller may C-ECHO and C-STORE (the default) or
+    nothing; a refusal is a failure status, never an answer."""
+
+    def operations(self, server: LiveServer, calling: str) -> dict[str, int]:
+        """The status of each service for ``calling``: C-ECHO, C-STORE of a new instance, C-FIND, C-GET and C-MOVE
+        of that instance's study (to CALLING, which listens nowhere: a permitted C-MOVE fails to reach it)."""
+        dataset = ct_dataset(pydicom.uid.generate_uid())
+        ae = AE(ae_title=calling)
+        for context in (Verification, CTImageStorage, StudyRootFind, StudyRootGet, StudyRootMove):
+            ae.add_requested_context(context)
+        assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB")
+        assert assoc.is_established
+        identifier = study_identifier(dataset.StudyInstanceUID)
+        try:
+            return {
+                "echo": int(assoc.send_c_echo().Status),
+                "store": int(assoc.send_c_store(dataset).Status),
+                "find": int(list(assoc.send_c_find(identifier, StudyRootFind))[-1][0].Status),
+                "get": int(list(assoc.send_c_get(identifier, StudyRootGet))[-1][0].Status),
+                "move": int(list(assoc.send_c_move(identifier, CALLING, StudyRootMove))[-1][0].Status),
+            }
+        finally:
+            assoc.release()
+
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see test_destination_down
+    def test_permissions(self, server: LiveServer) -> None:
+        register(server, "FINDONLY", "127.0.0.1", 104, ["find"])
+        assert self.operations(server, "FINDONLY") == {
+            "echo": 0x0000, "store": 0x0124, "find": 0x0000, "get": 0x0124, "move": 0x0124
+        }  # fmt: skip
+        assert self.operations(server, "STRANGER") == {
+            "echo": 0x0000, "store": 0x0000, "find": 0x0124, "get": 0x0124, "move": 0x0124
+        }  # fmt: skip
+        # CALLING may do everything; this association offers no storage SCP role, so its C-GET's one sub-operation
+        # fails (0xA702), and CALLING listens nowhere, so its C-MOVE cannot be delivered (0xA801).
+        everything = self.operations(server, CALLING)
+        assert everything == {"echo": 0x0000, "store": 0x0000, "find": 0x0000, "get": 0xA702, "move": 0xA801}
+        refused = server.db.fetch("SELECT subject, method FROM audit_event WHERE route = 'dimse' AND status = 292")
+        assert sorted(tuple(r) for r in refused) == [
+            ("FINDONLY", "C-GET"), ("FINDONLY", "C-MOVE"), ("FINDONLY", "C-STORE"),
+            ("STRANGER", "C-FIND"), ("STRANGER", "C-GET"), ("STRANGER", "C-MOVE"),
+        ]  # fmt: skip
+
+    def test_unknown_callers_rejected_when_none(self, server_factory: Any) -> None:
+        server = server_factory(dimse_port=free_port(), dimse_unknown="none")
+        register(server, "KNOWN", "127.0.0.1", 104, [])
+        ae = AE(ae_title="STRANGER")
+        ae.add_requested_context(Verification)
+        rejected = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB")
+        assert rejected.is_rejected
+        reply = rejected.acceptor.primitive
+        assert reply is not None
+        assert (reply.result, reply.result_source, reply.diagnostic) == (0x01, 0x01, 0x03)  # calling AE title
+        ae = AE(ae_title="KNOWN")
+        ae.add_requested_context(Verification)
+        known = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB")
+        assert known.is_established
+        assert known.send_c_echo().Status == 0x0000
+        known.release()
+
+    def test_metrics(self, server: LiveServer) -> None:
+        """/metrics counts associations by calling AE title and operations by service and status."""
+        ae = AE(ae_title="COUNTED")
+        ae.add_requested_context(Verification)
+        for _ in range(2):
+            assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB")
+            assoc.send_c_echo()
+            assoc.release()
+        ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="ELSEWHERE")  # called AE title unknown
+        text = httpx.get(f"{server.url}/metrics").text
+        assert 'dicomweb_dimse_associations_total{calling_ae_title="COUNTED",outcome="accepted"} 2.0' in text
+        assert 'dicomweb_dimse_associations_total{calling_ae_title="COUNTED",outcome="rejected"} 1.0' in text
+        assert 'dicomweb_dimse_operations_total{service="C-ECHO",status="0x0000"} 2.0' in text
+
+
+class TestGetRefusedAndCancelled:
+    def get_statuses(self, server: LiveServer, identifier: Dataset, cancel_after: int | None = None) -> list[Any]:
+        received: list[Any] = []
+
+        def store(event: Any) -> int:
+            time.sleep(0.2)
+            received.append(event.dataset)
+            return 0x0000
+
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(StudyRootGet)
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB",
+                             ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, store)])  # fmt: skip
+        try:
+            responses = assoc.send_c_get(identifier, StudyRootGet, msg_id=5)
+            statuses = []
+            for status, _ in responses:
+                statuses.append(status)
+                if cancel_after is not None and len(statuses) == cancel_after:
+                    assoc.send_c_cancel(5, query_model=StudyRootGet)
+        finally:
+            assoc.release()
+        return statuses
+
+    def test_identifier_without_study_is_the_only_response(self, server: LiveServer) -> None:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        [final] = self.get_statuses(server, identifier)
+        assert final.Status == 0xA900 and "StudyInstanceUID" in final.ErrorComment
+
+    def test_cancel(self, server: LiveServer) -> None:
+        study = pydicom.uid.generate_uid()
+        stow(server, [ct_instance(study) for _ in range(6)])
+        statuses = self.get_statuses(server, study_identifier(study), cancel_after=1)
+        final = statuses[-1]
+        assert final.Status == 0xFE00, [hex(s.Status) for s in statuses]
+        assert final.NumberOfCompletedSuboperations + final.NumberOfRemainingSuboperations == 6
+        assert final.NumberOfCompletedSuboperations < 6

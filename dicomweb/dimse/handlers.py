@@ -11,23 +11,29 @@ import uuid
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
+from pynetdicom.dsutils import decode
 from pynetdicom.events import Event as DimseEvent
 from pynetdicom.events import EventHandlerType
+from pynetdicom.presentation import PresentationContext
 
 from ..actions import DIMSE_ACTIONS, DimseOperation
 from ..db.audit import Event
+from ..db.nodes import get_node
 from ..db.outage import unreachable
+from ..db.retrieve import StoredFile
 from ..services.store import StoreResult, store_spooled
 from ..status import DimseStatus, FailureReason
-from . import find, get
+from . import access, find, outgoing, retrieve
+from .nodes import NodePermission
 
 if TYPE_CHECKING:
     from .server import Bridge
@@ -40,10 +46,14 @@ IMPLEMENTATION_VERSION_NAME = "DICOMWEB"  # (0002,0013) of the files the archive
 def bound(bridge: Bridge) -> list[EventHandlerType]:
     """The event handlers of the listener, each with the bridge to the archive."""
     return [
+        (evt.EVT_REQUESTED, lambda event: access.admit(bridge, event)),
+        (evt.EVT_ACCEPTED, lambda event: bridge.count_association(event.assoc, "accepted")),
+        (evt.EVT_REJECTED, lambda event: bridge.count_association(event.assoc, "rejected")),
         (evt.EVT_C_ECHO, lambda event: handle_echo(bridge, event)),
         (evt.EVT_C_STORE, lambda event: handle_store(bridge, event)),
         (evt.EVT_C_FIND, lambda event: handle_find(bridge, event)),
         (evt.EVT_C_GET, lambda event: handle_get(bridge, event)),
+        (evt.EVT_C_MOVE, lambda event: handle_move(bridge, event)),
         (evt.EVT_CONN_CLOSE, handle_close),
     ]
 
@@ -60,7 +70,7 @@ def handle_close(event: DimseEvent) -> None:
 
 def handle_echo(bridge: Bridge, event: DimseEvent) -> int:
     """C-ECHO (PS3.7 §9.1.5): success, audited."""
-    bridge.run(audit(bridge, event, "C-ECHO", DimseStatus.SUCCESS))
+    bridge.run(audit(bridge, event.assoc, "C-ECHO", DimseStatus.SUCCESS))
     return DimseStatus.SUCCESS
 
 
@@ -68,7 +78,11 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
     """C-STORE (PS3.4 Annex B): the received data set as a PS3.10 file, stored by the same function as STOW-RS."""
     request = event.request
     assert isinstance(request, C_STORE)
-    calling = _calling(event)
+    calling = _calling(event.assoc)
+    if not access.may(bridge, event.assoc, NodePermission.STORE):
+        sop = str(request.AffectedSOPInstanceUID)
+        bridge.run(audit(bridge, event.assoc, "C-STORE", DimseStatus.NOT_AUTHORIZED, sop_instance_uid=sop))
+        return _status(DimseStatus.NOT_AUTHORIZED, f"{calling} may not store here")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(str(request.AffectedSOPClassUID))
     meta.MediaStorageSOPInstanceUID = UID(str(request.AffectedSOPInstanceUID))
@@ -103,7 +117,7 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
             study_instance_uid=result.instance.study_instance_uid,
             series_instance_uid=result.instance.series_instance_uid,
         )
-    bridge.run(audit(bridge, event, "C-STORE", int(status.Status), **uids))
+    bridge.run(audit(bridge, event.assoc, "C-STORE", int(status.Status), **uids))
     return status
 
 
@@ -113,6 +127,11 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
     identifier = event.identifier
     final: int = DimseStatus.SUCCESS
     matches = 0
+    if not access.may(bridge, event.assoc, NodePermission.FIND):
+        # Audited first: pynetdicom does not resume a handler after its final status.
+        bridge.run(audit(bridge, event.assoc, "C-FIND", DimseStatus.NOT_AUTHORIZED))
+        yield _status(DimseStatus.NOT_AUTHORIZED, f"{_calling(event.assoc)} may not query here"), None
+        return
     try:
         for found in find.find(bridge, identifier, bridge.archive.settings.dimse_aet):
             if event.is_cancelled:
@@ -127,7 +146,7 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
         yield final, None
     except Exception as exc:
         if not unreachable(exc):
-            log.exception("C-FIND from %s failed", _calling(event))
+            log.exception("C-FIND from %s failed", _calling(event.assoc))
             final = DimseStatus.UNABLE_TO_PROCESS
             yield _status(final, "the search failed; the archive's log has the details"), None
             return
@@ -135,36 +154,104 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
         yield _status(final, "the archive's database is not reachable; retry later"), None
     finally:
         query = urlencode(find.keys_of(identifier))
-        bridge.run(audit(bridge, event, "C-FIND", int(final), query=f"{query}&matches={matches}"))
+        bridge.run(audit(bridge, event.assoc, "C-FIND", int(final), query=f"{query}&matches={matches}"))
+
+
+def refusal(
+    bridge: Bridge, assoc: Association, request: C_GET | C_MOVE, context: PresentationContext
+) -> Dataset | None:
+    """Why a C-GET or C-MOVE is refused before any sub-operation (PS3.4 C.4.2.1.5, C.4.3.1.5), as its only
+    response's status: the caller may not (0x0124), the identifier names no instances (0xA900), the Move Destination
+    is not a registered node (0xA801); None when it may go on. A refusal is audited."""
+    operation: DimseOperation = "C-GET" if isinstance(request, C_GET) else "C-MOVE"
+    permission = NodePermission.GET if operation == "C-GET" else NodePermission.MOVE
+    status: Dataset | None = None
+    if not access.may(bridge, assoc, permission):
+        status = _status(DimseStatus.NOT_AUTHORIZED, f"{_calling(assoc)} may not {operation} here")
+    elif request.Identifier is None:
+        status = _status(DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "the request has no identifier")
+    else:
+        syntax = context.transfer_syntax[0]
+        identifier = decode(request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        request.Identifier.seek(0)  # pynetdicom's SCP decodes it again
+        scope = retrieve.scope_of(identifier)
+        if isinstance(scope, str):
+            status = _status(DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, scope)
+        elif isinstance(request, C_MOVE):
+            destination = str(request.MoveDestination).strip()
+            if bridge.run(get_node(bridge.archive.pool, destination)) is None:
+                status = _status(DimseStatus.MOVE_DESTINATION_UNKNOWN, f"{destination} is not a registered node")
+    if status is not None:
+        query = f"destination={str(request.MoveDestination).strip()}" if isinstance(request, C_MOVE) else None
+        bridge.run(audit(bridge, assoc, operation, int(status.Status), query=query))
+    return status
 
 
 def handle_get(bridge: Bridge, event: DimseEvent) -> Iterator[int | tuple[int | Dataset, Dataset | None]]:
     """C-GET (PS3.4 C.4.3): the number of sub-operations, then each instance to send on this association (pynetdicom
-    sends it and counts completed, failed and warning); C-CANCEL honoured between two; audited with the scope."""
-    scope = get.scope_of(event.identifier)
-    if isinstance(scope, str):
-        yield 0
-        yield _status(DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, scope), None
-        bridge.run(audit(bridge, event, "C-GET", DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS))
-        return
-    files = get.files_of(bridge, scope)
-    accepted: dict[str, set[str]] = {}
-    for context in event.assoc.accepted_contexts:
-        if not context.as_scu:  # only the storage contexts in which the archive may act as the SCU
-            continue
-        accepted.setdefault(str(context.abstract_syntax), set()).add(str(context.transfer_syntax[0]))
+    sends it and counts completed, failed and warning); C-CANCEL honoured between two; audited with the scope.
+    Refusals were answered before (``refusal``)."""
+    scope = retrieve.scope_of(event.identifier)
+    assert isinstance(scope, retrieve.Scope)
+    files = retrieve.files_of(bridge, scope)
+    accepted = outgoing.accepted_of(event.assoc)  # the storage contexts in which the archive may act as the SCU
     yield len(files)
     offered = 0
-    for dataset in get.datasets(bridge, files, accepted):
-        if event.is_cancelled:
-            yield DimseStatus.CANCEL, None
-            break
-        offered += 1
-        yield DimseStatus.PENDING, dataset
-    bridge.run(
-        audit(bridge, event, "C-GET", DimseStatus.SUCCESS, query=f"instances={len(files)}&offered={offered}",
-              study_instance_uid=scope.study, series_instance_uid=scope.series)
-    )  # fmt: skip
+    try:
+        for file in files:
+            if event.is_cancelled:
+                yield DimseStatus.CANCEL, None
+                break
+            offered += 1
+            yield DimseStatus.PENDING, outgoing.dataset_to_send(_path(bridge, file), file, accepted)
+    finally:
+        bridge.run(
+            audit(bridge, event.assoc, "C-GET", DimseStatus.SUCCESS, query=f"instances={len(files)}&offered={offered}",
+                  study_instance_uid=scope.study, series_instance_uid=scope.series)
+        )  # fmt: skip
+
+
+def handle_move(bridge: Bridge, event: DimseEvent) -> Iterator[Any]:
+    """C-MOVE (PS3.4 C.4.2): the destination node's address, the number of sub-operations, then each instance to
+    send; pynetdicom opens the association to the destination (proposing the contexts the instances need) and
+    counts completed, failed and warning. C-CANCEL honoured between two; audited with the scope and destination.
+    Refusals were answered before (``refusal``)."""
+    request = event.request
+    assert isinstance(request, C_MOVE)
+    scope = retrieve.scope_of(event.identifier)
+    assert isinstance(scope, retrieve.Scope)
+    destination = str(request.MoveDestination).strip()
+    node = bridge.run(get_node(bridge.archive.pool, destination))
+    if node is None:  # removed since the refusal check: pynetdicom answers 0xA801
+        yield None, None
+        return
+    files = retrieve.files_of(bridge, scope)
+    accepted: outgoing.Accepted = {}
+
+    def established(accepted_event: DimseEvent) -> None:
+        accepted.update(outgoing.accepted_of(accepted_event.assoc))
+
+    contexts = outgoing.contexts_for(files)  # (no association when there is nothing to send)
+    yield node.host, node.port, {"contexts": contexts, "evt_handlers": [(evt.EVT_ACCEPTED, established)]}
+    yield len(files)
+    offered = 0
+    try:
+        for file in files:
+            if event.is_cancelled:
+                yield DimseStatus.CANCEL, None
+                break
+            offered += 1
+            yield DimseStatus.PENDING, outgoing.dataset_to_send(_path(bridge, file), file, accepted)
+    finally:
+        query = f"destination={destination}&instances={len(files)}&offered={offered}"
+        bridge.run(
+            audit(bridge, event.assoc, "C-MOVE", DimseStatus.SUCCESS, query=query,
+                  study_instance_uid=scope.study, series_instance_uid=scope.series)
+        )  # fmt: skip
+
+
+def _path(bridge: Bridge, file: StoredFile) -> Path:
+    return bridge.archive.storage.absolute(file.file_path)
 
 
 def _data_set_start(path: Path) -> int:
@@ -191,13 +278,13 @@ def _status(code: int, comment: str = "") -> Dataset:
     return status
 
 
-def _calling(event: DimseEvent) -> str:
-    return str(event.assoc.requestor.ae_title).strip()
+def _calling(assoc: Association) -> str:
+    return str(assoc.requestor.ae_title).strip()
 
 
 async def audit(
     bridge: Bridge,
-    event: DimseEvent,
+    assoc: Association,
     operation: DimseOperation,
     status: int,
     query: str | None = None,
@@ -205,10 +292,11 @@ async def audit(
 ) -> None:
     """An event in the audit trail, as for HTTP: the calling AE title is the user, its address the client, the
     action the one of the HTTP transaction that does the same work (``actions.DIMSE_ACTIONS``), the DIMSE status the
-    outcome. Kept for later while the database is gone."""
+    outcome (and counted in /metrics). Kept for later while the database is gone."""
+    bridge.count_operation(operation, status)
     record = Event(
         request_id=uuid.uuid4().hex,
-        subject=_calling(event),
+        subject=_calling(assoc),
         roles=[],
         action=DIMSE_ACTIONS[operation],
         method=operation,
@@ -220,7 +308,7 @@ async def audit(
         series_instance_uid=uids.get("series_instance_uid"),
         sop_instance_uid=uids.get("sop_instance_uid"),
         status=status,
-        client=str(event.assoc.requestor.address),
+        client=str(assoc.requestor.address),
     )
     writer = bridge.archive.audit
     try:

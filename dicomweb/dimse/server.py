@@ -16,20 +16,31 @@ import asyncio
 import errno
 import logging
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
+from pynetdicom import association as pynetdicom_association
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
+    uid_to_service_class,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
 from ..archive import Archive
-from . import handlers
+from . import access, handlers, outgoing
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 log = logging.getLogger("dicomweb")
 
@@ -47,23 +58,73 @@ MAX_ASSOCIATIONS = 32  # associations served at once
 
 
 class Bridge:
-    """Runs the archive's coroutines on its event loop from pynetdicom's association threads."""
+    """Runs the archive's coroutines on its event loop from pynetdicom's association threads, and counts what the
+    listener does in the server's metrics."""
 
-    def __init__(self, archive: Archive, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, archive: Archive, loop: asyncio.AbstractEventLoop, metrics: Metrics | None = None) -> None:
         self.archive = archive
         self.loop = loop
+        self.metrics = metrics
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the archive's loop and wait for its result in this (association) thread."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
+    def count_association(self, assoc: Association, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dimse_associations.labels(access.calling_ae_title(assoc), outcome).inc()
 
-def application_entity(ae_title: str) -> AE:
-    """The archive's AE: Verification, and every storage SOP class pynetdicom knows in every transfer syntax it
-    knows (a data set is stored as it is sent, never converted on the way in)."""
-    ae = AE(ae_title=ae_title)
+    def count_operation(self, operation: str, status: int) -> None:
+        if self.metrics is not None:
+            self.metrics.dimse_operations.labels(operation, f"0x{status:04X}").inc()
+
+
+class ArchiveAE(AE):
+    """The listener's AE, knowing its bridge to the archive (for ``QueryRetrieveService``)."""
+
+    def __init__(self, ae_title: str, bridge: Bridge) -> None:
+        super().__init__(ae_title=ae_title)
+        self.bridge = bridge
+
+
+class QueryRetrieveService(QueryRetrieveServiceClass):
+    """pynetdicom's Query/Retrieve service, refusing a C-GET or C-MOVE first when it must be refused: PS3.4 C.4.2.3
+    and C.4.3.3 answer a refusal (0x0124, 0xA900, 0xA801) as the only response, which pynetdicom's own can give only
+    after its sub-operations began (a C-MOVE associates with its destination first)."""
+
+    def SCP(self, req: Any, context: PresentationContext) -> None:
+        ae = self.assoc.ae
+        if isinstance(req, C_GET | C_MOVE) and isinstance(ae, ArchiveAE):
+            status = handlers.refusal(ae.bridge, self.assoc, req, context)
+            if status is not None:
+                response = C_GET() if isinstance(req, C_GET) else C_MOVE()
+                response.MessageIDBeingRespondedTo = req.MessageID
+                response.AffectedSOPClassUID = req.AffectedSOPClassUID
+                response.Status = int(status.Status)
+                response.ErrorComment = status.get("ErrorComment")
+                assert context.context_id is not None
+                self.dimse.send_msg(response, context.context_id)
+                return
+        super().SCP(req, context)
+
+
+def _service_class(uid: str) -> type[ServiceClass]:
+    found = uid_to_service_class(uid)
+    return QueryRetrieveService if found is QueryRetrieveServiceClass else found
+
+
+# pynetdicom picks the service class of a request by its SOP class, with no hook for an application's own: ours
+# replaces its Query/Retrieve one in this process (the archive is the only AE here).
+pynetdicom_association.uid_to_service_class = _service_class  # type: ignore[attr-defined]
+
+
+def application_entity(ae_title: str, bridge: Bridge) -> AE:
+    """The archive's AE: Verification, Query/Retrieve, and every storage SOP class pynetdicom knows in every transfer
+    syntax it knows (a data set is stored as it is sent, never converted on the way in)."""
+    ae = ArchiveAE(ae_title, bridge)
     ae.require_called_aet = True  # another called AE title: A-ASSOCIATE-RJ, called AE title not recognised
     ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = ACSE_TIMEOUT, DIMSE_TIMEOUT, NETWORK_TIMEOUT
+    ae.connection_timeout = outgoing.CONNECT_TIMEOUT  # of the associations C-MOVE opens to its destinations
     ae.maximum_associations = MAX_ASSOCIATIONS
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for model in (
@@ -71,6 +132,8 @@ def application_entity(ae_title: str) -> AE:
         StudyRootQueryRetrieveInformationModelFind,
         PatientRootQueryRetrieveInformationModelGet,
         StudyRootQueryRetrieveInformationModelGet,
+        PatientRootQueryRetrieveInformationModelMove,
+        StudyRootQueryRetrieveInformationModelMove,
     ):
         ae.add_supported_context(model, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
@@ -84,15 +147,16 @@ def application_entity(ae_title: str) -> AE:
 class DimseServer:
     """The listener's lifetime: ``start`` in the server's event loop, ``stop`` at shutdown."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, metrics: Metrics | None = None) -> None:
         self.archive = archive
+        self.metrics = metrics
         self.server: ThreadedAssociationServer | None = None
 
     def start(self) -> bool:
         """Listen on the configured host and port; False when another process listens there already."""
         settings = self.archive.settings
-        bridge = Bridge(self.archive, asyncio.get_running_loop())
-        ae = application_entity(settings.dimse_aet)
+        bridge = Bridge(self.archive, asyncio.get_running_loop(), self.metrics)
+        ae = application_entity(settings.dimse_aet, bridge)
         try:
             self.server = ae.start_server(
                 (settings.host, settings.dimse_port), block=False, evt_handlers=handlers.bound(bridge)

@@ -1,26 +1,16 @@
-"""C-GET SCP (PS3.4 C.4.3): the instances an identifier names, sent back as C-STORE sub-operations on the same
-association, found by the same retrieve service as WADO-RS.
-
-Each instance goes in its stored transfer syntax when the requester accepted it for its SOP class, else converted
-losslessly to Explicit VR Little Endian by the same code as WADO-RS (``transcode.py``) when that was accepted; an
-instance that can be sent in neither way is a failed sub-operation (pynetdicom counts it), never a stop.
-Blocking work (reading, converting): it runs in the association's thread.
+"""C-GET and C-MOVE SCP (PS3.4 C.4.2, C.4.3): which stored instances an identifier names, found by the same
+retrieve service as WADO-RS. What is sent for each is ``outgoing.py``'s choice.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from ..db.retrieve import StoredFile
 from ..services.retrieve import NotStored, stored_files
-from ..transcode import CannotTranscode, transcode
 
 if TYPE_CHECKING:
     from .server import Bridge
@@ -30,7 +20,7 @@ LEVELS = ("STUDY", "SERIES", "IMAGE")
 
 @dataclass(frozen=True)
 class Scope:
-    """What one C-GET asks for: a study, a series of it, or instances of it."""
+    """What one C-GET or C-MOVE asks for: a study, a series of it, or instances of it."""
 
     study: str
     series: str | None
@@ -64,19 +54,3 @@ def files_of(bridge: Bridge, scope: Scope) -> list[StoredFile]:
     except NotStored:
         return []
     return [f for f in files if not scope.sops or f.sop_instance_uid in scope.sops]
-
-
-def datasets(bridge: Bridge, files: list[StoredFile], accepted: dict[str, set[str]]) -> Iterator[Dataset]:
-    """Each file as the data set to send: converted to Explicit VR Little Endian when only that was accepted for its
-    SOP class, else as stored (which pynetdicom counts as a failed sub-operation when no context fits it)."""
-    storage = bridge.archive.storage
-    for file in files:
-        syntaxes = accepted.get(file.sop_class_uid, set())
-        path = storage.absolute(file.file_path)
-        converted = None
-        if file.transfer_syntax_uid not in syntaxes and ExplicitVRLittleEndian in syntaxes:
-            try:
-                converted = transcode(path, ExplicitVRLittleEndian)
-            except CannotTranscode:
-                pass  # sent as stored: a failed sub-operation
-        yield dcmread(io.BytesIO(converted) if converted is not None else path)
