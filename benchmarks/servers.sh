@@ -20,9 +20,10 @@ start_dicomweb() {
     wait_ready http://127.0.0.1:8080/readyz
 }
 
-# start_orthanc: Orthanc on port 8042 (SQLite index, SyncStorageArea on; see orthanc.sh). Sets $orthanc.
+# start_orthanc [orthanc.sh options]: Orthanc on port 8042 (SQLite index, SyncStorageArea on; see orthanc.sh), its
+# storage in $work/orthanc. Sets $orthanc (the Orthanc process: orthanc.sh execs it).
 start_orthanc() {
-    "$here/orthanc.sh" "$work/orthanc" 2>/dev/null &
+    "$here/orthanc.sh" "$@" "$work/orthanc" 2>/dev/null &
     orthanc=$!
     wait_ready http://127.0.0.1:8042/system
 }
