@@ -20,6 +20,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind as PatientRootFind,
@@ -46,6 +47,7 @@ from .data import (
     TEST_FILES,
     ct_instance,
     multipart,
+    readable_test_files,
     stow_headers,
 )
 
@@ -769,3 +771,88 @@ class TestGetRefusedAndCancelled:
         assert final.Status == 0xFE00, [hex(s.Status) for s in statuses]
         assert final.NumberOfCompletedSuboperations + final.NumberOfRemainingSuboperations == 6
         assert final.NumberOfCompletedSuboperations < 6
+
+
+STORAGE_SOP_CLASSES = {str(context.abstract_syntax) for context in AllStoragePresentationContexts}
+
+
+class TestStoreCorpus:
+    """Every pydicom test file that STOW-RS accepts is accepted by C-STORE too and comes back identical; a SOP class
+    pynetdicom does not know has its presentation context rejected."""
+
+    def test_every_file_stow_accepts(
+        self, server: LiveServer, server_factory: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        by_stow = server_factory()
+        accepted: list[Path] = []
+        for path in readable_test_files():
+            response = httpx.post(by_stow.dicomweb + "/studies", content=multipart([path.read_bytes()]),
+                                  headers=stow_headers(), timeout=60)  # fmt: skip
+            if response.status_code == 200:
+                accepted.append(path)
+        assert len(accepted) > 40  # the corpus is pydicom's: most of it is storable
+        monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)  # send each file's bytes as they are
+        for path in accepted:
+            ds = pydicom.dcmread(path)
+            assoc = associate(server, [(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)])
+            if ds.SOPClassUID not in STORAGE_SOP_CLASSES:  # (none in pydicom 3's corpus; see the next test)
+                assert not assoc.is_established
+                continue
+            assert assoc.is_established
+            try:
+                assert assoc.send_c_store(path).Status == 0x0000, path.name
+            finally:
+                assoc.release()
+            stored = retrieve(server, ds)
+            assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, path.name
+            assert stored == ds, path.name
+
+    def test_unknown_sop_class_context_rejected(self, server: LiveServer) -> None:
+        private_class = "1.2.826.0.1.3680043.8.498.999.1"  # not a storage SOP class pynetdicom knows
+        assoc = associate(server, [(private_class, "1.2.840.10008.1.2.1"), (CTImageStorage, "1.2.840.10008.1.2.1")])
+        assert assoc.is_established
+        try:
+            [context] = assoc.accepted_contexts
+            assert context.abstract_syntax == CTImageStorage
+            assert [c.abstract_syntax for c in assoc.rejected_contexts] == [private_class]
+        finally:
+            assoc.release()
+
+    def test_data_set_without_sop_instance_uid(
+        self, server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The C-STORE request names a SOP Instance UID, the data set has none: 0xA900, nothing stored."""
+        ds = pydicom.dcmread(io.BytesIO(ct_instance()))
+        del ds.SOPInstanceUID
+        path = tmp_path / "no-sop-instance-uid.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the file's bytes as they are
+        assoc = associate(server, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        try:
+            status = assoc.send_c_store(path)
+        finally:
+            assoc.release()
+        assert status.Status == 0xA900
+        assert server.db.value("SELECT count(*) FROM instance") == 0
+
+
+class TestDcmtkGet:
+    @pytest.mark.skipif(not (DCMTK / "getscu").exists(), reason="DCMTK is installed by .ci/run")
+    def test_getscu(self, server: LiveServer, tmp_path: Path) -> None:
+        """DCMTK's getscu retrieves a study on its own association: every file, the same data sets."""
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        parts = [ct_instance(study, series, InstanceNumber=n) for n in range(3)]
+        stow(server, parts)
+        received_dir = tmp_path / "received"
+        received_dir.mkdir()
+        result = subprocess.run(
+            [dcmtk("getscu"), "-S", "-aet", CALLING, "-aec", "DICOMWEB", "-od", str(received_dir),
+             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+             "127.0.0.1", str(server.settings.dimse_port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        sent = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(io.BytesIO(part)) for part in parts)}
+        received = [pydicom.dcmread(path) for path in received_dir.iterdir()]
+        assert sorted(ds.SOPInstanceUID for ds in received) == sorted(sent)
+        assert all(ds == sent[ds.SOPInstanceUID] for ds in received)
