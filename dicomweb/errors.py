@@ -4,7 +4,7 @@ The tree::
 
     DicomwebError (500)
      ├── BadRequest (400)             the request itself is malformed: fix the request and retry
-     │    └── InvalidFields (400)     a JSON body or query of the reporting API fails validation, field by field
+     │    └── InvalidFields (400)     a JSON body or query of a JSON API fails validation, field by field
      ├── Forbidden (403)              the roles allow the action, but not on this resource (another's annotation)
      ├── NotFound (404)               no such resource (unknown UID or path)
      ├── NotAcceptable (406)          no representation the Accept header allows
@@ -68,7 +68,7 @@ class BadRequest(DicomwebError):
 
 
 class InvalidFields(BadRequest):
-    """A reporting API request body or query fails validation; ``errors`` lists each field (a dotted path) and why."""
+    """A JSON API's request body or query fails validation; ``errors`` lists each field (a dotted path) and why."""
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         fields = ", ".join(e["field"] for e in errors)
