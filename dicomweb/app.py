@@ -20,17 +20,17 @@ from .config import Settings
 from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
-from .routes import ROUTES
+from .routes import DICOM_NODES, ROUTES
 from .routing import MatchedRouter
 from .state import State
 
 
 def all_routes() -> list[BaseRoute]:
-    """The archive's routes, the reporting API's, and the OpenAPI document of the JSON APIs: the one place where
+    """The archive's routes, the reporting API's, and the OpenAPI document of both JSON APIs: the one place where
     dicomweb meets reporting."""
     from reporting.routes import REPORTING
 
-    return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING])]
+    return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES])]
 
 
 def create_app(settings: Settings) -> Starlette:

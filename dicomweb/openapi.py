@@ -28,6 +28,7 @@ _ERROR_STATUSES = {
     403: "The token's roles lack the permission this operation needs",
     404: "No such resource",
     409: "The change conflicts with the workflow or with a concurrent change",
+    502: "The DICOM node did not answer, or refused the association (the detail says which)",
 }
 _ERROR_SCHEMA = {
     "type": "object",

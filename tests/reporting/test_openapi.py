@@ -1,5 +1,5 @@
-"""dicomweb/openapi.py: the document covers every endpoint of the JSON APIs, its references resolve, the page shows
-it."""
+"""dicomweb/openapi.py: the document covers every endpoint of both JSON APIs (reporting, DICOM nodes), its references
+resolve, the page shows it."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 import httpx
 
 from dicomweb.app import all_routes
+from dicomweb.routes import DICOM_NODES
 from dicomweb.routing import Route, leaves
 from reporting.routes import REPORTING
 
 from .conftest import Api
 
-ENDPOINTS = [(table.root, endpoint) for table in (REPORTING,) for endpoint in table.endpoints]
+ENDPOINTS = [(table.root, endpoint) for table in (REPORTING, DICOM_NODES) for endpoint in table.endpoints]
 
 
 def references(node: Any) -> set[str]:
