@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
+from . import openapi
 from .accesslog import AccessLogMiddleware
 from .archive import open_archive
 from .auth import AuthMiddleware, verifier_for
@@ -19,16 +20,17 @@ from .config import Settings
 from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
-from .routes import ROUTES
+from .routes import DICOM_NODES, ROUTES
 from .routing import MatchedRouter
 from .state import State
 
 
 def all_routes() -> list[BaseRoute]:
-    """The archive's routes and the reporting API's: the one place where dicomweb meets reporting."""
-    from reporting.routes import routes as reporting_routes
+    """The archive's routes, the reporting API's, and the OpenAPI document of both JSON APIs: the one place where
+    dicomweb meets reporting."""
+    from reporting.routes import REPORTING
 
-    return [*ROUTES, *reporting_routes()]
+    return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES])]
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -148,7 +148,7 @@ audit_event = Table(
     Column("client", Text),
 )
 
-dicom_node = Table(  # schema version 4 (db/nodes.py)
+dicom_node = Table(  # schema version 4 (dimse/nodes.py; its queries are db/nodes.py's)
     "dicom_node",
     metadata,
     Column("ae_title", Text, primary_key=True),

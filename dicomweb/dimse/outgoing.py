@@ -108,7 +108,10 @@ def _ae(calling_ae_title: str) -> AE:
 
 
 def _associate(ae: AE, node: DicomNode, contexts: list[PresentationContext]) -> Association:
-    assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title)
+    try:
+        assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title)
+    except OSError as exc:  # pynetdicom resolves the host before it connects: a name that does not resolve
+        raise NodeUnreachable(f"{node.ae_title} at {node.host}:{node.port} cannot be reached: {exc}") from None
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
