@@ -587,6 +587,13 @@ class TestMove:
         [final] = c_move(server, study_identifier(study), "DOWN")
         assert final.Status == 0xA801
 
+    def test_destination_host_does_not_resolve(self, server: LiveServer) -> None:
+        study = pydicom.uid.generate_uid()
+        stow(server, [ct_instance(study)])
+        register(server, "NOHOST", "no-such-host.invalid", 104, [])  # RFC 2606: .invalid never resolves
+        [final] = c_move(server, study_identifier(study), "NOHOST")
+        assert final.Status == 0xA801
+
     def test_identifier_without_study(self, server: LiveServer, destination: StorageNode) -> None:
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "SERIES"

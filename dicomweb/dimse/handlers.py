@@ -7,6 +7,7 @@ Each handler runs in the association's thread (pynetdicom) and hands its work to
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -268,7 +269,7 @@ def handle_move(bridge: Bridge, event: DimseEvent) -> Iterator[Any]:
     assert isinstance(scope, retrieve.Scope)
     destination = str(request.MoveDestination).strip()
     node = bridge.run(get_node(bridge.archive.pool, destination))
-    if node is None:  # removed since the refusal check: pynetdicom answers 0xA801
+    if node is None or not _resolves(node.host):  # removed since the refusal check, or no such host: 0xA801
         yield None, None
         return
     files = retrieve.files_of(bridge, scope)
@@ -294,6 +295,16 @@ def handle_move(bridge: Bridge, event: DimseEvent) -> Iterator[Any]:
             audit(bridge, event.assoc, "C-MOVE", DimseStatus.SUCCESS, query=query,
                   study_instance_uid=scope.study, series_instance_uid=scope.series)
         )  # fmt: skip
+
+
+def _resolves(host: str) -> bool:
+    """Whether the host name resolves (pynetdicom's own association attempt would raise, answering 0xC515)."""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        log.warning("C-MOVE destination host %s does not resolve", host)
+        return False
+    return True
 
 
 def _path(bridge: Bridge, file: StoredFile) -> Path:
