@@ -134,6 +134,8 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         spooled = bridge.archive.storage.spool_copy(received, _encoded_meta(meta), _data_set_start(received))
     except OSError as exc:
         log.error("C-STORE from %s: the received data set could not be spooled: %s", calling, exc)
+        bridge.count_operation("C-STORE", FailureReason.OUT_OF_RESOURCES)
+        _tally(event.assoc, FailureReason.OUT_OF_RESOURCES)
         return _status(FailureReason.OUT_OF_RESOURCES, f"cannot write the data set: {exc.strerror}")
     result: StoreResult | None = None
     try:
