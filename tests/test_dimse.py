@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -871,3 +873,48 @@ class TestDcmtkGet:
         received = [pydicom.dcmread(path) for path in received_dir.iterdir()]
         assert sorted(ds.SOPInstanceUID for ds in received) == sorted(sent)
         assert all(ds == sent[ds.SOPInstanceUID] for ds in received)
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (as root, as CI runs): a real full disk. Where mounting is not allowed
+    the test is skipped, and says so, rather than pretending with a mock."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+class TestDiskFull:
+    def test_store_on_a_full_disk(self, server_factory: Any, tmp_path: Path) -> None:
+        """C-STORE onto a full disk: 0xA700 (Out of Resources), nothing half-written, the instances stored before
+        intact; with room again the same instance is stored."""
+        with small_disk(tmp_path / "disk", "4m") as disk:
+            server = server_factory(dimse_port=free_port(), data_dir=disk / "archive")
+            register(server, CALLING, "127.0.0.1", 104, ["store"])
+            study = pydicom.uid.generate_uid()
+            first = pydicom.dcmread(io.BytesIO(ct_instance(study, size=512)))
+            big = pydicom.dcmread(io.BytesIO(ct_instance(study, size=512)))
+            assoc = associate(server, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+            try:
+                assert assoc.send_c_store(first).Status == 0x0000
+                filler = disk / "filler"
+                with open(filler, "wb") as file:  # fill what is left, but for 64 KB
+                    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+                    file.write(b"\0" * max(free - 65536, 0))
+                status = assoc.send_c_store(big)
+                assert status.Status == 0xA700, hex(status.Status)
+                assert not [p for p in (disk / "archive" / "tmp").rglob("*") if p.is_file()]
+                assert [r[0] for r in server.db.fetch("SELECT sop_instance_uid FROM instance")] == [
+                    first.SOPInstanceUID
+                ]
+                assert retrieve(server, first) == first
+                filler.unlink()
+                assert assoc.send_c_store(big).Status == 0x0000
+            finally:
+                assoc.release()
+            assert retrieve(server, big) == big
