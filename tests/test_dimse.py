@@ -579,9 +579,6 @@ class TestMove:
         [final] = c_move(server, study_identifier(study), "NOWHERE")
         assert final.Status == 0xA801 and "NOWHERE" in final.ErrorComment
 
-    # pynetdicom 3.0 shuts a socket whose connection was refused down without closing it (transport.py), and the
-    # garbage collector closes it, with a ResourceWarning.
-    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
     def test_destination_down(self, server: LiveServer) -> None:
         study = pydicom.uid.generate_uid()
         stow(server, [ct_instance(study)])
@@ -695,7 +692,6 @@ class TestAccess:
         finally:
             assoc.release()
 
-    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see test_destination_down
     def test_permissions(self, server: LiveServer) -> None:
         register(server, "FINDONLY", "127.0.0.1", 104, ["find"])
         assert self.operations(server, "FINDONLY") == {
