@@ -225,7 +225,8 @@ class TestStoreConcurrency:
         not, and nothing of it stays in the archive's storage."""
         study = pydicom.uid.generate_uid()
         first = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=1)))
-        cut_off = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=2, size=512)))  # about 32 PDUs
+        # 8 MB: 32 PDUs of the 256 KB the archive accepts (outgoing.MAX_PDU), 1.6 s at the pace below
+        cut_off = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=2, size=2048)))
         assoc = associate(server, [(first.SOPClassUID, "1.2.840.10008.1.2.1")])
         assert assoc.send_c_store(first).Status == 0x0000
         send = assoc.dul.socket.send

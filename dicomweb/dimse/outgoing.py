@@ -35,6 +35,9 @@ MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 ย
 CONNECT_TIMEOUT = 10  # seconds to wait for a node's TCP connection
 ACSE_TIMEOUT = 30  # seconds to wait for a node's association answer
 DIMSE_TIMEOUT = 120  # seconds to wait for a node's answer to one C-STORE or C-ECHO
+# The longest PDU the archive receives (PS3.8 ยง9.3.1 Maximum Length; pynetdicom's default is 16 KB): a 512x512 CT
+# then arrives in 3 PDUs instead of 33, and pynetdicom's cost is per PDU. Bounded, as a PDU is read whole into memory.
+MAX_PDU = 256 * 1024
 
 # Which SOP classes, in which transfer syntaxes, a peer accepted: {SOPClassUID: {TransferSyntaxUID, ...}}.
 Accepted = dict[str, set[str]]
@@ -103,6 +106,7 @@ def datasets(
 
 def _ae(calling_ae_title: str) -> AE:
     ae = AE(ae_title=calling_ae_title)
+    ae.maximum_pdu_size = MAX_PDU
     ae.connection_timeout = CONNECT_TIMEOUT
     ae.acse_timeout, ae.dimse_timeout = ACSE_TIMEOUT, DIMSE_TIMEOUT
     return ae
