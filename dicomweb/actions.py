@@ -18,16 +18,17 @@ class Action(StrEnum):
     """What a request or a DIMSE operation did, as its audit event records it."""
 
     SEARCH = "search"  # QIDO-RS; C-FIND
-    RETRIEVE = (
-        "retrieve"  # WADO-RS (instances, metadata, frames, bulk data, rendered, thumbnail), WADO-URI; C-GET, C-MOVE
-    )
+    # WADO-RS (instances, metadata, frames, bulk data, rendered, thumbnail), WADO-URI, sending a study to a DICOM
+    # node; C-GET, C-MOVE
+    RETRIEVE = "retrieve"
     STORE = "store"  # STOW-RS, the reporting API's uploads; C-STORE
-    DELETE = "delete"  # deleting studies, series and instances; the reporting API's deletions
+    DELETE = "delete"  # deleting studies, series and instances; the reporting API's deletions; a DICOM node
     AUDIT = "audit"  # reading the audit trail
-    READ = "read"  # the reporting API's reads: workflow studies, reports, templates, annotations, image files
+    READ = "read"  # the reporting API's reads (studies, reports, templates, annotations, image files); DICOM nodes
     CREATE = "create"  # the reporting API: scheduling, announcing a series, writing, signing, amending, annotating
-    UPDATE = "update"  # the reporting API: a study's status, a report, a template, an annotation
-    ECHO = "echo"  # C-ECHO, the Verification Service (PS3.4 Annex A): touches no patient data, names the caller
+    UPDATE = "update"  # the reporting API: a study's status, a report, a template, an annotation; a DICOM node's PUT
+    # C-ECHO, the Verification Service (PS3.4 Annex A), received or sent to a DICOM node: touches no patient data
+    ECHO = "echo"
 
 
 # The DIMSE operations the archive serves as an SCP (PS3.7 §9.1), with the names PS3.7 gives them.

@@ -4,6 +4,10 @@ that opens the archive (``archive.open_archive``) for the requests to reach in `
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
+from . import openapi
 from .accesslog import AccessLogMiddleware
 from .archive import open_archive
 from .auth import AuthMiddleware, verifier_for
@@ -19,16 +24,17 @@ from .config import Settings
 from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
-from .routes import ROUTES
+from .routes import DICOM_NODES, ROUTES
 from .routing import MatchedRouter
 from .state import State
 
 
 def all_routes() -> list[BaseRoute]:
-    """The archive's routes and the reporting API's: the one place where dicomweb meets reporting."""
-    from reporting.routes import routes as reporting_routes
+    """The archive's routes, the reporting API's, and the OpenAPI document of both JSON APIs: the one place where
+    dicomweb meets reporting."""
+    from reporting.routes import REPORTING
 
-    return [*ROUTES, *reporting_routes()]
+    return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES])]
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -72,6 +78,19 @@ def create_app(settings: Settings) -> Starlette:
 
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn's worker processes (``dicomweb serve --workers N``): settings from DICOMWEB_* variables."""
+    end_with_parent()
     settings = Settings.from_env()
     settings.configure_logging()
     return create_app(settings)
+
+
+def end_with_parent() -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG): otherwise the workers would live on as orphans, holding the HTTP and DIMSE ports."""
+    if sys.platform != "linux":
+        return
+    supervisor = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

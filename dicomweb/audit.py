@@ -32,12 +32,19 @@ log = logging.getLogger("dicomweb")
 # Keys of request.state an endpoint sets when its path names no UID (see ``note_study``).
 AUDIT_PATIENT_ID = "audit_patient_id"
 AUDIT_STUDY_INSTANCE_UID = "audit_study_instance_uid"
+AUDIT_SERIES_INSTANCE_UID = "audit_series_instance_uid"
 
 
-def note_study(request: Request, study_instance_uid: str | None, patient_id: str | None = None) -> None:
-    """Name the study (and patient) a request touched, for its audit event."""
+def note_study(
+    request: Request,
+    study_instance_uid: str | None,
+    patient_id: str | None = None,
+    series_instance_uid: str | None = None,
+) -> None:
+    """Name the study (and patient, and series) a request touched, for its audit event."""
     setattr(request.state, AUDIT_STUDY_INSTANCE_UID, study_instance_uid)
     setattr(request.state, AUDIT_PATIENT_ID, patient_id)
+    setattr(request.state, AUDIT_SERIES_INSTANCE_UID, series_instance_uid)
 
 
 def audited(scope: Scope, send: Send, template: str, action: Action, principal: Principal | None) -> Send:
@@ -69,7 +76,9 @@ def audited(scope: Scope, send: Send, template: str, action: Action, principal: 
                 study_instance_uid=params.get("StudyInstanceUID")
                 or state.get(AUDIT_STUDY_INSTANCE_UID)
                 or _param(scope, "studyUID"),
-                series_instance_uid=params.get("SeriesInstanceUID") or _param(scope, "seriesUID"),
+                series_instance_uid=params.get("SeriesInstanceUID")
+                or state.get(AUDIT_SERIES_INSTANCE_UID)
+                or _param(scope, "seriesUID"),
                 sop_instance_uid=params.get("SOPInstanceUID") or _param(scope, "objectUID"),
                 status=int(message["status"]),
                 client=f"{client[0]}" if client else None,

@@ -1,4 +1,5 @@
-"""The ``dicomweb`` command: ``serve`` runs the server, ``import`` stores files from disk, ``token`` prints one."""
+"""The ``dicomweb`` command: ``serve`` runs the server, ``import`` stores files from disk, ``token`` prints one,
+``nodes`` lists, adds and removes the DICOM nodes."""
 
 from __future__ import annotations
 
@@ -8,13 +9,27 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .auth import check_bind
 from .config import SETTINGS, Settings
+from .dimse.nodes import (
+    MAX_DESCRIPTION,
+    DicomNode,
+    NodePermission,
+    check_ae_title,
+    check_host,
+    check_port,
+    parse_permissions,
+)
 from .permissions import Role
 from .tokens import MAX_QUERY_TOKEN_TTL_SECONDS, create_token, load_or_create_secret
+
+if TYPE_CHECKING:
+    import asyncpg
 
 DEFAULT_TTL = "8h"
 DEFAULT_STUDY_TTL = "5m"  # a study-scoped token rides in URLs: short by default, at most an hour
@@ -50,6 +65,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})")
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    nodes = sub.add_parser("nodes", help="list, add and remove the DICOM nodes (the remote AEs the archive knows)")
+    actions = nodes.add_subparsers(dest="nodes_command", required=True)
+    listing = actions.add_parser("list", help="the registered nodes")
+    add = actions.add_parser("add", help="register a node, or replace the one with its AE title")
+    add.add_argument("ae_title", metavar="AET", help="the node's AE title (at most 16 characters)")
+    add.add_argument("host", metavar="HOST", help="the host name or IP address it listens on")
+    add.add_argument("port", metavar="PORT", type=int, help="the TCP port it listens on")
+    add.add_argument(
+        "--permit",
+        default="",
+        metavar="store,find,get,move",
+        help="what it may ask of the archive besides C-ECHO (default: nothing)",
+    )
+    add.add_argument("--description", default="", help="what the node is (e.g. 'CT 2')")
+    remove = actions.add_parser("remove", help="remove a node")
+    remove.add_argument("ae_title", metavar="AET")
+    for command in (listing, add, remove):
+        command.add_argument(
+            "--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})"
+        )
     return parser
 
 
@@ -72,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "token":
         return print_token(settings, args.subject, args.role, args.ttl, args.study)
+    if args.command == "nodes":
+        return nodes_command(settings, args)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"dicomweb: {', '.join(missing)} does not exist", file=sys.stderr)
@@ -167,3 +204,93 @@ async def import_command(settings: Settings, paths: list[Path], progress: bool) 
     for path, reason in report.failures[:50]:
         print(f"  {path}: {reason}", file=sys.stderr)
     return 1 if report.failures else 0
+
+
+def nodes_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``dicomweb nodes list | add | remove``: the arguments checked first (2 when invalid), then the archive's
+    database, embedded or DICOMWEB_DATABASE_URL, opened as ``dicomweb import`` opens it (so also while a server
+    runs on the same data folder); 1 when it cannot be reached."""
+    from .db.outage import unreachable
+
+    work: Coroutine[Any, Any, int]
+    try:
+        if args.nodes_command == "add":
+            if len(args.description) > MAX_DESCRIPTION:
+                raise ValueError(f"a description has at most {MAX_DESCRIPTION} characters")
+            node = DicomNode(
+                check_ae_title(args.ae_title),
+                check_host(args.host),
+                check_port(args.port),
+                parse_permissions([p for p in args.permit.split(",") if p.strip()]),
+                args.description,
+            )
+            work = _add_node(settings, node)
+        elif args.nodes_command == "remove":
+            work = _remove_node(settings, check_ae_title(args.ae_title))
+        else:
+            work = _list_nodes(settings)
+    except ValueError as exc:
+        print(f"dicomweb: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(work)
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        print(f"dicomweb: {exc}; try again once the database is back", file=sys.stderr)
+        return 1
+
+
+@asynccontextmanager
+async def _node_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The archive's database pool, as ``open_archive`` builds it for the server and ``dicomweb import``."""
+    from .archive import open_archive
+
+    async with open_archive(settings) as archive:
+        yield archive.pool
+
+
+async def _add_node(settings: Settings, node: DicomNode) -> int:
+    from .db import nodes as db
+
+    async with _node_pool(settings) as pool:
+        created = await db.put_node(pool, node)
+    print(f"{'added' if created else 'replaced'} {_node_line(node)}")
+    return 0
+
+
+async def _remove_node(settings: Settings, ae_title: str) -> int:
+    from .db import nodes as db
+
+    async with _node_pool(settings) as pool:
+        removed = await db.delete_node(pool, ae_title)
+    if not removed:
+        print(f"dicomweb: no DICOM node {ae_title!r}", file=sys.stderr)
+        return 1
+    print(f"removed {ae_title}")
+    return 0
+
+
+async def _list_nodes(settings: Settings) -> int:
+    from .db import nodes as db
+
+    async with _node_pool(settings) as pool:
+        nodes = await db.list_nodes(pool)
+    if not nodes:
+        print("no DICOM nodes are registered", file=sys.stderr)
+        return 0
+    rows = [("AE title", "host:port", "permissions", "description")]
+    rows += [(n.ae_title, f"{n.host}:{n.port}", _permissions(n) or "-", n.description) for n in nodes]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)] + [0]
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _permissions(node: DicomNode) -> str:
+    return ",".join(p.value for p in NodePermission if p in node.permissions)
+
+
+def _node_line(node: DicomNode) -> str:
+    described = f" ({node.description})" if node.description else ""
+    return f"{node.ae_title}{described} at {node.host}:{node.port}, permitted: {_permissions(node) or 'C-ECHO only'}"

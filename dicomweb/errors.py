@@ -4,7 +4,7 @@ The tree::
 
     DicomwebError (500)
      ├── BadRequest (400)             the request itself is malformed: fix the request and retry
-     │    └── InvalidFields (400)     a JSON body or query of the reporting API fails validation, field by field
+     │    └── InvalidFields (400)     a JSON body or query of a JSON API fails validation, field by field
      ├── Forbidden (403)              the roles allow the action, but not on this resource (another's annotation)
      ├── NotFound (404)               no such resource (unknown UID or path)
      ├── NotAcceptable (406)          no representation the Accept header allows
@@ -15,6 +15,7 @@ The tree::
      ├── Unprocessable (422)          a stored instance's pixel data cannot be decoded, so it has no rendered image
      ├── PreconditionRequired (428)   an update must name the version it read (If-Match or "version")
      ├── UnsupportedMediaType (415)   the Content-Type is not one the resource accepts
+     ├── BadGateway (502)             a DICOM node the archive called did not answer or refused the association
      └── ServiceUnavailable (503)     a dependency (database, storage) is not ready; retry after Retry-After
 
 Every error body has one shape, ``{"status": 400, "error": "Bad Request", "detail": "..."}``, served as
@@ -68,7 +69,7 @@ class BadRequest(DicomwebError):
 
 
 class InvalidFields(BadRequest):
-    """A reporting API request body or query fails validation; ``errors`` lists each field (a dotted path) and why."""
+    """A JSON API's request body or query fails validation; ``errors`` lists each field (a dotted path) and why."""
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         fields = ", ".join(e["field"] for e in errors)
@@ -139,6 +140,14 @@ class UnsupportedMediaType(DicomwebError):
     """The request's Content-Type is not one this resource accepts; the detail names the accepted ones."""
 
     status = 415
+
+
+class BadGateway(DicomwebError):
+    """The request needed another server, a DICOM node the archive associates with (C-ECHO, C-STORE), and it did
+    not answer or refused the association; the detail says which. Check the node's host, port and AE title, and
+    that it runs."""
+
+    status = 502
 
 
 RETRY_AFTER_SECONDS = 5  # what a 503 tells the client to wait (RFC 9110 §10.2.3); a dead embedded PostgreSQL is

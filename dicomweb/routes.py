@@ -1,12 +1,14 @@
 """The URL table, in the order PS3.18 lists the resources (§10.5 Store; §10.4 Retrieve and §10.6 Search follow),
-each route with the permission it needs and the action its audit event records."""
+each route with the permission it needs and the action its audit event records; then the DICOM nodes' JSON API,
+whose table also makes its part of the OpenAPI document (``jsonapi.py``, ``openapi.py``)."""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount
 
-from . import audit, delete, health, metrics, qido, rendered, stow, wado, wado_uri
+from . import audit, delete, dicom_nodes, health, metrics, qido, rendered, stow, wado, wado_uri
 from .actions import Action
+from .jsonapi import Endpoint, EndpointTable
 from .permissions import Permission
 from .routing import Route
 
@@ -185,6 +187,78 @@ DICOMWEB_ROUTES: list[BaseRoute] = [
     ),
 ]
 
+# The remote AEs the archive knows (issue 14): managed by managers, each change and each association audited.
+DICOM_NODES = EndpointTable(
+    dicom_nodes.ROOT,
+    "the DICOM nodes: the remote AEs (modalities, workstations) that may store, query and retrieve over DIMSE, "
+    "and to which the archive sends studies",
+    [
+        Endpoint(
+            "GET",
+            "",
+            dicom_nodes.list_nodes,
+            "List the DICOM nodes",
+            None,
+            list[dicom_nodes.Node],
+            permission=Permission.MANAGE,
+            action=Action.READ,
+        ),
+        Endpoint(
+            "GET",
+            "/{aet}",
+            dicom_nodes.get_node,
+            "A DICOM node",
+            None,
+            dicom_nodes.Node,
+            permission=Permission.MANAGE,
+            action=Action.READ,
+        ),
+        Endpoint(
+            "PUT",
+            "/{aet}",
+            dicom_nodes.put_node,
+            "Register a DICOM node (201), or replace the one with this AE title (200)",
+            dicom_nodes.NodeBody,
+            dicom_nodes.Node,
+            also=(201,),
+            permission=Permission.MANAGE,
+            action=Action.UPDATE,
+        ),
+        Endpoint(
+            "DELETE",
+            "/{aet}",
+            dicom_nodes.delete_node,
+            "Remove a DICOM node",
+            status=204,
+            permission=Permission.MANAGE,
+            action=Action.DELETE,
+        ),
+        Endpoint(
+            "POST",
+            "/{aet}/echo",
+            dicom_nodes.echo_node,
+            "C-ECHO the node from the archive: its status and the round-trip time (502 when it does not answer)",
+            None,
+            dicom_nodes.EchoResult,
+            errors=(502,),
+            permission=Permission.MANAGE,
+            action=Action.ECHO,
+        ),
+        Endpoint(
+            "POST",
+            "/{aet}/store",
+            dicom_nodes.store_to_node,
+            "Send a study, a series or some of their instances to the node (C-STORE): the counts completed, "
+            "failed and warned (502 when it does not answer or refuses the association)",
+            dicom_nodes.StoreBody,
+            dicom_nodes.StoreResult,
+            errors=(502,),
+            permission=Permission.MANAGE,
+            action=Action.RETRIEVE,
+        ),
+    ],
+)
+
 ROUTES: list[BaseRoute] = [
     # Probes for load balancers and orchestrators: no patient data.
     Route("/healthz", health.healthz, methods=["GET"], permission=None, action=None),
@@ -196,4 +270,5 @@ ROUTES: list[BaseRoute] = [
     # WADO-URI (PS3.18 §9) at the server root
     Route("/wado", wado_uri.retrieve_wado, methods=["GET"], permission=Permission.VIEW, action=Action.RETRIEVE),
     Mount("/dicomweb", routes=DICOMWEB_ROUTES),
+    *DICOM_NODES.routes(),
 ]

@@ -61,5 +61,8 @@ class DimseStatus(IntEnum):
     # PS3.4 Table C.4-2 "Refused: Move Destination unknown": the Move Destination is not a registered node, or it
     # cannot be reached.
     MOVE_DESTINATION_UNKNOWN = 0xA801
+    # PS3.4 Table C.4-2/-3 "Refused: Out of Resources - Unable to calculate number of matches": the database is
+    # not reachable.
+    UNABLE_TO_CALCULATE_MATCHES = 0xA701
     # PS3.4 Table C.4-2/-3 "Warning: Sub-operations Complete - One or more Failures or Warnings".
     SUB_OPERATIONS_WITH_FAILURES = 0xB000

@@ -1,75 +1,23 @@
-"""What every reporting endpoint does at its edges: read a JSON body or query into a model (400 listing each invalid
-field), answer with a model as camelCase JSON, and know who is calling."""
+"""What the reporting endpoints share at their edges besides what every JSON API does (``dicomweb.jsonapi``: bodies and
+queries read into models, models answered as camelCase JSON, re-exported here): UUID path parameters, and who is
+calling."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-import orjson
-from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
 
-from dicomweb.errors import BadRequest, InvalidFields, NotFound, PayloadTooLarge, UnsupportedMediaType
+from dicomweb.errors import NotFound
+from dicomweb.jsonapi import ModelResponse as ModelResponse
+from dicomweb.jsonapi import json_body as json_body
+from dicomweb.jsonapi import query as query
+from dicomweb.jsonapi import validate as validate
 from dicomweb.permissions import Role
 from dicomweb.tokens import Principal
 
-M = TypeVar("M")
-
-MAX_JSON_BYTES = 2 * 1024 * 1024  # a JSON body larger than this is refused (413); reports are text, not images
 ANONYMOUS = "anonymous"  # the caller's name when authentication is disabled (local demos only)
-
-
-def _errors(exc: ValidationError) -> InvalidFields:
-    errors = []
-    for error in exc.errors(include_url=False):
-        # Discriminated unions put the tag ("roi") in the location; the field path reads better without it.
-        location = [str(part) for part in error["loc"] if part not in _UNION_TAGS]
-        if not location and error["type"].startswith("union_tag"):  # a missing or unknown "type" of a union
-            location = ["type"]
-        errors.append({"field": ".".join(location) or "(body)", "message": error["msg"]})
-    return InvalidFields(errors)
-
-
-_UNION_TAGS = frozenset({"text", "arrow", "circle", "measurement", "roi"})
-
-
-async def json_body(request: Request, model: type[M] | TypeAdapter[M]) -> M:
-    """The request's JSON body as ``model``; 415 for another media type, 400 naming each invalid field."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise UnsupportedMediaType(f"send the body as application/json, not {media_type or 'no Content-Type'}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise PayloadTooLarge(f"a JSON body may have at most {MAX_JSON_BYTES} bytes")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    return validate(data, model)
-
-
-def validate(data: Any, model: type[M] | TypeAdapter[M]) -> M:
-    adapter: TypeAdapter[M] = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
-    try:
-        return adapter.validate_python(data)
-    except ValidationError as exc:
-        raise _errors(exc) from None
-
-
-def query(request: Request, model: type[M]) -> M:
-    """The query string as ``model``: each parameter once; unknown parameters are 400 like unknown fields."""
-    params: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name in params:
-            raise InvalidFields([{"field": name, "message": "given more than once"}])
-        params[name] = value
-    return validate(params, model)
 
 
 def path_id(request: Request, name: str, what: str) -> uuid.UUID:
@@ -79,17 +27,6 @@ def path_id(request: Request, name: str, what: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise NotFound(f"no {what} with id {value[:80]!r}") from None
-
-
-class ModelResponse(Response):
-    """A model (or a list of them) as camelCase JSON."""
-
-    media_type = "application/json"
-
-    def render(self, content: BaseModel | Sequence[BaseModel]) -> bytes:
-        if isinstance(content, BaseModel):
-            return orjson.dumps(content.model_dump(mode="json", by_alias=True))
-        return orjson.dumps([item.model_dump(mode="json", by_alias=True) for item in content])
 
 
 @dataclass(frozen=True)

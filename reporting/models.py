@@ -11,30 +11,11 @@ import datetime
 import uuid
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from dicomweb.uids import is_valid_uid
+from dicomweb.jsonapi import UID, RequestModel, ResponseModel
 
 from .workflow import PLACEHOLDERS, Modality, ReportStatus, ReportType, StudyStatus, unknown_placeholders
-
-
-class _Model(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown fields are refused (a typo is not silently dropped)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class _Out(BaseModel):
-    """A response body: camelCase on the wire, built from database rows (whose other columns are not shown)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
-def _uid(value: str) -> str:
-    if not is_valid_uid(value):
-        raise ValueError("not a valid DICOM UID (PS3.5 §9.1: digits and dots, at most 64 characters)")
-    return value
 
 
 def _dicom_text(value: str) -> str:
@@ -44,7 +25,6 @@ def _dicom_text(value: str) -> str:
     return value
 
 
-UID = Annotated[str, AfterValidator(_uid)]
 ShortString = Annotated[str, Field(min_length=1, max_length=16), AfterValidator(_dicom_text)]
 LongString = Annotated[str, Field(max_length=64), AfterValidator(_dicom_text)]
 PersonName = Annotated[str, Field(max_length=64), AfterValidator(_dicom_text)]
@@ -55,7 +35,7 @@ Colour = Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$", examples=["#FF8800"]
 # ---------------------------------------------------------------------------------------------------- studies
 
 
-class StudyCreate(_Model):
+class StudyCreate(RequestModel):
     """A study to schedule; accessionNumber and studyInstanceUID are generated when not given."""
 
     order_id: Reference | None = None
@@ -72,11 +52,11 @@ class StudyCreate(_Model):
     study_date: datetime.date | None = None
 
 
-class StudyStatusChange(_Model):
+class StudyStatusChange(RequestModel):
     status: StudyStatus
 
 
-class Study(_Out):
+class Study(ResponseModel):
     id: uuid.UUID
     order_id: str | None
     patient_id: str
@@ -99,7 +79,7 @@ class Study(_Out):
     updated_at: datetime.datetime
 
 
-class StudyQuery(_Model):
+class StudyQuery(RequestModel):
     """Filters of GET /api/radiology/studies; dates bound studyDate (or the scheduled day when there is none)."""
 
     status: StudyStatus | None = None
@@ -121,7 +101,7 @@ class StudyQuery(_Model):
 T = TypeVar("T")
 
 
-class Page(_Out, Generic[T]):
+class Page(ResponseModel, Generic[T]):
     items: list[T]
     total: int
     page: int
@@ -131,7 +111,7 @@ class Page(_Out, Generic[T]):
 # ---------------------------------------------------------------------------------------------------- series
 
 
-class SeriesCreate(_Model):
+class SeriesCreate(RequestModel):
     """A series to expect in a study; seriesInstanceUID is generated when not given, modality defaults to the
     study's, seriesNumber to the next free number."""
 
@@ -142,7 +122,7 @@ class SeriesCreate(_Model):
     body_part: ShortString | None = None
 
 
-class Series(_Out):
+class Series(ResponseModel):
     """A series of the study: announced through the API, arrived in the archive, or both."""
 
     id: str  # the SeriesInstanceUID
@@ -157,7 +137,7 @@ class Series(_Out):
 # ---------------------------------------------------------------------------------------------------- images
 
 
-class ImageLinks(_Out):
+class ImageLinks(ResponseModel):
     """Where a viewer fetches the image: DICOMweb (PS3.18 §10.4) and WADO-URI (§9) URLs, absolute."""
 
     metadata: str
@@ -168,7 +148,7 @@ class ImageLinks(_Out):
     wado_uri: str = Field(alias="wadoURI")
 
 
-class Image(_Out):
+class Image(ResponseModel):
     id: str  # the SOPInstanceUID
     sop_instance_uid: str = Field(alias="sopInstanceUID")
     series_instance_uid: str = Field(alias="seriesInstanceUID")
@@ -184,7 +164,7 @@ class Image(_Out):
     links: ImageLinks
 
 
-class UploadResult(_Out):
+class UploadResult(ResponseModel):
     image: Image
     converted_from: Literal["image/jpeg", "image/png"] | None = Field(
         description="the media type of an uploaded picture stored as a Secondary Capture instance; null for DICOM"
@@ -194,23 +174,23 @@ class UploadResult(_Out):
 # ---------------------------------------------------------------------------------------------------- annotations
 
 
-class Point(_Model):
+class Point(RequestModel):
     """Image coordinates in pixels: x along columns, y along rows, from the top left corner of the image."""
 
     x: float = Field(ge=0, allow_inf_nan=False)
     y: float = Field(ge=0, allow_inf_nan=False)
 
 
-class PointsShape(_Model):
+class PointsShape(RequestModel):
     points: list[Point]
 
 
-class CircleShape(_Model):
+class CircleShape(RequestModel):
     center: Point
     radius: float = Field(gt=0, allow_inf_nan=False)
 
 
-class _AnnotationBase(_Model):
+class _AnnotationBase(RequestModel):
     frame_number: int | None = Field(default=None, ge=1, description="for multi-frame images; null is frame 1")
     label: Annotated[str, Field(max_length=1000)] | None = None
     color: Colour | None = None
@@ -283,7 +263,7 @@ AnnotationInput = Annotated[
 ]
 
 
-class Annotation(_Out):
+class Annotation(ResponseModel):
     id: uuid.UUID
     image_id: str
     frame_number: int | None
@@ -299,7 +279,7 @@ class Annotation(_Out):
 # ---------------------------------------------------------------------------------------------------- reports
 
 
-class ReportCreate(_Model):
+class ReportCreate(RequestModel):
     """A new report (a draft unless status says preliminary); templateId fills the findings from the template."""
 
     report_type: Literal[ReportType.PRELIMINARY, ReportType.FINAL] = ReportType.PRELIMINARY
@@ -310,7 +290,7 @@ class ReportCreate(_Model):
     template_id: uuid.UUID | None = None
 
 
-class ReportUpdate(_Model):
+class ReportUpdate(RequestModel):
     """Changes to a report that is not final; ``version`` (or If-Match) is the version the writer read."""
 
     status: Literal[ReportStatus.DRAFT, ReportStatus.PRELIMINARY, ReportStatus.FINAL] | None = None
@@ -320,13 +300,13 @@ class ReportUpdate(_Model):
     version: int | None = Field(default=None, ge=1)
 
 
-class AddendumCreate(_Model):
+class AddendumCreate(RequestModel):
     findings: Text = ""
     impression: Text = ""
     recommendations: Text = ""
 
 
-class ReportVersion(_Out):
+class ReportVersion(ResponseModel):
     version: int
     action: str
     changed_by: str
@@ -337,7 +317,7 @@ class ReportVersion(_Out):
     recommendations: str
 
 
-class Report(_Out):
+class Report(ResponseModel):
     id: uuid.UUID
     study_id: uuid.UUID
     parent_report_id: uuid.UUID | None
@@ -380,7 +360,7 @@ def _known_placeholders(content: str) -> str:
 TemplateContent = Annotated[str, Field(min_length=1, max_length=100_000), AfterValidator(_known_placeholders)]
 
 
-class TemplateCreate(_Model):
+class TemplateCreate(RequestModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     modality: Modality | None = None
     body_part: ShortString | None = None
@@ -388,7 +368,7 @@ class TemplateCreate(_Model):
     is_active: bool = True
 
 
-class TemplateUpdate(_Model):
+class TemplateUpdate(RequestModel):
     """Changes to a template; fields left out keep their value."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
@@ -398,7 +378,7 @@ class TemplateUpdate(_Model):
     is_active: bool | None = None
 
 
-class Template(_Out):
+class Template(ResponseModel):
     id: uuid.UUID
     name: str
     modality: Modality | None
@@ -410,12 +390,12 @@ class Template(_Out):
     updated_at: datetime.datetime
 
 
-class TemplateQuery(_Model):
+class TemplateQuery(RequestModel):
     modality: Modality | None = None
     body_part: str | None = None
     is_active: bool | None = None
 
 
-class ModalityInfo(_Out):
+class ModalityInfo(ResponseModel):
     code: Modality
     name: str

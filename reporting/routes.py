@@ -1,40 +1,18 @@
 """The reporting URL table (/api/radiology): each endpoint with the models it reads and answers, the permission it
 needs and the action its audit event records, from which the routes and the OpenAPI document are generated
-(openapi.py), so that the documentation is the code."""
+(``dicomweb/jsonapi.py``, ``dicomweb/openapi.py``), so that the documentation is the code."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
-
 from dicomweb.actions import Action
+from dicomweb.jsonapi import Endpoint, EndpointTable
 from dicomweb.permissions import Permission
-from dicomweb.routing import Route
 
 from . import annotations as annotation_endpoints  # "annotations" is taken by the __future__ import
-from . import images, models, openapi, reports, studies, templates, uploads
+from . import images, models, reports, studies, templates, uploads
 
 API_ROOT = "/api/radiology"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str  # below API_ROOT
-    handler: Callable[[Request], Awaitable[Response]]
-    summary: str
-    body: Any = None  # the request body's model (a pydantic model or annotated type); None: no body
-    response: Any = None  # the success response's model; None: no body
-    status: int = 200  # the success status
-    query: Any = None  # the model of the query parameters
-    permission: Permission = field(kw_only=True)  # every operation needs a token (no public endpoint here)
-    action: Action = field(kw_only=True)  # and leaves an audit event
-
+ERRORS = (400, 401, 403, 404, 409)  # what any reporting operation may answer besides success
 
 ENDPOINTS: list[Endpoint] = [
     # Studies and their workflow
@@ -312,17 +290,6 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 
-def routes() -> list[BaseRoute]:
-    openapi_json, api_docs = openapi.handlers(openapi.document(ENDPOINTS, API_ROOT))
-    return [
-        # The document and its page: no patient data, for clients to read before they have a token.
-        Route("/api/openapi.json", openapi_json, methods=["GET"], permission=None, action=None),
-        Route("/api-docs", api_docs, methods=["GET"], permission=None, action=None),
-        Mount(
-            API_ROOT,
-            routes=[
-                Route(e.path, e.handler, methods=[e.method], permission=e.permission, action=e.action)
-                for e in ENDPOINTS
-            ],
-        ),
-    ]
+REPORTING = EndpointTable(
+    API_ROOT, "radiology reporting: scheduled studies, uploads, annotations, reports and templates", ENDPOINTS, ERRORS
+)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
@@ -184,3 +185,88 @@ class TestImport:
         result = dicomweb("import", "--data-dir", str(tmp_path / "archive"), str(tmp_path / "nope"))
         assert result.returncode != 0
         assert "does not exist" in result.stderr
+
+
+class TestNodes:
+    """``dicomweb nodes list | add | remove`` on the archive's database: an external one, and the embedded one while
+    a server runs on the same data folder."""
+
+    def test_add_list_remove(self, tmp_path: Path, new_database: Any) -> None:
+        """Added (then replaced) with its permissions and description, listed in a table, removed; removing an
+        unknown AE title is exit status 1."""
+        env = {"DICOMWEB_DATABASE_URL": new_database().url}
+        data_dir = ["--data-dir", str(tmp_path / "archive")]
+
+        empty = dicomweb("nodes", "list", *data_dir, env=env)
+        assert empty.returncode == 0 and empty.stdout == "" and "no DICOM nodes" in empty.stderr
+        added = dicomweb("nodes", "add", "CT2", "10.0.0.5", "104", "--permit", "find, STORE", "--description", "CT 2",
+                         *data_dir, env=env)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        assert added.stdout == "added CT2 (CT 2) at 10.0.0.5:104, permitted: store,find\n"
+        workstation = dicomweb("nodes", "add", "WS1", "ws1.example.org", "11112", *data_dir, env=env)
+        assert workstation.stdout == "added WS1 at ws1.example.org:11112, permitted: C-ECHO only\n"
+        replaced = dicomweb("nodes", "add", "CT2", "10.0.0.6", "104", "--permit", "store,find,get,move",
+                            "--description", "CT 2", *data_dir, env=env)  # fmt: skip
+        assert replaced.stdout.startswith("replaced CT2 (CT 2) at 10.0.0.6:104")
+
+        listed = dicomweb("nodes", "list", *data_dir, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines() == [
+            "AE title  host:port              permissions          description",
+            "CT2       10.0.0.6:104           store,find,get,move  CT 2",
+            "WS1       ws1.example.org:11112  -",
+        ]
+
+        removed = dicomweb("nodes", "remove", "CT2", *data_dir, env=env)
+        assert removed.returncode == 0 and removed.stdout == "removed CT2\n"
+        again = dicomweb("nodes", "remove", "CT2", *data_dir, env=env)
+        assert again.returncode == 1 and "no DICOM node 'CT2'" in again.stderr
+        assert [line.split()[0] for line in dicomweb("nodes", "list", *data_dir, env=env).stdout.splitlines()] == [
+            "AE",
+            "WS1",
+        ]
+
+    def test_invalid_arguments(self, tmp_path: Path) -> None:
+        """Exit status 2 with the reason, before any database is opened."""
+        data_dir = tmp_path / "archive"
+        for args, reason in [
+            (["add", "A" * 17, "h", "104"], "at most 16 characters"),
+            (["add", "CT\\2", "h", "104"], "backslash"),
+            (["add", "   ", "h", "104"], "only spaces"),
+            (["add", "CTé", "h", "104"], "printable ASCII"),
+            (["add", "CT2", "h", "0"], "1 to 65535"),
+            (["add", "CT2", "h", "65536"], "1 to 65535"),
+            (["add", "CT2", "h", "port"], "invalid int value"),
+            (["add", "CT2", "two words", "104"], "no spaces"),
+            (["add", "CT2", "h", "104", "--permit", "store,print"], "unknown permission 'print'"),
+            (["remove", "A" * 17], "at most 16 characters"),
+            (["add", "CT2", "h"], "required: PORT"),
+        ]:
+            result = dicomweb("nodes", *args, "--data-dir", str(data_dir))
+            assert result.returncode == 2 and reason in result.stderr, (args, result.stderr)
+            assert "Traceback" not in result.stderr
+        assert not data_dir.exists()
+
+    def test_database_unreachable(self, tmp_path: Path) -> None:
+        url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+        result = dicomweb("nodes", "list", "--data-dir", str(tmp_path / "archive"), env={"DICOMWEB_DATABASE_URL": url})
+        assert result.returncode == 1 and "cannot connect to PostgreSQL" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_while_the_server_runs(self, tmp_path: Path) -> None:
+        """On the embedded PostgreSQL of a running server: the server sees the node at once, and keeps its database
+        when the command ends."""
+        data_dir = tmp_path / "archive"
+        with serve_subprocess(EMBEDDED, data_dir) as server:
+            added = dicomweb("nodes", "add", "PACS2", "127.0.0.1", "11113", "--permit", "move", "--data-dir",
+                             str(data_dir))  # fmt: skip
+            assert added.returncode == 0, added.stderr
+            nodes = httpx.get(server.url + "/api/dicom-nodes").json()
+            assert nodes == [
+                {"aeTitle": "PACS2", "host": "127.0.0.1", "port": 11113, "permissions": ["move"], "description": ""}
+            ]
+            assert postgres_running(data_dir)
+            assert httpx.delete(server.url + "/api/dicom-nodes/PACS2").status_code == 204
+            listed = dicomweb("nodes", "list", "--data-dir", str(data_dir))
+            assert listed.returncode == 0 and listed.stdout == ""
+        assert not postgres_running(data_dir)

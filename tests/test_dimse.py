@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind as PatientRootFind,
@@ -46,8 +49,10 @@ from .data import (
     TEST_FILES,
     ct_instance,
     multipart,
+    readable_test_files,
     stow_headers,
 )
+from .test_database_outage import wait_until
 
 CALLING = "MODALITY1"
 DCMTK = Path("/usr/bin")  # Debian's dcmtk (.ci/run installs it); pynetdicom puts apps of the same names in the venv
@@ -161,7 +166,8 @@ class TestStore:
 
     @pytest.mark.skipif(not (DCMTK / "storescu").exists(), reason="DCMTK is installed by .ci/run")
     def test_dcmtk_storescu(self, server: LiveServer, tmp_path: Path) -> None:
-        """DCMTK's storescu sends a folder; every file is then found by QIDO-RS and audited with the AE title."""
+        """DCMTK's storescu sends a folder; every file is then found by QIDO-RS; the association is audited once, with
+        the AE title, the study and the counts."""
         folder = tmp_path / "send"
         folder.mkdir()
         study = pydicom.uid.generate_uid()
@@ -174,14 +180,18 @@ class TestStore:
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert len(httpx.get(f"{server.dicomweb}/studies/{study}/instances").json()) == 5
-        events = server.db.fetch(
-            "SELECT subject, method, status, client FROM audit_event WHERE study_instance_uid = $1 AND route = 'dimse'",
-            study,
+        sql = (
+            "SELECT subject, method, status, client, query, patient_id FROM audit_event "
+            "WHERE study_instance_uid = $1 AND route = 'dimse'"
         )
-        assert len(events) == 5
-        assert {(e["subject"], e["method"], e["status"], e["client"]) for e in events} == {
-            (CALLING, "C-STORE", 0, "127.0.0.1")
-        }
+        # Written when the server sees the connection close, which may be just after storescu ends.
+        assert wait_until(lambda: bool(server.db.fetch(sql, study)), 5)
+        events = server.db.fetch(sql, study)
+        assert [tuple(e) for e in events] == [
+            (CALLING, "C-STORE", 0, "127.0.0.1", "stored=5&failed=0&series=5", "PAT-1")
+        ]
+        text = httpx.get(f"{server.url}/metrics").text
+        assert 'dicomweb_dimse_operations_total{service="C-STORE",status="0x0000"} 5.0' in text
 
 
 class TestStoreConcurrency:
@@ -215,7 +225,8 @@ class TestStoreConcurrency:
         not, and nothing of it stays in the archive's storage."""
         study = pydicom.uid.generate_uid()
         first = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=1)))
-        cut_off = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=2, size=512)))  # about 32 PDUs
+        # 8 MB: 32 PDUs of the 256 KB the archive accepts (outgoing.MAX_PDU), 1.6 s at the pace below
+        cut_off = pydicom.dcmread(io.BytesIO(ct_instance(study, InstanceNumber=2, size=2048)))
         assoc = associate(server, [(first.SOPClassUID, "1.2.840.10008.1.2.1")])
         assert assoc.send_c_store(first).Status == 0x0000
         send = assoc.dul.socket.send
@@ -548,6 +559,29 @@ class TestMove:
         [move] = [e for e in events if e["method"] == "C-MOVE"]
         assert move["user"] == CALLING and "destination=STORESCP" in move["query"] and "offered=4" in move["query"]
 
+    @pytest.mark.skipif(not (DCMTK / "storescp").exists(), reason="DCMTK is installed by .ci/run")
+    def test_many_fast_sub_operations(self, server: LiveServer, tmp_path: Path) -> None:
+        """Every one of 200 CT sub-operations to DCMTK's storescp (no Nagle, answering at once) completes. (The
+        reactor race of dimse/patches.py, which lost one answer and then the rest in a benchmark run, does not show
+        reliably enough to be caught here.)"""
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        for first in range(0, 200, 50):
+            stow(server, [ct_instance(study, series, size=512, InstanceNumber=n) for n in range(first, first + 50)])
+        port = free_port()
+        register(server, "FASTSCP", "127.0.0.1", port, [])
+        received = tmp_path / "received"
+        received.mkdir()
+        storescp = subprocess.Popen([dcmtk("storescp"), "-aet", "FASTSCP", "-od", str(received), str(port)],
+                                    env={**os.environ, "TCP_NODELAY": "1"})  # fmt: skip
+        try:
+            wait_for_port(port)
+            final = c_move(server, study_identifier(study), "FASTSCP")[-1]
+        finally:
+            storescp.terminate()
+            storescp.wait(timeout=10)
+        assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0, 200, 0)
+        assert len(list(received.iterdir())) == 200
+
     def test_converted_for_a_node_without_the_stored_syntax(self, server: LiveServer) -> None:
         """A JPEG 2000 instance to a node that takes only uncompressed syntaxes: the same pixels."""
         node = StorageNode("PLAIN", transfer_syntaxes=["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
@@ -569,14 +603,18 @@ class TestMove:
         [final] = c_move(server, study_identifier(study), "NOWHERE")
         assert final.Status == 0xA801 and "NOWHERE" in final.ErrorComment
 
-    # pynetdicom 3.0 shuts a socket whose connection was refused down without closing it (transport.py), and the
-    # garbage collector closes it, with a ResourceWarning.
-    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
     def test_destination_down(self, server: LiveServer) -> None:
         study = pydicom.uid.generate_uid()
         stow(server, [ct_instance(study)])
         register(server, "DOWN", "127.0.0.1", free_port(), [])  # nothing listens there
         [final] = c_move(server, study_identifier(study), "DOWN")
+        assert final.Status == 0xA801
+
+    def test_destination_host_does_not_resolve(self, server: LiveServer) -> None:
+        study = pydicom.uid.generate_uid()
+        stow(server, [ct_instance(study)])
+        register(server, "NOHOST", "no-such-host.invalid", 104, [])  # RFC 2606: .invalid never resolves
+        [final] = c_move(server, study_identifier(study), "NOHOST")
         assert final.Status == 0xA801
 
     def test_identifier_without_study(self, server: LiveServer, destination: StorageNode) -> None:
@@ -678,7 +716,6 @@ class TestAccess:
         finally:
             assoc.release()
 
-    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see test_destination_down
     def test_permissions(self, server: LiveServer) -> None:
         register(server, "FINDONLY", "127.0.0.1", 104, ["find"])
         assert self.operations(server, "FINDONLY") == {
@@ -691,7 +728,9 @@ class TestAccess:
         # fails (0xA702), and CALLING listens nowhere, so its C-MOVE cannot be delivered (0xA801).
         everything = self.operations(server, CALLING)
         assert everything == {"echo": 0x0000, "store": 0x0000, "find": 0x0000, "get": 0xA702, "move": 0xA801}
-        refused = server.db.fetch("SELECT subject, method FROM audit_event WHERE route = 'dimse' AND status = 292")
+        sql = "SELECT subject, method FROM audit_event WHERE route = 'dimse' AND status = 292"
+        assert wait_until(lambda: len(server.db.fetch(sql)) == 6, 5)
+        refused = server.db.fetch(sql)
         assert sorted(tuple(r) for r in refused) == [
             ("FINDONLY", "C-GET"), ("FINDONLY", "C-MOVE"), ("FINDONLY", "C-STORE"),
             ("STRANGER", "C-FIND"), ("STRANGER", "C-GET"), ("STRANGER", "C-MOVE"),
@@ -769,3 +808,180 @@ class TestGetRefusedAndCancelled:
         assert final.Status == 0xFE00, [hex(s.Status) for s in statuses]
         assert final.NumberOfCompletedSuboperations + final.NumberOfRemainingSuboperations == 6
         assert final.NumberOfCompletedSuboperations < 6
+
+
+STORAGE_SOP_CLASSES = {str(context.abstract_syntax) for context in AllStoragePresentationContexts}
+
+
+class TestStoreCorpus:
+    """Every pydicom test file that STOW-RS accepts is accepted by C-STORE too and comes back identical; a SOP class
+    pynetdicom does not know has its presentation context rejected."""
+
+    def test_every_file_stow_accepts(
+        self, server: LiveServer, server_factory: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        by_stow = server_factory()
+        accepted: list[Path] = []
+        for path in readable_test_files():
+            response = httpx.post(by_stow.dicomweb + "/studies", content=multipart([path.read_bytes()]),
+                                  headers=stow_headers(), timeout=60)  # fmt: skip
+            if response.status_code == 200:
+                accepted.append(path)
+        assert len(accepted) > 40  # the corpus is pydicom's: most of it is storable
+        monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)  # send each file's bytes as they are
+        for path in accepted:
+            ds = pydicom.dcmread(path)
+            assoc = associate(server, [(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)])
+            if ds.SOPClassUID not in STORAGE_SOP_CLASSES:  # (none in pydicom 3's corpus; see the next test)
+                assert not assoc.is_established
+                continue
+            assert assoc.is_established
+            try:
+                assert assoc.send_c_store(path).Status == 0x0000, path.name
+            finally:
+                assoc.release()
+            stored = retrieve(server, ds)
+            assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, path.name
+            assert stored == ds, path.name
+
+    def test_unknown_sop_class_context_rejected(self, server: LiveServer) -> None:
+        private_class = "1.2.826.0.1.3680043.8.498.999.1"  # not a storage SOP class pynetdicom knows
+        assoc = associate(server, [(private_class, "1.2.840.10008.1.2.1"), (CTImageStorage, "1.2.840.10008.1.2.1")])
+        assert assoc.is_established
+        try:
+            [context] = assoc.accepted_contexts
+            assert context.abstract_syntax == CTImageStorage
+            assert [c.abstract_syntax for c in assoc.rejected_contexts] == [private_class]
+        finally:
+            assoc.release()
+
+    def test_data_set_without_sop_instance_uid(
+        self, server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The C-STORE request names a SOP Instance UID, the data set has none: 0xA900, nothing stored."""
+        ds = pydicom.dcmread(io.BytesIO(ct_instance()))
+        del ds.SOPInstanceUID
+        path = tmp_path / "no-sop-instance-uid.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the file's bytes as they are
+        assoc = associate(server, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        try:
+            status = assoc.send_c_store(path)
+        finally:
+            assoc.release()
+        assert status.Status == 0xA900
+        assert server.db.value("SELECT count(*) FROM instance") == 0
+
+
+class TestDcmtkGet:
+    @pytest.mark.skipif(not (DCMTK / "getscu").exists(), reason="DCMTK is installed by .ci/run")
+    def test_getscu(self, server: LiveServer, tmp_path: Path) -> None:
+        """DCMTK's getscu retrieves a study on its own association: every file, the same data sets."""
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        parts = [ct_instance(study, series, InstanceNumber=n) for n in range(3)]
+        stow(server, parts)
+        received_dir = tmp_path / "received"
+        received_dir.mkdir()
+        result = subprocess.run(
+            [dcmtk("getscu"), "-S", "-aet", CALLING, "-aec", "DICOMWEB", "-od", str(received_dir),
+             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+             "127.0.0.1", str(server.settings.dimse_port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        sent = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(io.BytesIO(part)) for part in parts)}
+        received = [pydicom.dcmread(path) for path in received_dir.iterdir()]
+        assert sorted(ds.SOPInstanceUID for ds in received) == sorted(sent)
+        assert all(ds == sent[ds.SOPInstanceUID] for ds in received)
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (as root, as CI runs): a real full disk. Where mounting is not allowed
+    the test is skipped, and says so, rather than pretending with a mock."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+class TestDiskFull:
+    def test_store_on_a_full_disk(self, server_factory: Any, tmp_path: Path) -> None:
+        """C-STORE onto a full disk: 0xA700 (Out of Resources), nothing half-written, the instances stored before
+        intact; with room again the same instance is stored."""
+        with small_disk(tmp_path / "disk", "4m") as disk:
+            server = server_factory(dimse_port=free_port(), data_dir=disk / "archive")
+            register(server, CALLING, "127.0.0.1", 104, ["store"])
+            study = pydicom.uid.generate_uid()
+            first = pydicom.dcmread(io.BytesIO(ct_instance(study, size=512)))
+            big = pydicom.dcmread(io.BytesIO(ct_instance(study, size=512)))
+            assoc = associate(server, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+            try:
+                assert assoc.send_c_store(first).Status == 0x0000
+                filler = disk / "filler"
+                with open(filler, "wb") as file:  # fill what is left, but for 64 KB
+                    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+                    file.write(b"\0" * max(free - 65536, 0))
+                status = assoc.send_c_store(big)
+                assert status.Status == 0xA700, hex(status.Status)
+                assert not [p for p in (disk / "archive" / "tmp").rglob("*") if p.is_file()]
+                assert [r[0] for r in server.db.fetch("SELECT sop_instance_uid FROM instance")] == [
+                    first.SOPInstanceUID
+                ]
+                assert retrieve(server, first) == first
+                filler.unlink()
+                assert assoc.send_c_store(big).Status == 0x0000
+            finally:
+                assoc.release()
+            assert retrieve(server, big) == big
+
+
+class TestKilledMidStore:
+    def test_sigkill_while_a_modality_sends(self, new_database: Any, tmp_path: Path) -> None:
+        """The server killed (SIGKILL) while an association stores a series: every instance acknowledged before is
+        stored, byte for byte, after a restart; the temp files of the one in flight are swept at start-up. (A file
+        placed but not yet committed at the kill would stay in files/ without a row: reconciling those is
+        issue 16's; this test does not claim it.)"""
+        db = new_database()
+        data_dir = tmp_path / "archive"
+        port = free_port()
+        # One process (no supervisor): the one that stores is the one killed.
+        env = {"DICOMWEB_DATABASE_URL": db.url, "DICOMWEB_DIMSE_PORT": str(port), "DICOMWEB_WORKERS": "1"}
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        count = 2000  # far more than are sent before the kill (made one by one as they are sent)
+        acknowledged: list[Dataset] = []
+        with serve_subprocess(env, data_dir) as process:
+
+            def send() -> None:
+                ae = AE(ae_title="MODALITY9")
+                ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+                assoc = ae.associate("127.0.0.1", port, ae_title="DICOMWEB")
+                for number in range(count):
+                    if not assoc.is_established:
+                        return
+                    ds = pydicom.dcmread(io.BytesIO(ct_instance(study, series, size=256, InstanceNumber=number)))
+                    status = assoc.send_c_store(ds)
+                    if "Status" in status and status.Status == 0x0000:
+                        acknowledged.append(ds)
+                assoc.release()
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            deadline = time.monotonic() + 60
+            while len(acknowledged) < 20 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            process.process.kill()
+            process.process.wait()
+            sender.join(timeout=60)
+        assert 20 <= len(acknowledged) < count
+        with serve_subprocess(env, data_dir) as restarted:
+            for ds in acknowledged:
+                url = f"{restarted.url}/dicomweb/studies/{study}/series/{series}/instances/{ds.SOPInstanceUID}"
+                response = httpx.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=60)
+                assert response.status_code == 200, ds.SOPInstanceUID
+                assert pydicom.dcmread(io.BytesIO(response.content)) == ds
+            assert not [p for p in (data_dir / "tmp").rglob("*") if p.is_file()]

@@ -75,6 +75,19 @@ REPORTING = {
 }
 
 
+_NODES = "/api/dicom-nodes"
+# The DICOM nodes (issue 14): managing them is managers' work; reading and changing them are audited as the reporting
+# API's reads and changes, a C-ECHO as echo, and sending a study to a node as a retrieval of its data.
+NODES = {
+    ("GET", _NODES): (M, Action.READ),
+    ("GET", _NODES + "/{aet}"): (M, Action.READ),
+    ("PUT", _NODES + "/{aet}"): (M, Action.UPDATE),
+    ("DELETE", _NODES + "/{aet}"): (M, Action.DELETE),
+    ("POST", _NODES + "/{aet}/echo"): (M, Action.ECHO),
+    ("POST", _NODES + "/{aet}/store"): (M, Action.RETRIEVE),
+}
+
+
 def route_table(routes: Sequence[BaseRoute]) -> dict[tuple[str, str], tuple[Permission | None, Action | None]]:
     """(method, full path template) → (permission, action) for every route, through mounts."""
     table = {}
@@ -129,12 +142,16 @@ class TestRouteDecisions:
         action."""
         assert {k: v for k, v in TABLE.items() if k[1].startswith(_API)} == REPORTING
 
+    def test_dicom_node_routes(self) -> None:
+        """Each DICOM node route needs radiology:manage, with the action its kind of work has."""
+        assert {k: v for k, v in TABLE.items() if k[1].startswith(_NODES)} == NODES
+
     def test_walk_sees_the_mounted_routes(self) -> None:
         """The walk reaches routes under the /dicomweb mount with their full path."""
         assert ("GET", "/dicomweb/studies/{StudyInstanceUID}/metadata") in TABLE
         assert ("GET", "/healthz") in TABLE and ("DELETE", "/dicomweb/studies/{StudyInstanceUID}") in TABLE
 
-    @pytest.mark.parametrize(("method", "path"), sorted(k for k in TABLE if not k[1].startswith(_API)))
+    @pytest.mark.parametrize(("method", "path"), sorted(k for k in TABLE if not k[1].startswith((_API, _NODES))))
     def test_decisions_by_kind_of_route(self, method: str, path: str) -> None:
         """Probes are public and not audited; STOW needs upload (store), DELETE manage (delete), the audit trail
         manage (audit), QIDO-RS view (search), every other route view (retrieve)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pydicom
 import pytest
 
@@ -55,6 +56,21 @@ class TestWorkers:
             assert stored in metrics
         assert server.log.count("Application shutdown complete") == workers
         assert not postgres_running(data_dir)
+
+    def test_workers_end_with_a_killed_supervisor(self, new_database: Any, tmp_path: Path) -> None:
+        """The supervisor of ``--workers 2`` killed (SIGKILL, no chance to stop its workers): the workers end too,
+        within seconds, and the port is free; no orphan keeps serving."""
+        db: Database = new_database()
+        with serve_subprocess({"DICOMWEB_DATABASE_URL": db.url, "DICOMWEB_WORKERS": "2"}, tmp_path / "a") as server:
+            supervisor = psutil.Process(server.process.pid)
+            workers = [p for p in supervisor.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+            assert len(workers) == 2
+            server.process.kill()
+            server.process.wait()
+            gone, alive = psutil.wait_procs(workers, timeout=20)
+            assert alive == []
+            with pytest.raises(httpx.TransportError):
+                httpx.get(server.url + "/readyz", timeout=2)
 
 
 _DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'

@@ -147,3 +147,15 @@ audit_event = Table(
     Column("status", Integer, nullable=False),
     Column("client", Text),
 )
+
+dicom_node = Table(  # schema version 4 (dimse/nodes.py; its queries are db/nodes.py's)
+    "dicom_node",
+    metadata,
+    Column("ae_title", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("permissions", ARRAY(Text), nullable=False),
+    Column("description", Text, nullable=False),
+    _timestamp("created_at"),
+    _timestamp("updated_at"),
+)

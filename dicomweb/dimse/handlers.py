@@ -7,12 +7,15 @@ Each handler runs in the association's thread (pynetdicom) and hands its work to
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
+from weakref import WeakKeyDictionary
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
@@ -54,18 +57,53 @@ def bound(bridge: Bridge) -> list[EventHandlerType]:
         (evt.EVT_C_FIND, lambda event: handle_find(bridge, event)),
         (evt.EVT_C_GET, lambda event: handle_get(bridge, event)),
         (evt.EVT_C_MOVE, lambda event: handle_move(bridge, event)),
-        (evt.EVT_CONN_CLOSE, handle_close),
+        (evt.EVT_CONN_CLOSE, lambda event: handle_close(bridge, event)),
     ]
 
 
-def handle_close(event: DimseEvent) -> None:
-    """A connection that closed in the middle of a C-STORE data set (aborted, cut): pynetdicom leaves the temp file
-    it was receiving into open and on disk; close and remove it. The instance was never acknowledged."""
+@dataclass
+class Stores:
+    """What the C-STOREs of one association did to one study: the audit trail has one event per study and
+    association (a modality sends hundreds of instances on one), with these counts."""
+
+    stored: int = 0
+    failed: int = 0
+    status: int = DimseStatus.SUCCESS  # the last failure's, if any
+    series: set[str] = field(default_factory=set)
+
+
+# The C-STOREs of each association being served, by StudyInstanceUID (None: not known, the data set was refused
+# before); audited when its connection closes.
+_stores: WeakKeyDictionary[Association, dict[str | None, Stores]] = WeakKeyDictionary()
+
+
+def handle_close(bridge: Bridge, event: DimseEvent) -> None:
+    """The connection of an association closed (released, aborted or cut). Audit its C-STOREs, one event per
+    study. If it closed in the middle of a C-STORE data set, pynetdicom leaves the temp file it was receiving into
+    open and on disk: close and remove it (the instance was never acknowledged)."""
     message = getattr(event.assoc.dimse, "message", None)
     partial = getattr(message, "_data_set_file", None)
     if partial is not None:
         partial.close()
         Path(partial.name).unlink(missing_ok=True)
+    for study, stores in _stores.pop(event.assoc, {}).items():
+        series = next(iter(stores.series)) if len(stores.series) == 1 else None
+        query = f"stored={stores.stored}&failed={stores.failed}&series={len(stores.series)}"
+        bridge.run(
+            audit(bridge, event.assoc, "C-STORE", stores.status, query=query, count=False,
+                  study_instance_uid=study, series_instance_uid=series)
+        )  # fmt: skip
+
+
+def _tally(assoc: Association, status: int, study: str | None = None, series: str | None = None) -> None:
+    stores = _stores.setdefault(assoc, {}).setdefault(study, Stores())
+    if status == DimseStatus.SUCCESS:
+        stores.stored += 1
+    else:
+        stores.failed += 1
+        stores.status = status
+    if series is not None:
+        stores.series.add(series)
 
 
 def handle_echo(bridge: Bridge, event: DimseEvent) -> int:
@@ -80,8 +118,8 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
     assert isinstance(request, C_STORE)
     calling = _calling(event.assoc)
     if not access.may(bridge, event.assoc, NodePermission.STORE):
-        sop = str(request.AffectedSOPInstanceUID)
-        bridge.run(audit(bridge, event.assoc, "C-STORE", DimseStatus.NOT_AUTHORIZED, sop_instance_uid=sop))
+        bridge.count_operation("C-STORE", DimseStatus.NOT_AUTHORIZED)
+        _tally(event.assoc, DimseStatus.NOT_AUTHORIZED)
         return _status(DimseStatus.NOT_AUTHORIZED, f"{calling} may not store here")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(str(request.AffectedSOPClassUID))
@@ -96,6 +134,8 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         spooled = bridge.archive.storage.spool_copy(received, _encoded_meta(meta), _data_set_start(received))
     except OSError as exc:
         log.error("C-STORE from %s: the received data set could not be spooled: %s", calling, exc)
+        bridge.count_operation("C-STORE", FailureReason.OUT_OF_RESOURCES)
+        _tally(event.assoc, FailureReason.OUT_OF_RESOURCES)
         return _status(FailureReason.OUT_OF_RESOURCES, f"cannot write the data set: {exc.strerror}")
     result: StoreResult | None = None
     try:
@@ -111,13 +151,12 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         else:
             log.info("C-STORE from %s refused %s: %s", calling, result.sop_instance_uid, result.detail)
             status = _status(result.failure, result.detail)
-    uids = {"sop_instance_uid": str(request.AffectedSOPInstanceUID)}
-    if result is not None and result.instance is not None:
-        uids.update(
-            study_instance_uid=result.instance.study_instance_uid,
-            series_instance_uid=result.instance.series_instance_uid,
-        )
-    bridge.run(audit(bridge, event.assoc, "C-STORE", int(status.Status), **uids))
+    bridge.count_operation("C-STORE", int(status.Status))
+    instance = result.instance if result is not None else None
+    if instance is None:
+        _tally(event.assoc, int(status.Status))
+    else:
+        _tally(event.assoc, int(status.Status), instance.study_instance_uid, instance.series_instance_uid)
     return status
 
 
@@ -172,15 +211,25 @@ def refusal(
         status = _status(DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "the request has no identifier")
     else:
         syntax = context.transfer_syntax[0]
-        identifier = decode(request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        try:
+            identifier = decode(request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+            scope = retrieve.scope_of(identifier)
+        except Exception as exc:  # pydicom's errors of a malformed identifier
+            scope = f"the identifier cannot be read: {exc}"
         request.Identifier.seek(0)  # pynetdicom's SCP decodes it again
-        scope = retrieve.scope_of(identifier)
         if isinstance(scope, str):
             status = _status(DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, scope)
         elif isinstance(request, C_MOVE):
             destination = str(request.MoveDestination).strip()
-            if bridge.run(get_node(bridge.archive.pool, destination)) is None:
-                status = _status(DimseStatus.MOVE_DESTINATION_UNKNOWN, f"{destination} is not a registered node")
+            try:
+                node = bridge.run(get_node(bridge.archive.pool, destination))
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                status = _status(DimseStatus.UNABLE_TO_CALCULATE_MATCHES, "the archive's database is not reachable")
+            else:
+                if node is None:
+                    status = _status(DimseStatus.MOVE_DESTINATION_UNKNOWN, f"{destination} is not a registered node")
     if status is not None:
         query = f"destination={str(request.MoveDestination).strip()}" if isinstance(request, C_MOVE) else None
         bridge.run(audit(bridge, assoc, operation, int(status.Status), query=query))
@@ -222,7 +271,7 @@ def handle_move(bridge: Bridge, event: DimseEvent) -> Iterator[Any]:
     assert isinstance(scope, retrieve.Scope)
     destination = str(request.MoveDestination).strip()
     node = bridge.run(get_node(bridge.archive.pool, destination))
-    if node is None:  # removed since the refusal check: pynetdicom answers 0xA801
+    if node is None or not _resolves(node.host):  # removed since the refusal check, or no such host: 0xA801
         yield None, None
         return
     files = retrieve.files_of(bridge, scope)
@@ -248,6 +297,16 @@ def handle_move(bridge: Bridge, event: DimseEvent) -> Iterator[Any]:
             audit(bridge, event.assoc, "C-MOVE", DimseStatus.SUCCESS, query=query,
                   study_instance_uid=scope.study, series_instance_uid=scope.series)
         )  # fmt: skip
+
+
+def _resolves(host: str) -> bool:
+    """Whether the host name resolves (pynetdicom's own association attempt would raise, answering 0xC515)."""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        log.warning("C-MOVE destination host %s does not resolve", host)
+        return False
+    return True
 
 
 def _path(bridge: Bridge, file: StoredFile) -> Path:
@@ -288,12 +347,14 @@ async def audit(
     operation: DimseOperation,
     status: int,
     query: str | None = None,
+    count: bool = True,
     **uids: str | None,
 ) -> None:
     """An event in the audit trail, as for HTTP: the calling AE title is the user, its address the client, the
     action the one of the HTTP transaction that does the same work (``actions.DIMSE_ACTIONS``), the DIMSE status the
-    outcome (and counted in /metrics). Kept for later while the database is gone."""
-    bridge.count_operation(operation, status)
+    outcome (and, unless ``count`` is False, counted in /metrics). Kept for later while the database is gone."""
+    if count:
+        bridge.count_operation(operation, status)
     record = Event(
         request_id=uuid.uuid4().hex,
         subject=_calling(assoc),

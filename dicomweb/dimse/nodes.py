@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 MAX_AE_TITLE = 16  # PS3.5 Table 6.2-1, AE: at most 16 characters
+MAX_HOST = 253  # characters of a host name (RFC 1035 §2.3.4: 255 octets on the wire, 253 written out)
+MAX_DESCRIPTION = 1024  # characters of a node's description
 
 
 class NodePermission(StrEnum):
@@ -49,6 +51,18 @@ def check_ae_title(value: str) -> str:
         if not " " <= character <= "~":
             raise ValueError(f"an AE title may only have printable ASCII characters, not {character!r}")
     return title
+
+
+def check_host(value: str) -> str:
+    """A host name or IP address a node listens on: not empty, at most MAX_HOST characters, no spaces or control
+    characters."""
+    if not value:
+        raise ValueError("a host name or IP address may not be empty")
+    if len(value) > MAX_HOST:
+        raise ValueError(f"a host name has at most {MAX_HOST} characters, this one {len(value)}")
+    if any(character.isspace() or not character.isprintable() for character in value):
+        raise ValueError("a host name or IP address has no spaces or control characters")
+    return value
 
 
 def check_port(value: int) -> int:

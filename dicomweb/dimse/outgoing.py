@@ -27,6 +27,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from ..db.retrieve import StoredFile
 from ..transcode import CannotTranscode, transcode
+from . import patches  # noqa: F401 (pynetdicom's socket leak, fixed on import)
 from .nodes import DicomNode
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -34,6 +35,9 @@ MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 ย
 CONNECT_TIMEOUT = 10  # seconds to wait for a node's TCP connection
 ACSE_TIMEOUT = 30  # seconds to wait for a node's association answer
 DIMSE_TIMEOUT = 120  # seconds to wait for a node's answer to one C-STORE or C-ECHO
+# The longest PDU the archive receives (PS3.8 ยง9.3.1 Maximum Length; pynetdicom's default is 16 KB): a 512x512 CT
+# then arrives in 3 PDUs instead of 33, and pynetdicom's cost is per PDU. Bounded, as a PDU is read whole into memory.
+MAX_PDU = 256 * 1024
 
 # Which SOP classes, in which transfer syntaxes, a peer accepted: {SOPClassUID: {TransferSyntaxUID, ...}}.
 Accepted = dict[str, set[str]]
@@ -102,13 +106,17 @@ def datasets(
 
 def _ae(calling_ae_title: str) -> AE:
     ae = AE(ae_title=calling_ae_title)
+    ae.maximum_pdu_size = MAX_PDU
     ae.connection_timeout = CONNECT_TIMEOUT
     ae.acse_timeout, ae.dimse_timeout = ACSE_TIMEOUT, DIMSE_TIMEOUT
     return ae
 
 
 def _associate(ae: AE, node: DicomNode, contexts: list[PresentationContext]) -> Association:
-    assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title)
+    try:
+        assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title)
+    except OSError as exc:  # pynetdicom resolves the host before it connects: a name that does not resolve
+        raise NodeUnreachable(f"{node.ae_title} at {node.host}:{node.port} cannot be reached: {exc}") from None
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:

@@ -125,6 +125,7 @@ def application_entity(ae_title: str, bridge: Bridge) -> AE:
     ae.require_called_aet = True  # another called AE title: A-ASSOCIATE-RJ, called AE title not recognised
     ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = ACSE_TIMEOUT, DIMSE_TIMEOUT, NETWORK_TIMEOUT
     ae.connection_timeout = outgoing.CONNECT_TIMEOUT  # of the associations C-MOVE opens to its destinations
+    ae.maximum_pdu_size = outgoing.MAX_PDU
     ae.maximum_associations = MAX_ASSOCIATIONS
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for model in (

@@ -1,4 +1,5 @@
-"""reporting/openapi.py: the document covers every endpoint, its references resolve, the page shows it."""
+"""dicomweb/openapi.py: the document covers every endpoint of both JSON APIs (reporting, DICOM nodes), its references
+resolve, the page shows it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from typing import Any
 import httpx
 
 from dicomweb.app import all_routes
+from dicomweb.routes import DICOM_NODES
 from dicomweb.routing import Route, leaves
-from reporting.routes import API_ROOT, ENDPOINTS
+from reporting.routes import REPORTING
 
 from .conftest import Api
+
+ENDPOINTS = [(table.root, endpoint) for table in (REPORTING, DICOM_NODES) for endpoint in table.endpoints]
 
 
 def references(node: Any) -> set[str]:
@@ -30,10 +34,10 @@ class TestDocument:
         doc = httpx.get(api.server.url + "/api/openapi.json").json()
         assert doc["openapi"].startswith("3.1")
         operations = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-        assert operations == {(e.method, API_ROOT + e.path) for e in ENDPOINTS}
+        assert operations == {(e.method, root + e.path) for root, e in ENDPOINTS}
         served = {(r.method, t): r for t, r in leaves(all_routes()) if isinstance(r, Route)}
-        for endpoint in ENDPOINTS:
-            path = API_ROOT + endpoint.path
+        for root, endpoint in ENDPOINTS:
+            path = root + endpoint.path
             operation = doc["paths"][path][endpoint.method.lower()]
             route = served[endpoint.method, path]
             assert route.permission is not None and route.action is not None
@@ -59,7 +63,7 @@ class TestDocument:
     def test_page(self, api: Api) -> None:
         response = httpx.get(api.server.url + "/api-docs")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
-        for endpoint in ENDPOINTS:
-            assert f"<code>{API_ROOT + endpoint.path}</code>" in response.text
+        for root, endpoint in ENDPOINTS:
+            assert f"<code>{root + endpoint.path}</code>" in response.text
         assert 'id="schema-StudyCreate"' in response.text and "<script" not in response.text
         assert "Needs <code>radiology:verify</code>; audited as <code>create</code>" in response.text

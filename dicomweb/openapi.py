@@ -1,32 +1,34 @@
-"""The OpenAPI 3.1 document of the reporting API and a readable page of it, both generated from the route table
-and its pydantic models at start-up, so that neither can drift from the code."""
+"""The OpenAPI 3.1 document of the JSON APIs (the reporting API, the DICOM nodes) and a readable page of it, both
+generated at start-up from their endpoint tables (``jsonapi.EndpointTable``) and pydantic models, so that neither can
+drift from the code. The DICOMweb services themselves (``/dicomweb``) are the standard's, PS3.18, and not in it."""
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute
 
-from dicomweb import __version__
-
-if TYPE_CHECKING:
-    from .routes import Endpoint
-
-Handler = Callable[[Request], Awaitable[Response]]
+from . import __version__
+from .jsonapi import Endpoint, EndpointTable
+from .routing import Route
 
 _REF = "#/components/schemas/{model}"
+TITLE = "DICOMweb archive: JSON APIs"
+# What each error status means, for the operations that may answer it (EndpointTable.errors, Endpoint.errors).
 _ERROR_STATUSES = {
-    "400": "Invalid request: the body lists each invalid field (errors[].field, errors[].message)",
-    "401": "No token, or a token that is not valid (WWW-Authenticate: Bearer)",
-    "403": "The token's roles lack the permission this operation needs",
-    "404": "No such resource",
-    "409": "The change conflicts with the workflow or with a concurrent change",
+    400: "Invalid request: the body lists each invalid field (errors[].field, errors[].message)",
+    401: "No token, or a token that is not valid (WWW-Authenticate: Bearer)",
+    403: "The token's roles lack the permission this operation needs",
+    404: "No such resource",
+    409: "The change conflicts with the workflow or with a concurrent change",
+    502: "The DICOM node did not answer, or refused the association (the detail says which)",
 }
 _ERROR_SCHEMA = {
     "type": "object",
@@ -70,15 +72,23 @@ def _parameters(endpoint: Endpoint, components: dict[str, Any]) -> list[dict[str
     return parameters
 
 
-def _operation(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
+def _tag(table: EndpointTable, endpoint: Endpoint) -> str:
+    """The operation's group: the first segment of its path below the root, else (the root itself, or a parameter
+    first) the root's last segment."""
+    first = endpoint.path.strip("/").split("/")[0]
+    return first if first and not first.startswith("{") else table.root.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _operation(table: EndpointTable, endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if endpoint.response is not None:
         success["content"] = {"application/json": {"schema": _schema(endpoint.response, components, "serialization")}}
-    responses: dict[str, Any] = {str(endpoint.status): success}
-    for status, description in _ERROR_STATUSES.items():
-        if status == "403":
+    responses: dict[str, Any] = {str(status): success for status in (endpoint.status, *endpoint.also)}
+    for status in sorted({*table.errors, *endpoint.errors}):
+        description = _ERROR_STATUSES[status]
+        if status == 403:
             description = f"The token's roles lack {endpoint.permission}, which this operation needs"
-        responses[status] = {
+        responses[str(status)] = {
             "description": description,
             "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
         }
@@ -86,7 +96,7 @@ def _operation(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]
         "summary": endpoint.summary,
         "description": (endpoint.handler.__doc__ or "").strip(),
         "operationId": endpoint.handler.__name__,
-        "tags": [endpoint.path.strip("/").split("/")[0]],
+        "tags": [_tag(table, endpoint)],
         "parameters": _parameters(endpoint, components),
         "responses": responses,
         "security": [{"bearer": []}],
@@ -101,22 +111,25 @@ def _operation(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]
     return operation
 
 
-def document(endpoints: Sequence[Endpoint], root: str) -> dict[str, Any]:
-    """The OpenAPI document of the endpoints mounted at ``root``."""
+def document(tables: Sequence[EndpointTable]) -> dict[str, Any]:
+    """The OpenAPI document of the endpoints of ``tables``, each below its root."""
     components: dict[str, Any] = {"Error": _ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
-    for endpoint in endpoints:
-        path = root + endpoint.path
-        paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, components)
+    for table in tables:
+        for endpoint in table.endpoints:
+            path = table.root + endpoint.path
+            paths.setdefault(path, {})[endpoint.method.lower()] = _operation(table, endpoint, components)
+    apis = "; ".join(f"{table.root}: {table.summary}" for table in tables)
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "Radiology reporting API",
+            "title": TITLE,
             "version": __version__,
-            "description": "Scheduled studies, uploads, annotations, reports and templates around the DICOMweb "
-            "archive. Every operation needs a bearer token (JWT) whose roles grant the permission named in "
-            "x-permission, and leaves an event in the audit trail (GET /api/audit) with the action named in "
-            "x-audit-action. Errors have one shape: {status, error, detail}, plus errors[] for invalid fields.",
+            "description": f"The JSON APIs around the DICOMweb archive ({apis}). Every operation needs a bearer "
+            "token (JWT) whose roles grant the permission named in x-permission, and leaves an event in the audit "
+            "trail (GET /api/audit) with the action named in x-audit-action. Errors have one shape: {status, "
+            "error, detail}, plus errors[] for invalid fields. The DICOMweb services (/dicomweb) follow PS3.18 and "
+            "are not described here.",
         },
         "paths": paths,
         "components": {
@@ -126,9 +139,11 @@ def document(endpoints: Sequence[Endpoint], root: str) -> dict[str, Any]:
     }
 
 
-def handlers(doc: dict[str, Any]) -> tuple[Handler, Handler]:
-    """The endpoints serving the document as JSON (/api/openapi.json) and as a page to read (/api-docs: no
-    scripts, nothing loaded from elsewhere); both rendered once, as the route table does not change."""
+def routes(tables: Sequence[EndpointTable]) -> list[BaseRoute]:
+    """The document of ``tables`` as JSON (/api/openapi.json) and as a page to read (/api-docs: no scripts,
+    nothing loaded from elsewhere); both rendered once, as the tables do not change. They hold no patient data, and
+    clients read them before they have a token: public, not audited."""
+    doc = document(tables)
     body, page = orjson.dumps(doc), _page(doc)
 
     async def openapi_json(request: Request) -> Response:
@@ -137,7 +152,10 @@ def handlers(doc: dict[str, Any]) -> tuple[Handler, Handler]:
     async def api_docs(request: Request) -> Response:
         return HTMLResponse(page)
 
-    return openapi_json, api_docs
+    return [
+        Route("/api/openapi.json", openapi_json, methods=["GET"], permission=None, action=None),
+        Route("/api-docs", api_docs, methods=["GET"], permission=None, action=None),
+    ]
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -162,7 +180,7 @@ def _type(schema: dict[str, Any]) -> str:
 
 def _page(doc: dict[str, Any]) -> str:
     out = [
-        "<!doctype html><html lang=en><meta charset=utf-8><title>Radiology reporting API</title>",
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(doc['info']['title'])}</title>",
         "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}"
         "code,td{font-family:ui-monospace,monospace;font-size:13px}table{border-collapse:collapse;margin:.5rem 0}"
         "td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;vertical-align:top}"

@@ -1,4 +1,4 @@
-"""reporting/http.py: validation errors name the field a client has to fix."""
+"""jsonapi.py: validation errors name the field a client has to fix (the reporting API's models as the cases)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from dicomweb.errors import InvalidFields
-from reporting.http import validate
+from dicomweb.jsonapi import validate
 from reporting.models import AnnotationInput, StudyCreate
 
 ANNOTATION = TypeAdapter(AnnotationInput)
