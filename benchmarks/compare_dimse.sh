@@ -58,16 +58,15 @@ load() {
 
 # register_nodes: dimse.py's calling AE title may find, get and move here, and its storescp is a C-MOVE destination.
 register_nodes() {
-    local data="$work/dicomweb"
-    if DICOMWEB_DATA_DIR="$data" dicomweb nodes --help >/dev/null 2>&1; then
-        DICOMWEB_DATA_DIR="$data" dicomweb nodes add BENCH 127.0.0.1 104 --permit store,find,get,move >/dev/null
-        DICOMWEB_DATA_DIR="$data" dicomweb nodes add BENCHSCP 127.0.0.1 "$move_port" --permit store >/dev/null
-    else  # until `dicomweb nodes` lands: its table directly
-        psql -q "postgresql://postgres:@/postgres?host=$data/pg" -c "INSERT INTO dicom_node (ae_title, host, port,
-            permissions) VALUES ('BENCH', '127.0.0.1', 104, '{store,find,get,move}'),
-            ('BENCHSCP', '127.0.0.1', $move_port, '{store}') ON CONFLICT (ae_title) DO UPDATE SET host = excluded.host,
-            port = excluded.port, permissions = excluded.permissions"
-    fi
+    local node
+    for node in "BENCH 104 store,find,get,move" "BENCHSCP $move_port store"; do
+        set -- $node
+        if ! DICOMWEB_DATA_DIR="$work/dicomweb" dicomweb nodes add "$1" 127.0.0.1 "$2" --permit "$3" \
+            >/dev/null 2>>"$logs/dicomweb.log"; then
+            echo "dicomweb nodes add $1 failed: see $logs/dicomweb.log" >&2
+            return 1
+        fi
+    done
 }
 
 # ours [dimse.py options]: this server on fresh storage (loaded when $loading), dimse.py against it, stopped.
