@@ -609,6 +609,10 @@ class TestMove:
         register(server, "DOWN", "127.0.0.1", free_port(), [])  # nothing listens there
         [final] = c_move(server, study_identifier(study), "DOWN")
         assert final.Status == 0xA801
+        sql = "SELECT status, query FROM audit_event WHERE method = 'C-MOVE' AND study_instance_uid = $1"
+        assert wait_until(lambda: bool(server.db.fetch(sql, study)), 5)
+        [(status, query)] = server.db.fetch(sql, study)
+        assert status == 0xA801 and query.startswith("destination=DOWN")
 
     def test_destination_host_does_not_resolve(self, server: LiveServer) -> None:
         study = pydicom.uid.generate_uid()

@@ -272,29 +272,35 @@ def handle_move(bridge: Bridge, event: DimseEvent) -> Iterator[Any]:
     destination = str(request.MoveDestination).strip()
     node = bridge.run(get_node(bridge.archive.pool, destination))
     if node is None or not _resolves(node.host):  # removed since the refusal check, or no such host: 0xA801
+        status = DimseStatus.MOVE_DESTINATION_UNKNOWN
+        bridge.run(audit(bridge, event.assoc, "C-MOVE", status, query=f"destination={destination}"))
         yield None, None
         return
     files = retrieve.files_of(bridge, scope)
     accepted: outgoing.Accepted = {}
+    associated = False
 
     def established(accepted_event: DimseEvent) -> None:
+        nonlocal associated
+        associated = True
         accepted.update(outgoing.accepted_of(accepted_event.assoc))
 
     contexts = outgoing.contexts_for(files)  # (no association when there is nothing to send)
-    yield node.host, node.port, {"contexts": contexts, "evt_handlers": [(evt.EVT_ACCEPTED, established)]}
-    yield len(files)
     offered = 0
     try:
+        yield node.host, node.port, {"contexts": contexts, "evt_handlers": [(evt.EVT_ACCEPTED, established)]}
+        yield len(files)
         for file in files:
             if event.is_cancelled:
                 yield DimseStatus.CANCEL, None
                 break
             offered += 1
             yield DimseStatus.PENDING, outgoing.dataset_to_send(_path(bridge, file), file, accepted)
-    finally:
+    finally:  # also when pynetdicom could not associate with the destination (it answered 0xA801)
+        status = DimseStatus.SUCCESS if associated or not files else DimseStatus.MOVE_DESTINATION_UNKNOWN
         query = f"destination={destination}&instances={len(files)}&offered={offered}"
         bridge.run(
-            audit(bridge, event.assoc, "C-MOVE", DimseStatus.SUCCESS, query=query,
+            audit(bridge, event.assoc, "C-MOVE", status, query=query,
                   study_instance_uid=scope.study, series_instance_uid=scope.series)
         )  # fmt: skip
 
