@@ -37,6 +37,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove as StudyRootMove,
 )
 
+from dicomweb.storage import STALE_TEMP_SECONDS
+
 from .conftest import LiveServer, free_port, serve_subprocess
 from .data import (
     CT,
@@ -947,9 +949,10 @@ class TestDiskFull:
 class TestKilledMidStore:
     def test_sigkill_while_a_modality_sends(self, new_database: Any, tmp_path: Path) -> None:
         """The server killed (SIGKILL) while an association stores a series: every instance acknowledged before is
-        stored, byte for byte, after a restart; the temp files of the one in flight are swept at start-up. (A file
-        placed but not yet committed at the kill would stay in files/ without a row: reconciling those is
-        issue 16's; this test does not claim it.)"""
+        stored, byte for byte, after a restart. The temp file of the one in flight, if the kill caught one, stays a
+        temp file (``.part`` in tmp/, never indexed) and is swept by a start once it is stale (young ones may be
+        another worker's uploads). (A file placed but not yet committed at the kill would stay in files/ without a
+        row: reconciling those is issue 16's; this test does not claim it.)"""
         db = new_database()
         data_dir = tmp_path / "archive"
         port = free_port()
@@ -962,6 +965,7 @@ class TestKilledMidStore:
 
             def send() -> None:
                 ae = AE(ae_title="MODALITY9")
+                ae.dimse_timeout = ae.network_timeout = 5  # the server is gone: no need to wait 30 s to see it
                 ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
                 assoc = ae.associate("127.0.0.1", port, ae_title="DICOMWEB")
                 for number in range(count):
@@ -988,4 +992,12 @@ class TestKilledMidStore:
                 response = httpx.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=60)
                 assert response.status_code == 200, ds.SOPInstanceUID
                 assert pydicom.dcmread(io.BytesIO(response.content)) == ds
+        leftovers = [p for p in (data_dir / "tmp").rglob("*") if p.is_file()]
+        assert all(p.suffix == ".part" for p in leftovers), leftovers
+        leftovers.append(data_dir / "tmp" / "older-crash.part")  # one for certain, whatever the kill caught
+        leftovers[-1].write_bytes(b"half an instance")
+        stale = time.time() - STALE_TEMP_SECONDS - 60
+        for leftover in leftovers:
+            os.utime(leftover, (stale, stale))
+        with serve_subprocess(env, data_dir):
             assert not [p for p in (data_dir / "tmp").rglob("*") if p.is_file()]
