@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "workers", "data_dir") and v is not None}
     settings = settings.replace(**overrides)
+    if args.command == "nodes" and "DICOMWEB_LOG_LEVEL" not in os.environ:
+        # A one-line answer, without the embedded PostgreSQL's start and stop (unless a log level is asked for).
+        settings = settings.replace(log_level="warning")
     settings.configure_logging()
     if args.command == "serve":
         try:
