@@ -116,7 +116,7 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
     """C-STORE (PS3.4 Annex B): the received data set as a PS3.10 file, stored by the same function as STOW-RS."""
     request = event.request
     assert isinstance(request, C_STORE)
-    calling = _calling(event.assoc)
+    calling = access.calling_ae_title(event.assoc)
     if not access.may(bridge, event.assoc, NodePermission.STORE):
         bridge.count_operation("C-STORE", DimseStatus.NOT_AUTHORIZED)
         _tally(event.assoc, DimseStatus.NOT_AUTHORIZED)
@@ -169,7 +169,7 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
     if not access.may(bridge, event.assoc, NodePermission.FIND):
         # Audited first: pynetdicom does not resume a handler after its final status.
         bridge.run(audit(bridge, event.assoc, "C-FIND", DimseStatus.NOT_AUTHORIZED))
-        yield _status(DimseStatus.NOT_AUTHORIZED, f"{_calling(event.assoc)} may not query here"), None
+        yield _status(DimseStatus.NOT_AUTHORIZED, f"{access.calling_ae_title(event.assoc)} may not query here"), None
         return
     try:
         for found in find.find(bridge, identifier, bridge.archive.settings.dimse_aet):
@@ -185,7 +185,7 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
         yield final, None
     except Exception as exc:
         if not unreachable(exc):
-            log.exception("C-FIND from %s failed", _calling(event.assoc))
+            log.exception("C-FIND from %s failed", access.calling_ae_title(event.assoc))
             final = DimseStatus.UNABLE_TO_PROCESS
             yield _status(final, "the search failed; the archive's log has the details"), None
             return
@@ -206,7 +206,7 @@ def refusal(
     permission = NodePermission.GET if operation == "C-GET" else NodePermission.MOVE
     status: Dataset | None = None
     if not access.may(bridge, assoc, permission):
-        status = _status(DimseStatus.NOT_AUTHORIZED, f"{_calling(assoc)} may not {operation} here")
+        status = _status(DimseStatus.NOT_AUTHORIZED, f"{access.calling_ae_title(assoc)} may not {operation} here")
     elif request.Identifier is None:
         status = _status(DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "the request has no identifier")
     else:
@@ -245,17 +245,13 @@ def handle_get(bridge: Bridge, event: DimseEvent) -> Iterator[int | tuple[int | 
     files = retrieve.files_of(bridge, scope)
     accepted = outgoing.accepted_of(event.assoc)  # the storage contexts in which the archive may act as the SCU
     yield len(files)
-    offered = 0
+    offered: list[StoredFile] = []
     try:
-        for file in files:
-            if event.is_cancelled:
-                yield DimseStatus.CANCEL, None
-                break
-            offered += 1
-            yield DimseStatus.PENDING, outgoing.dataset_to_send(_path(bridge, file), file, accepted)
+        yield from _sub_operations(bridge, event, files, accepted, offered)
     finally:
+        query = f"instances={len(files)}&offered={len(offered)}"
         bridge.run(
-            audit(bridge, event.assoc, "C-GET", DimseStatus.SUCCESS, query=f"instances={len(files)}&offered={offered}",
+            audit(bridge, event.assoc, "C-GET", DimseStatus.SUCCESS, query=query,
                   study_instance_uid=scope.study, series_instance_uid=scope.series)
         )  # fmt: skip
 
@@ -286,23 +282,35 @@ def handle_move(bridge: Bridge, event: DimseEvent) -> Iterator[Any]:
         accepted.update(outgoing.accepted_of(accepted_event.assoc))
 
     contexts = outgoing.contexts_for(files)  # (no association when there is nothing to send)
-    offered = 0
+    offered: list[StoredFile] = []
     try:
         yield node.host, node.port, {"contexts": contexts, "evt_handlers": [(evt.EVT_ACCEPTED, established)]}
         yield len(files)
-        for file in files:
-            if event.is_cancelled:
-                yield DimseStatus.CANCEL, None
-                break
-            offered += 1
-            yield DimseStatus.PENDING, outgoing.dataset_to_send(_path(bridge, file), file, accepted)
+        yield from _sub_operations(bridge, event, files, accepted, offered)
     finally:  # also when pynetdicom could not associate with the destination (it answered 0xA801)
         status = DimseStatus.SUCCESS if associated or not files else DimseStatus.MOVE_DESTINATION_UNKNOWN
-        query = f"destination={destination}&instances={len(files)}&offered={offered}"
+        query = f"destination={destination}&instances={len(files)}&offered={len(offered)}"
         bridge.run(
             audit(bridge, event.assoc, "C-MOVE", status, query=query,
                   study_instance_uid=scope.study, series_instance_uid=scope.series)
         )  # fmt: skip
+
+
+def _sub_operations(
+    bridge: Bridge,
+    event: DimseEvent,
+    files: list[StoredFile],
+    accepted: outgoing.Accepted,
+    offered: list[StoredFile],
+) -> Iterator[tuple[int, Dataset | None]]:
+    """C-GET's and C-MOVE's pending sub-operations: each file's data set as ``outgoing.py`` chooses it for what the
+    peer ``accepted`` (noted in ``offered``), until a C-CANCEL, answered with the Cancel status."""
+    for file in files:
+        if event.is_cancelled:
+            yield DimseStatus.CANCEL, None
+            return
+        offered.append(file)
+        yield DimseStatus.PENDING, outgoing.dataset_to_send(_path(bridge, file), file, accepted)
 
 
 def _resolves(host: str) -> bool:
@@ -343,10 +351,6 @@ def _status(code: int, comment: str = "") -> Dataset:
     return status
 
 
-def _calling(assoc: Association) -> str:
-    return str(assoc.requestor.ae_title).strip()
-
-
 async def audit(
     bridge: Bridge,
     assoc: Association,
@@ -363,7 +367,7 @@ async def audit(
         bridge.count_operation(operation, status)
     record = Event(
         request_id=uuid.uuid4().hex,
-        subject=_calling(assoc),
+        subject=access.calling_ae_title(assoc),
         roles=[],
         action=DIMSE_ACTIONS[operation],
         method=operation,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,11 +71,11 @@ def contexts_for(files: Iterable[StoredFile]) -> list[PresentationContext]:
     return contexts[:MAX_CONTEXTS]
 
 
-def accepted_of(assoc: Association, as_scu: bool = True) -> Accepted:
+def accepted_of(assoc: Association) -> Accepted:
     """The storage contexts the peer accepted in which the archive sends (is the SCU of C-STORE)."""
     accepted: Accepted = {}
     for context in assoc.accepted_contexts:
-        if context.as_scu == as_scu:
+        if context.as_scu:
             accepted.setdefault(str(context.abstract_syntax), set()).add(str(context.transfer_syntax[0]))
     return accepted
 
@@ -94,14 +94,6 @@ def dataset_to_send(path: Path, file: StoredFile, accepted: Accepted) -> Dataset
         except CannotTranscode:
             pass
     return dcmread(path)
-
-
-def datasets(
-    absolute: Callable[[str], Path], files: list[StoredFile], accepted: Accepted
-) -> Iterator[tuple[StoredFile, Dataset]]:
-    """Each file with the data set to send for it (``absolute`` finds a stored file's path)."""
-    for file in files:
-        yield file, dataset_to_send(absolute(file.file_path), file, accepted)
 
 
 def _ae(calling_ae_title: str) -> AE:
