@@ -7,7 +7,6 @@ may C-ECHO. A change to the nodes applies from the next association.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
@@ -29,21 +28,9 @@ SERVICE_USER = 0x01
 NO_REASON_GIVEN, CALLING_AE_TITLE_NOT_RECOGNIZED = 0x01, 0x03
 
 
-@dataclass(frozen=True)
-class Caller:
-    """The calling AE of an association: its title and, when it is a registered node, the node."""
-
-    ae_title: str
-    node: DicomNode | None
-
-    def may(self, permission: NodePermission, unknown_may_store: bool) -> bool:
-        if self.node is not None:
-            return self.node.may(permission)
-        return permission is NodePermission.STORE and unknown_may_store
-
-
-# The caller of each association being served (entries go with their association).
-_callers: WeakKeyDictionary[Association, Caller] = WeakKeyDictionary()
+# The registered node calling each association being served (entries go with their association); an association
+# of an unknown caller has none.
+_nodes: WeakKeyDictionary[Association, DicomNode] = WeakKeyDictionary()
 
 
 def admit(bridge: Bridge, event: DimseEvent) -> None:
@@ -61,7 +48,8 @@ def admit(bridge: Bridge, event: DimseEvent) -> None:
         log.info("DIMSE association from %s at %s rejected: not a registered node", calling, assoc.requestor.address)
         _reject(bridge, assoc, REJECTED_PERMANENT, CALLING_AE_TITLE_NOT_RECOGNIZED)
         return
-    _callers[assoc] = Caller(calling, node)
+    if node is not None:
+        _nodes[assoc] = node
 
 
 def _reject(bridge: Bridge, assoc: Association, result: int, reason: int) -> None:
@@ -79,12 +67,9 @@ def calling_ae_title(assoc: Association) -> str:
     return str(assoc.requestor.ae_title).strip()
 
 
-def caller_of(assoc: Association) -> Caller:
-    """The caller of an admitted association."""
-    found = _callers.get(assoc)
-    return found if found is not None else Caller(str(assoc.requestor.ae_title).strip(), None)
-
-
 def may(bridge: Bridge, assoc: Association, permission: NodePermission) -> bool:
     """Whether the caller of ``assoc`` may do what ``permission`` names."""
-    return caller_of(assoc).may(permission, bridge.archive.settings.dimse_unknown == "store")
+    node = _nodes.get(assoc)
+    if node is not None:
+        return node.may(permission)
+    return permission is NodePermission.STORE and bridge.archive.settings.dimse_unknown == "store"
