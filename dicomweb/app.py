@@ -37,10 +37,10 @@ def all_routes() -> list[BaseRoute]:
     return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES])]
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, schema_checked: bool = False) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        async with open_archive(settings) as archive:
+        async with open_archive(settings, schema_checked) as archive:
             dimse = DimseServer(archive, metrics) if settings.dimse_port else None
             if dimse is not None:
                 dimse.start()
@@ -81,7 +81,7 @@ def create_app_from_env() -> Starlette:
     end_with_parent()
     settings = Settings.from_env()
     settings.configure_logging()
-    return create_app(settings)
+    return create_app(settings, schema_checked=True)  # by the supervisor, before it started the workers (cli.serve)
 
 
 def end_with_parent() -> None:

@@ -60,9 +60,11 @@ class Archive:
 
 
 @asynccontextmanager
-async def open_archive(settings: Settings) -> AsyncIterator[Archive]:
+async def open_archive(settings: Settings, schema_checked: bool = False) -> AsyncIterator[Archive]:
     """Build the archive's resources, and tear them down in the reverse order when the block ends (also when
-    building one of them fails)."""
+    building one of them fails). ``schema_checked``: a supervisor has applied or checked the schema already
+    (``db.pool.check_database``), so the archive opens without reaching the database, and a worker that starts while
+    it is unreachable answers 503 until it returns instead of failing its start (which stops uvicorn's supervisor)."""
     async with AsyncExitStack() as stack:
         # "spawn": a forked child would inherit the parent's threads' locks in whatever state they were.
         cpu = ProcessPoolExecutor(max_workers=CPU_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
@@ -79,8 +81,9 @@ async def open_archive(settings: Settings) -> AsyncIterator[Archive]:
         await asyncio.to_thread(storage.prepare)
         pool = await create_pool(url, settings.db_pool_size, settings.db_timeout_seconds)
         stack.push_async_callback(pool.close)
-        async with pool.acquire() as conn:
-            await ensure_schema(conn)
+        if not schema_checked:
+            async with pool.acquire() as conn:
+                await ensure_schema(conn)
         # The audit insert's plan never depends on its values: planned once, not for every batch (about 0.1 ms of
         # PostgreSQL's CPU each time, which every audited request waits for).
         audit_pool = await create_pool(url, AUDIT_CONNECTIONS, settings.db_timeout_seconds, custom_plans=False)

@@ -122,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
 def serve(settings: Settings) -> int:
     """Run the server; with several workers, uvicorn's supervisor runs ``create_app_from_env`` in each process
     and the embedded PostgreSQL (if any) is started here, once, for all of them."""
+    import asyncpg
     import uvicorn
 
     from .app import create_app
     from .db.embedded import EmbeddedPostgres
+    from .db.outage import DatabaseUnreachable
+    from .db.pool import SchemaError, check_database
     from .zerocopy import HTTP_PROTOCOL
 
     workers = settings.workers or os.cpu_count() or 1
@@ -146,13 +149,20 @@ def serve(settings: Settings) -> int:
     if not settings.database_url:
         embedded = EmbeddedPostgres(settings.data_dir)
         settings = settings.replace(database_url=embedded.start())
-    os.environ.update(settings.replace(workers=1).to_env())
-    # Each worker writes its metrics to files here; a scrape of any worker adds them up (dicomweb/metrics.py).
-    metrics_dir = settings.data_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     try:
+        # Once, here: a worker that uvicorn starts while the database is unreachable must not fail its start, which
+        # would stop every worker (uvicorn takes a failed start for a broken application).
+        try:
+            asyncio.run(check_database(settings.database_url))
+        except (SchemaError, DatabaseUnreachable, asyncpg.PostgresError) as exc:
+            print(f"dicomweb: cannot start: {exc}", file=sys.stderr)
+            return 1
+        os.environ.update(settings.replace(workers=1).to_env())
+        # Each worker writes its metrics to files here; a scrape of any worker adds them up (dicomweb/metrics.py).
+        metrics_dir = settings.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         uvicorn.run("dicomweb.app:create_app_from_env", factory=True, workers=workers, **options)
     finally:
         if embedded is not None:

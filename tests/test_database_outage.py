@@ -299,3 +299,37 @@ class TestHangingDatabase:
             assert wait_until(lambda: client.get("/dicomweb/studies").status_code == 200, RECOVERY_SECONDS)
             again = client.post("/dicomweb/studies", content=multipart([ct_instance()]), headers=stow_headers())
             assert again.status_code == 200
+
+    def test_a_worker_started_during_the_outage_does_not_stop_the_server(self, tmp_path: Path) -> None:
+        """uvicorn starts a worker again when one dies; if the database hangs then, that start must not fail: uvicorn
+        takes a failed start for a broken application and stops every worker (a first CI run met this when the
+        database froze while the second worker was still starting)."""
+        data_dir = tmp_path / "archive"
+        with (
+            serve_subprocess(
+                {**EMBEDDED, "DICOMWEB_WORKERS": "2", "DICOMWEB_DB_TIMEOUT_SECONDS": "2"}, data_dir
+            ) as server,
+            httpx.Client(base_url=server.url, timeout=120) as client,
+        ):
+            assert wait_until(lambda: server.log.count("Application startup complete") == 2, 60)
+            supervisor = psutil.Process(server.process.pid)
+            workers = [p for p in supervisor.children() if "spawn_main" in " ".join(p.cmdline())]
+            assert len(workers) == 2
+            postmaster = psutil.Process(postmaster_pid(data_dir))
+            frozen = [postmaster, *postmaster.children(recursive=True)]
+            for process in frozen:
+                process.suspend()
+            try:
+                workers[0].kill()
+                assert wait_until(lambda: server.log.count("Application startup complete") == 3, 60), server.log[-3000:]
+                response = client.get("/dicomweb/studies")  # the database still hangs
+                check_outage_answer(response.status_code, response.headers, response.content)
+            finally:
+                for process in frozen:
+                    process.resume()
+            assert server.process.poll() is None, server.log[-3000:]
+            assert "failed to start" not in server.log
+            assert wait_until(lambda: client.get("/dicomweb/studies").status_code == 200, RECOVERY_SECONDS)
+            for _ in range(4):  # both workers store (connections are spread over them)
+                stored = client.post("/dicomweb/studies", content=multipart([ct_instance()]), headers=stow_headers())
+                assert stored.status_code == 200, stored.text

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -9,7 +13,7 @@ import pytest
 
 from dicomweb.db.pool import SchemaError, ensure_schema, schema_version
 
-from .conftest import Database, _admin, run
+from .conftest import NO_AUTH, Database, _admin, free_port, run
 
 
 async def _ensure(url: str) -> None:
@@ -69,3 +73,19 @@ class TestSchema:
         from dicomweb.db.pool import schema_sql
 
         assert f"INSERT INTO schema_version (version) VALUES ({schema_version()});" in schema_sql()
+
+
+def test_serve_with_workers_refuses_a_newer_schema_once(new_database: Any, tmp_path: Path) -> None:
+    """``dicomweb serve --workers 2`` checks the schema itself before it starts any worker: a database of a newer
+    version stops it with one line that says why, and no worker starts (the workers start without the database)."""
+    db: Database = new_database()
+    run(_ensure(db.url))
+    db.fetch("INSERT INTO schema_version (version) VALUES ($1)", schema_version() + 1)
+    env = {**os.environ, "DICOMWEB_DATABASE_URL": db.url, **NO_AUTH, "DICOMWEB_DIMSE_PORT": "0"}
+    command = [sys.executable, "-m", "dicomweb", "serve", "--workers", "2", "--port", str(free_port())]
+    result = subprocess.run(
+        [*command, "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "dicomweb: cannot start: the database schema is version" in result.stderr
+    assert "Started server process" not in result.stderr

@@ -61,6 +61,16 @@ async def create_pool(url: str, max_size: int, timeout: float, custom_plans: boo
     return pool
 
 
+async def check_database(url: str) -> None:
+    """Apply or check the schema over a connection of its own: what ``dicomweb serve --workers N`` does once before
+    it starts the workers, so that a wrong URL or schema stops it there, and a worker needs no database to start."""
+    conn = await outage.connect(url)
+    try:
+        await ensure_schema(conn)
+    finally:
+        await conn.close()
+
+
 async def ensure_schema(conn: asyncpg.Connection) -> None:
     """Apply schema.sql to an empty database, or check that the recorded version is ours; never change data."""
     sql = schema_sql()
