@@ -23,7 +23,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom import _config as pynetdicom_config
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.dsutils import split_dataset
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind as PatientRootFind,
 )
@@ -423,11 +424,22 @@ class TestFindCancel:
 class TestGet:
     """C-GET: the instances sent back on the same association, as stored or converted, counted exactly."""
 
-    def get(self, server: LiveServer, identifier: Dataset, contexts: list[tuple[str, str]]) -> tuple[Any, list[Any]]:
+    def get(
+        self,
+        server: LiveServer,
+        identifier: Dataset,
+        contexts: list[tuple[str, str]],
+        data_sets: list[bytes] | None = None,
+    ) -> tuple[Any, list[Any]]:
+        """C-GET ``identifier`` proposing ``contexts``: the final response and the data sets received (their encoded
+        bytes, as they came, appended to ``data_sets`` when given)."""
         received: list[Any] = []
 
         def store(event: Any) -> int:
             received.append(event.dataset)
+            if data_sets is not None:  # the archive's process spools what it receives (STORE_RECV_CHUNKED_DATASET)
+                _, start = split_dataset(event.dataset_path)
+                data_sets.append(event.dataset_path.read_bytes()[start:])
             return 0x0000
 
         ae = AE(ae_title=CALLING)
@@ -475,6 +487,25 @@ class TestGet:
         np.testing.assert_array_equal(received.pixel_array, original.pixel_array)
         final, received_none = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
         assert received_none == [] and final.NumberOfFailedSuboperations == 1
+
+    def test_sent_byte_for_byte_as_stored(self, server: LiveServer) -> None:
+        """An instance in a transfer syntax the requester accepted goes as its file holds it, byte for byte. These
+        are files pydicom would not encode identically again (JPEG 2000 and RLE fragments, a deflated data set), and
+        one it cannot encode at all (SC_rgb_jpeg.dcm)."""
+        for name in ["693_J2KI.dcm", "rtdose_rle.dcm", "image_dfl.dcm", "SC_rgb_jpeg.dcm"]:
+            path = TEST_FILES / name
+            original = pydicom.dcmread(path)
+            stow(server, [path.read_bytes()])
+            series, instance = original.SeriesInstanceUID, original.SOPInstanceUID
+            identifier = study_identifier(
+                original.StudyInstanceUID, "IMAGE", SeriesInstanceUID=series, SOPInstanceUID=instance
+            )
+            data_sets: list[bytes] = []
+            syntax = original.file_meta.TransferSyntaxUID
+            final, _ = self.get(server, identifier, [(original.SOPClassUID, syntax)], data_sets)
+            assert final.Status == 0x0000, name
+            _, start = split_dataset(path)
+            assert data_sets == [path.read_bytes()[start:]], name
 
     def test_unknown_study_sends_nothing(self, server: LiveServer) -> None:
         identifier = Dataset()
@@ -849,6 +880,23 @@ class TestStoreCorpus:
             stored = retrieve(server, ds)
             assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, path.name
             assert stored == ds, path.name
+
+    def test_transfer_syntax_chosen_from_a_context_offering_several(self, server: LiveServer) -> None:
+        """Of the transfer syntaxes one presentation context offers, the archive takes a compressed one (the data
+        is stored as the modality has it), else Explicit VR Little Endian (Implicit VR loses the VR of private
+        elements), whatever order they are offered in."""
+        explicit, implicit, big = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
+        jpeg_lossless = "1.2.840.10008.1.2.4.70"
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(CTImageStorage, [implicit, big, explicit])
+        ae.add_requested_context(MRImageStorage, [implicit, explicit, jpeg_lossless])
+        assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB")
+        assert assoc.is_established
+        try:
+            accepted = {c.abstract_syntax: c.transfer_syntax[0] for c in assoc.accepted_contexts}
+        finally:
+            assoc.release()
+        assert accepted == {CTImageStorage: explicit, MRImageStorage: jpeg_lossless}
 
     def test_unknown_sop_class_context_rejected(self, server: LiveServer) -> None:
         private_class = "1.2.826.0.1.3680043.8.498.999.1"  # not a storage SOP class pynetdicom knows

@@ -18,6 +18,12 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 from pynetdicom import association as pynetdicom_association
 from pynetdicom.association import Association
@@ -55,6 +61,14 @@ ACSE_TIMEOUT = 30  # seconds to wait for an association request or release
 DIMSE_TIMEOUT = 60  # seconds to wait for the next DIMSE message of an association
 NETWORK_TIMEOUT = 60  # seconds without any data before an association is aborted
 MAX_ASSOCIATIONS = 32  # associations served at once
+
+# The transfer syntaxes the archive accepts, in the order it prefers them: pynetdicom takes, of those a proposed
+# presentation context offers, the first in *this* list (PS3.8 §9.3.3.2 leaves the choice to the acceptor).
+# Compressed first, so that what a modality offers compressed is stored as it has it; then Explicit VR Little Endian
+# before Implicit, whose data sets lose the VR of private elements (and which a C-GET requester offering both would
+# otherwise be sent by decoding and encoding each file stored in Explicit VR again).
+_NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
+TRANSFER_SYNTAXES = [uid for uid in ALL_TRANSFER_SYNTAXES if uid not in _NATIVE] + list(_NATIVE)
 
 
 class Bridge:
@@ -127,7 +141,7 @@ def application_entity(ae_title: str, bridge: Bridge) -> AE:
     ae.connection_timeout = outgoing.CONNECT_TIMEOUT  # of the associations C-MOVE opens to its destinations
     ae.maximum_pdu_size = outgoing.MAX_PDU
     ae.maximum_associations = MAX_ASSOCIATIONS
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
     for model in (
         PatientRootQueryRetrieveInformationModelFind,
         StudyRootQueryRetrieveInformationModelFind,
@@ -136,12 +150,12 @@ def application_entity(ae_title: str, bridge: Bridge) -> AE:
         PatientRootQueryRetrieveInformationModelMove,
         StudyRootQueryRetrieveInformationModelMove,
     ):
-        ae.add_supported_context(model, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(model, TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
         # Both roles: a modality stores here (we are SCP), and a C-GET requester is sent its instances on its own
         # association (SCP/SCU Role Selection, PS3.7 D.3.3.4: it is the SCP of the storage sub-operations).
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     return ae
 
 
