@@ -1020,7 +1020,10 @@ class TestKilledMidStore:
                     if not assoc.is_established:
                         return
                     ds = pydicom.dcmread(io.BytesIO(ct_instance(study, series, size=256, InstanceNumber=number)))
-                    status = assoc.send_c_store(ds)
+                    try:
+                        status = assoc.send_c_store(ds)
+                    except RuntimeError:  # the kill ended the association since the check above
+                        return
                     if "Status" in status and status.Status == 0x0000:
                         acknowledged.append(ds)
                 assoc.release()

@@ -27,7 +27,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from ..db.retrieve import StoredFile
 from ..transcode import CannotTranscode, transcode
-from . import patches  # noqa: F401 (pynetdicom's socket leak, fixed on import)
+from . import patches, speedups  # noqa: F401 (applied on import)
 from .nodes import DicomNode
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)

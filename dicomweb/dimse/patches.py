@@ -1,5 +1,5 @@
-"""Three fixes to pynetdicom 3.0 and one extension, applied on import (by ``outgoing.py``, hence by every user of the
-DIMSE code):
+"""Three fixes to pynetdicom 3.0, applied on import (by ``outgoing.py``, hence by every user of the DIMSE code);
+what makes it faster is in ``speedups.py``:
 
 - ``TCP_NODELAY`` on every association's socket. pynetdicom leaves Nagle's algorithm on: the last, short segment of
   each message then waits for the peer's delayed ACK (~40 ms on Linux) before it leaves, once per C-STORE, C-FIND
@@ -14,10 +14,6 @@ DIMSE code):
   for the DIMSE timeout and counts a failure. It shows once answers come fast (TCP_NODELAY): a C-MOVE of 300
   instances failed 234 of them. Here a response the reactor takes while a send is under way goes back to the queue
   for the sender.
-- ``send_c_store`` of an ``outgoing.StoredInstance`` sends the data set's bytes from its file, as pynetdicom does for
-  a path with ``STORE_SEND_CHUNKED_DATASET`` (one PDU's worth read at a time). A C-GET or C-MOVE handler must yield
-  a ``Dataset``, and pynetdicom would decode each file and encode it again; this way an instance costs the archive
-  about half the CPU time.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from pynetdicom import _config
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket
 
@@ -61,16 +56,6 @@ def _serve_request_or_hand_back(self: Association, msg: Any, context_id: int) ->
     _serve_request(self, msg, context_id)
 
 
-_send_c_store = Association.send_c_store
-
-
-def _send_c_store_from_file(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Any:
-    path = getattr(dataset, "path", None)  # an outgoing.StoredInstance (outgoing.py imports this module)
-    return _send_c_store(self, dataset if path is None else path, *args, **kwargs)
-
-
-_config.STORE_SEND_CHUNKED_DATASET = True  # a path given to send_c_store: its data set's bytes, read as they go
 AssociationSocket.__init__ = _init_without_delay  # type: ignore[method-assign]
 AssociationSocket._shutdown_socket = _shutdown_and_close  # type: ignore[method-assign]
 Association._serve_request = _serve_request_or_hand_back  # type: ignore[method-assign]
-Association.send_c_store = _send_c_store_from_file  # type: ignore[method-assign]
