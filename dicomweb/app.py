@@ -37,11 +37,14 @@ def all_routes() -> list[BaseRoute]:
     return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES])]
 
 
-def create_app(settings: Settings, schema_checked: bool = False) -> Starlette:
+def create_app(settings: Settings, supervised: bool = False) -> Starlette:
+    """``supervised``: a worker of ``dicomweb serve --workers N``, whose supervisor has checked the schema and holds
+    the DIMSE port for the workers to share (``cli.serve``)."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        async with open_archive(settings, schema_checked) as archive:
-            dimse = DimseServer(archive, metrics) if settings.dimse_port else None
+        async with open_archive(settings, schema_checked=supervised) as archive:
+            dimse = DimseServer(archive, metrics, shared_port=supervised) if settings.dimse_port else None
             if dimse is not None:
                 dimse.start()
             try:
@@ -81,7 +84,7 @@ def create_app_from_env() -> Starlette:
     end_with_parent()
     settings = Settings.from_env()
     settings.configure_logging()
-    return create_app(settings, schema_checked=True)  # by the supervisor, before it started the workers (cli.serve)
+    return create_app(settings, supervised=True)
 
 
 def end_with_parent() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import os
 import re
 import shutil
+import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -145,29 +148,56 @@ def serve(settings: Settings) -> int:
         server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
         server.run()
         return 0 if server.started else 1
-    embedded = None
-    if not settings.database_url:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        settings = settings.replace(database_url=embedded.start())
     try:
-        # Once, here: a worker that uvicorn starts while the database is unreachable must not fail its start, which
-        # would stop every worker (uvicorn takes a failed start for a broken application).
+        dimse_port = _hold_dimse_port(settings)
+    except OSError as exc:
+        print(f"dicomweb: cannot start: {exc}", file=sys.stderr)
+        return 1
+    embedded = None
+    with dimse_port or contextlib.nullcontext():
+        if not settings.database_url:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            settings = settings.replace(database_url=embedded.start())
         try:
-            asyncio.run(check_database(settings.database_url))
-        except (SchemaError, DatabaseUnreachable, asyncpg.PostgresError) as exc:
-            print(f"dicomweb: cannot start: {exc}", file=sys.stderr)
-            return 1
-        os.environ.update(settings.replace(workers=1).to_env())
-        # Each worker writes its metrics to files here; a scrape of any worker adds them up (dicomweb/metrics.py).
-        metrics_dir = settings.data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        uvicorn.run("dicomweb.app:create_app_from_env", factory=True, workers=workers, **options)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+            # Once, here: a worker that uvicorn starts while the database is unreachable must not fail its start,
+            # which would stop every worker (uvicorn takes a failed start for a broken application).
+            try:
+                asyncio.run(check_database(settings.database_url))
+            except (SchemaError, DatabaseUnreachable, asyncpg.PostgresError) as exc:
+                print(f"dicomweb: cannot start: {exc}", file=sys.stderr)
+                return 1
+            os.environ.update(settings.replace(workers=1).to_env())
+            # Each worker writes its metrics to files here; a scrape of any worker adds them up (dicomweb/metrics.py).
+            metrics_dir = settings.data_dir / "metrics"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+            uvicorn.run("dicomweb.app:create_app_from_env", factory=True, workers=workers, **options)
+        finally:
+            if embedded is not None:
+                embedded.stop()
     return 0
+
+
+def _hold_dimse_port(settings: Settings) -> socket.socket | None:
+    """Bind the DIMSE port for the workers, which all listen on it with SO_REUSEPORT (``dimse/server.py``); bound
+    here, never listening, so that the port is the archive's for the server's lifetime: a program already on it
+    fails the start here, and none can take it while a worker restarts."""
+    if not settings.dimse_port:
+        return None
+    guard = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as pynetdicom's own server does
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        guard.bind((settings.host, settings.dimse_port))
+    except OSError as exc:
+        guard.close()
+        if exc.errno == errno.EADDRINUSE:
+            from .dimse.server import port_in_use
+
+            raise OSError(port_in_use(settings.dimse_port)) from None
+        raise
+    return guard
 
 
 def print_token(settings: Settings, subject: str, roles: list[str], ttl: str | None, study: str | None = None) -> int:

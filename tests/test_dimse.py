@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -256,22 +257,42 @@ class TestStoreConcurrency:
 
 
 class TestWorkers:
-    """``--workers N``: the DIMSE port is served exactly once."""
+    """``--workers N``: every worker listens on the DIMSE port, which the supervisor holds."""
 
-    def test_two_workers_one_listener(self, tmp_path: Path) -> None:
+    def echo(self, port: int) -> None:
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="DICOMWEB")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+
+    def test_every_worker_listens_and_one_killed_is_replaced(self, tmp_path: Path) -> None:
         port = free_port()
         env = {"DICOMWEB_DATABASE_URL": "", "DICOMWEB_WORKERS": "2", "DICOMWEB_DIMSE_PORT": str(port)}
         with serve_subprocess(env, tmp_path / "archive") as process:
-            ae = AE(ae_title=CALLING)
-            ae.add_requested_context(Verification)
-            for _ in range(3):
-                assoc = ae.associate("127.0.0.1", port, ae_title="DICOMWEB")
-                assert assoc.is_established
-                assert assoc.send_c_echo().Status == 0x0000
-                assoc.release()
-            log = process.log
-        assert log.count("DIMSE listening on") == 1
-        assert log.count("is served by another worker process") == 1
+            assert wait_until(lambda: process.log.count("DIMSE listening on") == 2, 60), process.log[-3000:]
+            for _ in range(4):
+                self.echo(port)
+            supervisor = psutil.Process(process.process.pid)
+            [killed, _] = [p for p in supervisor.children() if "spawn_main" in " ".join(p.cmdline())]
+            killed.kill()
+            killed.wait(30)  # (an association the kernel queued for it as it died is reset: the modality's retry)
+            for _ in range(4):  # the other worker answers meanwhile
+                self.echo(port)
+            assert wait_until(lambda: process.log.count("DIMSE listening on") == 3, 60), process.log[-3000:]
+            for _ in range(4):
+                self.echo(port)
+
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_a_port_another_program_holds_fails_the_start(self, tmp_path: Path, workers: str) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as other:
+            port = other.getsockname()[1]
+            env = {"DICOMWEB_DATABASE_URL": "", "DICOMWEB_WORKERS": workers, "DICOMWEB_DIMSE_PORT": str(port)}
+            with pytest.raises(RuntimeError, match="server exited") as failed:
+                with serve_subprocess(env, tmp_path / "archive"):
+                    pass
+        assert f"the DIMSE port {port} is in use by another program" in str(failed.value)
 
 
 def stow(server: LiveServer, parts: list[bytes]) -> None:

@@ -6,8 +6,9 @@ asyncpg pools belong to the server's event loop, through ``Bridge``. Received da
 as they arrive (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``), so an association's memory does not grow with the size
 of what it sends.
 
-With ``dicomweb serve --workers N`` every worker process tries to listen; the first to bind the port serves it and
-the others leave it (the archive's state is all in PostgreSQL, so which process serves does not matter).
+With ``dicomweb serve --workers N`` every worker process listens on the port (``DimseServer``), so that associations
+are served by all of them at once; the archive's state is all in PostgreSQL, so which process serves one does not
+matter.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
+import threading
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -132,6 +135,19 @@ def _service_class(uid: str) -> type[ServiceClass]:
 pynetdicom_association.uid_to_service_class = _service_class  # type: ignore[attr-defined]
 
 
+def port_in_use(port: int) -> str:
+    return f"the DIMSE port {port} is in use by another program: set DICOMWEB_DIMSE_PORT to a free one, or to 0"
+
+
+class _SharedPortServer(ThreadedAssociationServer):
+    """pynetdicom's server, bound with SO_REUSEPORT (Linux: only beside sockets of the same user that set it too)."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def application_entity(ae_title: str, bridge: Bridge) -> AE:
     """The archive's AE: Verification, Query/Retrieve, and every storage SOP class pynetdicom knows in every transfer
     syntax it knows (a data set is stored as it is sent, never converted on the way in)."""
@@ -160,29 +176,34 @@ def application_entity(ae_title: str, bridge: Bridge) -> AE:
 
 
 class DimseServer:
-    """The listener's lifetime: ``start`` in the server's event loop, ``stop`` at shutdown."""
+    """The listener's lifetime: ``start`` in the server's event loop, ``stop`` at shutdown. ``shared_port``: every
+    worker process of ``dicomweb serve --workers N`` listens on the port (SO_REUSEPORT: the kernel spreads the
+    associations over them), which the supervisor has bound first (``cli.serve``), so that no other program can
+    take it, nor share it unless it asks to."""
 
-    def __init__(self, archive: Archive, metrics: Metrics | None = None) -> None:
+    def __init__(self, archive: Archive, metrics: Metrics | None = None, shared_port: bool = False) -> None:
         self.archive = archive
         self.metrics = metrics
+        self.shared_port = shared_port
         self.server: ThreadedAssociationServer | None = None
 
-    def start(self) -> bool:
-        """Listen on the configured host and port; False when another process listens there already."""
+    def start(self) -> None:
+        """Listen on the configured host and port (a port in use by another program fails the start)."""
         settings = self.archive.settings
         bridge = Bridge(self.archive, asyncio.get_running_loop(), self.metrics)
         ae = application_entity(settings.dimse_aet, bridge)
+        server_class = _SharedPortServer if self.shared_port else ThreadedAssociationServer
         try:
-            self.server = ae.start_server(
-                (settings.host, settings.dimse_port), block=False, evt_handlers=handlers.bound(bridge)
+            server = ae.make_server(
+                (settings.host, settings.dimse_port), evt_handlers=handlers.bound(bridge), server_class=server_class
             )
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            log.info("DIMSE port %d is served by another worker process", settings.dimse_port)
-            return False
+            raise RuntimeError(port_in_use(settings.dimse_port)) from None
+        threading.Thread(target=server.serve_forever, name="dicomweb-dimse-listener", daemon=True).start()
+        self.server = server
         log.info("DIMSE listening on %s:%d as %s", settings.host, settings.dimse_port, settings.dimse_aet)
-        return True
 
     def stop(self) -> None:
         """Stop accepting associations and end the running ones."""
