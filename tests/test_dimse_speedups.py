@@ -73,6 +73,7 @@ class TestQuietAssociation:
         scp.add_supported_context(Verification, ExplicitVRLittleEndian)
         port = free_port()
         server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_ECHO, lambda e: 0)])
+        assert server is not None
         try:
             scu = AE()
             scu.add_requested_context(Verification, ExplicitVRLittleEndian)
