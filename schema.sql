@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 4
+-- schema_version: 5
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -317,3 +317,31 @@ CREATE TABLE dicom_node (
 );
 
 INSERT INTO schema_version (version) VALUES (4);
+
+-- migrate to version 5
+-- What a Modality Worklist item needs of an order (PS3.4 Table K.6-1), beside scheduled_at (the scheduled procedure
+-- step's start), referring_physician and study_description: the patient's birth date and sex, the station it is
+-- scheduled on, the requested procedure and the scheduled procedure step. IDs the archive generates when the order
+-- has none (reporting/studies.py); orders made before version 5 get their accession number as both.
+ALTER TABLE radiology_study
+    ADD COLUMN patient_birth_date                   date,
+    ADD COLUMN patient_sex                          text CHECK (patient_sex IN ('M', 'F', 'O')),
+    ADD COLUMN scheduled_station_ae_title           text,
+    ADD COLUMN scheduled_station_name               text,
+    ADD COLUMN scheduled_performing_physician       text,
+    ADD COLUMN requested_procedure_id               text,
+    ADD COLUMN requested_procedure_description      text,
+    ADD COLUMN requested_procedure_code_value       text,
+    ADD COLUMN requested_procedure_coding_scheme    text,
+    ADD COLUMN requested_procedure_code_meaning     text,
+    ADD COLUMN scheduled_procedure_step_id          text,
+    ADD COLUMN scheduled_procedure_step_description text,
+    ADD COLUMN priority                             text
+                                                    CHECK (priority IN ('STAT', 'HIGH', 'ROUTINE', 'MEDIUM', 'LOW'));
+UPDATE radiology_study SET requested_procedure_id = accession_number, scheduled_procedure_step_id = accession_number;
+ALTER TABLE radiology_study
+    ALTER COLUMN requested_procedure_id SET NOT NULL,
+    ALTER COLUMN scheduled_procedure_step_id SET NOT NULL;
+CREATE INDEX radiology_study_station ON radiology_study (scheduled_station_ae_title, scheduled_at);
+
+INSERT INTO schema_version (version) VALUES (5);

@@ -13,6 +13,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from dicomweb.dimse.nodes import check_ae_title
 from dicomweb.jsonapi import UID, RequestModel, ResponseModel
 
 from .workflow import PLACEHOLDERS, Modality, ReportStatus, ReportType, StudyStatus, unknown_placeholders
@@ -32,11 +33,31 @@ Reference = Annotated[str, Field(min_length=1, max_length=128)]
 Text = Annotated[str, Field(max_length=100_000)]
 Colour = Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$", examples=["#FF8800"])]
 
+
+def _ae_title(value: str) -> str:
+    return check_ae_title(value)
+
+
+AETitle = Annotated[str, AfterValidator(_ae_title)]
+Sex = Literal["M", "F", "O"]  # PatientSex (0010,0040), PS3.3 C.7.1.1
+# Requested Procedure Priority (0040,1003), PS3.3 C.4.11
+Priority = Literal["STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW"]
+
 # ---------------------------------------------------------------------------------------------------- studies
 
 
+class ProcedureCode(RequestModel):
+    """Requested Procedure Code Sequence (0032,1064): one code (PS3.3 Table 8.8-1)."""
+
+    code_value: ShortString
+    coding_scheme_designator: ShortString
+    code_meaning: LongString
+
+
 class StudyCreate(RequestModel):
-    """A study to schedule; accessionNumber and studyInstanceUID are generated when not given."""
+    """A study to schedule; accessionNumber and studyInstanceUID are generated when not given, as are
+    requestedProcedureId and scheduledProcedureStepId. scheduledAt is the scheduled procedure step's start, and the
+    scheduled* and requested* fields are what a modality's worklist shows of the order (PS3.4 Table K.6-1)."""
 
     order_id: Reference | None = None
     patient_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_dicom_text)]
@@ -50,10 +71,27 @@ class StudyCreate(RequestModel):
     performing_technician: PersonName | None = None
     scheduled_at: datetime.datetime | None = None
     study_date: datetime.date | None = None
+    patient_birth_date: datetime.date | None = None
+    patient_sex: Sex | None = None
+    scheduled_station_ae_title: AETitle | None = Field(default=None, alias="scheduledStationAETitle")
+    scheduled_station_name: ShortString | None = None
+    scheduled_performing_physician: PersonName | None = None
+    requested_procedure_id: ShortString | None = None
+    requested_procedure_description: LongString | None = None
+    requested_procedure_code: ProcedureCode | None = None
+    scheduled_procedure_step_id: ShortString | None = None
+    scheduled_procedure_step_description: LongString | None = None
+    priority: Priority | None = None
 
 
 class StudyStatusChange(RequestModel):
     status: StudyStatus
+
+
+class ProcedureCodeOut(ResponseModel):
+    code_value: str
+    coding_scheme_designator: str
+    code_meaning: str
 
 
 class Study(ResponseModel):
@@ -70,6 +108,17 @@ class Study(ResponseModel):
     performing_technician: str | None
     scheduled_at: datetime.datetime | None
     study_date: datetime.date | None
+    patient_birth_date: datetime.date | None
+    patient_sex: Sex | None
+    scheduled_station_ae_title: str | None = Field(alias="scheduledStationAETitle")
+    scheduled_station_name: str | None
+    scheduled_performing_physician: str | None
+    requested_procedure_id: str
+    requested_procedure_description: str | None
+    requested_procedure_code: ProcedureCodeOut | None
+    scheduled_procedure_step_id: str
+    scheduled_procedure_step_description: str | None
+    priority: Priority | None
     status: StudyStatus
     number_of_series: int
     number_of_images: int

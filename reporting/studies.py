@@ -32,7 +32,14 @@ from .models import (
     StudyQuery,
     StudyStatusChange,
 )
-from .workflow import MODALITY_NAMES, StudyStatus, accession_number, check_study_transition, new_uid
+from .workflow import (
+    MODALITY_NAMES,
+    StudyStatus,
+    accession_number,
+    check_study_transition,
+    new_uid,
+    procedure_id,
+)
 
 log = logging.getLogger("dicomweb")
 
@@ -45,6 +52,8 @@ async def create_study(request: Request) -> Response:
     values = body.model_dump()
     values["modality"] = str(body.modality)
     values["study_instance_uid"] = body.study_instance_uid or new_uid()
+    values["requested_procedure_id"] = body.requested_procedure_id or procedure_id("RP")
+    values["scheduled_procedure_step_id"] = body.scheduled_procedure_step_id or procedure_id("SPS")
     note_study(request, values["study_instance_uid"], body.patient_id)
     archive = archive_of(request)
     created_by = http.caller(request).subject

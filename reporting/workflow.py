@@ -149,6 +149,13 @@ def accession_number(today: datetime.date | None = None) -> str:
     return f"ACC{day:%Y%m%d}{secrets.token_hex(3).upper()[:5]}"
 
 
+def procedure_id(prefix: str, today: datetime.date | None = None) -> str:
+    """``{prefix}{YYYYMMDD}{random}`` for a Requested Procedure ID or Scheduled Procedure Step ID the order did not
+    give: ``RP`` or ``SPS`` prefixed, within the 16 characters of SH (PS3.5 §6.2); unique within its order."""
+    day = today or datetime.datetime.now(datetime.UTC).date()
+    return f"{prefix}{day:%Y%m%d}{secrets.token_hex(3).upper()[: 16 - 8 - len(prefix)]}"
+
+
 def new_uid() -> str:
     """A UID in the ``2.25.`` form derived from a random UUID (PS3.5 §B.2)."""
     return f"2.25.{uuid.uuid4().int}"

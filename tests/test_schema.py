@@ -51,6 +51,21 @@ class TestSchema:
         assert db.value("SELECT patient_id FROM patient") == "kept"
         assert db.value("SELECT to_regclass('radiology_report')") is not None
 
+    def test_orders_get_their_accession_number_as_procedure_ids(self, new_database: Any) -> None:
+        """Version 5 gives the orders scheduled before it their accession number as requested procedure and
+        scheduled procedure step ID (a worklist item needs both)."""
+        from dicomweb.db.pool import schema_sql
+
+        db: Database = new_database()
+        run(_admin(db.url, schema_sql().split("-- migrate to version 5")[0]))
+        db.fetch(
+            "INSERT INTO radiology_study (id, patient_id, accession_number, study_instance_uid, modality, created_by) "
+            "VALUES (gen_random_uuid(), 'P', 'ACC1', '2.25.1', 'CT', 'admin')"
+        )
+        run(_ensure(db.url))
+        row = db.fetch("SELECT requested_procedure_id, scheduled_procedure_step_id FROM radiology_study")[0]
+        assert tuple(row) == ("ACC1", "ACC1")
+
     def test_newer_version_refused(self, new_database: Any) -> None:
         """A database of a newer schema version: a clear error, nothing changed."""
         db: Database = new_database()

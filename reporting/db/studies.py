@@ -34,7 +34,26 @@ COLUMNS = (
     "performing_technician",
     "scheduled_at",
     "study_date",
+    "patient_birth_date",
+    "patient_sex",
+    "scheduled_station_ae_title",
+    "scheduled_station_name",
+    "scheduled_performing_physician",
+    "requested_procedure_id",
+    "requested_procedure_description",
+    "requested_procedure_code_value",
+    "requested_procedure_coding_scheme",
+    "requested_procedure_code_meaning",
+    "scheduled_procedure_step_id",
+    "scheduled_procedure_step_description",
+    "priority",
 )
+# The requested procedure code's columns, and its fields in the API's requestedProcedureCode.
+_CODE = {
+    "requested_procedure_code_value": "code_value",
+    "requested_procedure_coding_scheme": "coding_scheme_designator",
+    "requested_procedure_code_meaning": "code_meaning",
+}
 
 _UID_PARAMETER = 3 + COLUMNS.index("study_instance_uid")  # its $n in insert()'s statement
 
@@ -59,8 +78,18 @@ class Taken(Exception):
         self.column = column
 
 
+def _study(row: asyncpg.Record) -> dict[str, Any]:
+    """A study row as the API's model takes it: the requested procedure code's columns as one object (or None)."""
+    study = dict(row)
+    code = {field: study.pop(column) for column, field in _CODE.items()}
+    study["requested_procedure_code"] = code if code["code_value"] is not None else None
+    return study
+
+
 async def insert(conn: asyncpg.Connection, values: dict[str, Any], created_by: str) -> dict[str, Any]:
     """Insert a study; it starts in_progress when the archive already holds images of it. Raises Taken."""
+    code = values.get("requested_procedure_code") or {}
+    values = {**values, **{column: code.get(field) for column, field in _CODE.items()}}
     names = ", ".join(COLUMNS)
     placeholders = ", ".join(f"${n}" for n in range(3, len(COLUMNS) + 3))
     study_id = uuid.uuid4()
@@ -83,7 +112,7 @@ async def insert(conn: asyncpg.Connection, values: dict[str, Any], created_by: s
 
 async def get(conn: asyncpg.Connection, study_id: uuid.UUID, lock: bool = False) -> dict[str, Any] | None:
     row = await conn.fetchrow(_STUDY + " WHERE r.id = $1" + (" FOR UPDATE OF r" if lock else ""), study_id)
-    return dict(row) if row else None
+    return _study(row) if row else None
 
 
 def _where(filters: Filters) -> tuple[str, list[Any]]:
@@ -113,7 +142,7 @@ async def search(conn: asyncpg.Connection, filters: Filters) -> tuple[list[dict[
         filters.limit,
         filters.offset,
     )
-    return [dict(row) for row in rows], int(total)
+    return [_study(row) for row in rows], int(total)
 
 
 async def set_status(conn: asyncpg.Connection, study_id: uuid.UUID, status: str) -> None:

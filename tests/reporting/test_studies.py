@@ -60,6 +60,54 @@ class TestCreate:
         fields = {e["field"] for e in error["errors"]}
         assert fields == {"patientId", "modality", "studyInstanceUID", "accessionNumber", "extra"}
 
+    def test_worklist_fields_kept_and_ids_generated(self, admin: httpx.Client) -> None:
+        """What a modality's worklist shows of an order is stored and returned as given; the requested procedure
+        and scheduled step IDs are generated (RP/SPS, the date, random; 16 characters of SH) when absent."""
+        order = {
+            "patientBirthDate": "1970-02-03",
+            "patientSex": "F",
+            "scheduledAt": "2026-12-06T09:30:00+00:00",
+            "scheduledStationAETitle": "CT_ROOM_2",
+            "scheduledStationName": "CT2",
+            "scheduledPerformingPhysician": "Doe^Jane",
+            "referringPhysician": "Smith^John",
+            "requestedProcedureId": "RP-77",
+            "requestedProcedureDescription": "CT head without contrast",
+            "requestedProcedureCode": {
+                "codeValue": "24725-4",
+                "codingSchemeDesignator": "LN",
+                "codeMeaning": "CT Head",
+            },
+            "scheduledProcedureStepId": "SPS-77-1",
+            "scheduledProcedureStepDescription": "Head, axial",
+            "priority": "STAT",
+        }
+        study = new_study(admin, **order)
+        assert {key: study[key] for key in order} == {**order, "scheduledAt": "2026-12-06T09:30:00Z"}
+        assert admin.get(f"/studies/{study['id']}").json()["requestedProcedureCode"] == order["requestedProcedureCode"]
+        bare = new_study(admin)
+        assert re.fullmatch(r"RP\d{8}[0-9A-F]{6}", bare["requestedProcedureId"])
+        assert re.fullmatch(r"SPS\d{8}[0-9A-F]{5}", bare["scheduledProcedureStepId"])
+        assert bare["requestedProcedureCode"] is None and bare["priority"] is None
+
+    def test_worklist_fields_validated(self, admin: httpx.Client) -> None:
+        """An AE title by PS3.5's rules, a sex and a priority DICOM knows, dates, SH and PN lengths: each invalid
+        field is named."""
+        body = {
+            "patientId": "P",
+            "modality": "CT",
+            "scheduledStationAETitle": "A\\B",
+            "patientSex": "X",
+            "priority": "URGENT",
+            "patientBirthDate": "1970-13-01",
+            "requestedProcedureId": "x" * 17,
+            "scheduledPerformingPhysician": "p" * 65,
+            "requestedProcedureCode": {"codeValue": "1"},
+        }
+        error = assert_error(admin.post("/studies", json=body), 400)
+        fields = {e["field"].split(".")[0] for e in error["errors"]}
+        assert fields == set(body) - {"patientId", "modality"}
+
     def test_not_json(self, admin: httpx.Client) -> None:
         """A body that is not JSON is 400, another media type 415."""
         assert_error(admin.post("/studies", content=b"{", headers={"content-type": "application/json"}), 400)
