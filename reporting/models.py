@@ -440,9 +440,12 @@ class Template(ResponseModel):
 
 
 class TemplateQuery(RequestModel):
+    """Filters of GET /api/radiology/report-templates: the active templates unless isActive=false, which lists the
+    inactive ones (deleted, or made inactive by a PUT)."""
+
     modality: Modality | None = None
     body_part: str | None = None
-    is_active: bool | None = None
+    is_active: bool = True
 
 
 class ModalityInfo(ResponseModel):

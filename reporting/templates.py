@@ -1,8 +1,9 @@
 """Report templates: text with placeholders (workflow.PLACEHOLDERS) that a new report's findings are filled from.
 
 An unknown placeholder is refused when the template is written (models.TemplateContent), not discovered when a
-report is made. Deleting a template is soft: it is no longer listed nor usable, but the reports made from it keep
-naming it.
+report is made. Deleting a template is soft, as the product describes it for a model with isActive: the template
+becomes inactive (listed only under isActive=false, still read by id, no longer usable for a new report), the
+reports made from it keep naming it, and a PUT of isActive true restores it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _not_found(template_id: uuid.UUID) -> NotFound:
 
 
 async def list_templates(request: Request) -> Response:
-    """GET /api/radiology/report-templates?modality=&bodyPart=&isActive=: the templates that match, by name."""
+    """GET /api/radiology/report-templates?modality=&bodyPart=&isActive=: the templates that match, by name (the
+    active ones unless isActive=false)."""
     params = http.query(request, TemplateQuery)
     filters = db.Filters(
         modality=str(params.modality) if params.modality else None,
@@ -42,7 +44,7 @@ async def list_templates(request: Request) -> Response:
 
 
 async def get_template(request: Request) -> Response:
-    """GET /api/radiology/report-templates/{id}: one template (404 once deleted)."""
+    """GET /api/radiology/report-templates/{id}: one template, active or not (so a deleted one can be found)."""
     template_id = http.path_id(request, "id", "report template")
     async with archive_of(request).pool.acquire() as conn:
         template = await db.get(conn, template_id)
@@ -63,7 +65,8 @@ async def create_template(request: Request) -> Response:
 
 
 async def update_template(request: Request) -> Response:
-    """PUT /api/radiology/report-templates/{id}: change the fields given; the others keep their value."""
+    """PUT /api/radiology/report-templates/{id}: change the fields given; the others keep their value (isActive true
+    restores a deleted template)."""
     template_id = http.path_id(request, "id", "report template")
     body = await http.json_body(request, TemplateUpdate)
     changes = body.model_dump(exclude_unset=True)
@@ -81,7 +84,8 @@ async def update_template(request: Request) -> Response:
 
 
 async def delete_template(request: Request) -> Response:
-    """DELETE /api/radiology/report-templates/{id}: soft delete (204); reports made from it keep its id."""
+    """DELETE /api/radiology/report-templates/{id}: soft delete (204): the template becomes inactive; reports made
+    from it keep its id."""
     template_id = http.path_id(request, "id", "report template")
     async with archive_of(request).pool.acquire() as conn:
         if not await db.soft_delete(conn, template_id):

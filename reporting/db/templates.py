@@ -1,4 +1,6 @@
-"""Report templates (soft-deleted: a deleted template keeps its row, so reports made from it still name it)."""
+"""Report templates. Deleting is soft: the template becomes inactive and keeps its row, so reports made from it still
+name it and a PUT of isActive true restores it. ``deleted_at`` only records when it was deleted (cleared on restore);
+what is listed and usable follows ``is_active`` alone."""
 
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ UPDATABLE = ("name", "modality", "body_part", "content", "is_active")
 class Filters:
     modality: str | None = None
     body_part: str | None = None
-    is_active: bool | None = None
+    is_active: bool = True
 
 
 async def search(conn: asyncpg.Connection, filters: Filters) -> list[dict[str, Any]]:
-    """The templates that match, deleted ones never, by name."""
-    clauses, args = ["deleted_at IS NULL"], []
-    for column in ("modality", "body_part", "is_active"):
+    """The templates that match, by name."""
+    clauses, args = ["is_active = $1"], [filters.is_active]
+    for column in ("modality", "body_part"):
         value = getattr(filters, column)
         if value is not None:
             args.append(value)
@@ -35,10 +37,8 @@ async def search(conn: asyncpg.Connection, filters: Filters) -> list[dict[str, A
 
 
 async def get(conn: asyncpg.Connection, template_id: uuid.UUID) -> dict[str, Any] | None:
-    """A template that has not been deleted."""
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM radiology_report_template WHERE id = $1 AND deleted_at IS NULL", template_id
-    )
+    """A template, active or not (a deleted one too)."""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM radiology_report_template WHERE id = $1", template_id)
     return dict(row) if row else None
 
 
@@ -59,14 +59,17 @@ async def insert(conn: asyncpg.Connection, values: dict[str, Any], created_by: s
 
 
 async def update(conn: asyncpg.Connection, template_id: uuid.UUID, changes: dict[str, Any]) -> dict[str, Any] | None:
-    """Set the given columns (of UPDATABLE) of a template that has not been deleted; None if there is none."""
+    """Set the given columns (of UPDATABLE) of a template; None if there is none. is_active true restores a deleted
+    template."""
     columns = [c for c in UPDATABLE if c in changes]
     if not columns:
         return await get(conn, template_id)
-    assignments = ", ".join(f"{c} = ${n}" for n, c in enumerate(columns, start=2))
+    assignments = [f"{c} = ${n}" for n, c in enumerate(columns, start=2)]
+    if changes.get("is_active"):
+        assignments.append("deleted_at = NULL")
     row = await conn.fetchrow(
-        f"UPDATE radiology_report_template SET {assignments}, updated_at = now() "
-        f"WHERE id = $1 AND deleted_at IS NULL RETURNING {_COLUMNS}",
+        f"UPDATE radiology_report_template SET {', '.join(assignments)}, updated_at = now() "
+        f"WHERE id = $1 RETURNING {_COLUMNS}",
         template_id,
         *(changes[c] for c in columns),
     )
@@ -74,10 +77,11 @@ async def update(conn: asyncpg.Connection, template_id: uuid.UUID, changes: dict
 
 
 async def soft_delete(conn: asyncpg.Connection, template_id: uuid.UUID) -> bool:
-    """Mark a template deleted (and inactive); False if there is none or it is deleted already."""
+    """Make a template inactive and record when it was deleted; False if there is none. Deleting it again changes
+    nothing (not even updated_at)."""
     status = await conn.execute(
-        "UPDATE radiology_report_template SET deleted_at = now(), is_active = false, updated_at = now() "
-        "WHERE id = $1 AND deleted_at IS NULL",
+        "UPDATE radiology_report_template SET is_active = false, deleted_at = coalesce(deleted_at, now()), "
+        "updated_at = CASE WHEN deleted_at IS NULL THEN now() ELSE updated_at END WHERE id = $1",
         template_id,
     )
     return bool(status == "UPDATE 1")

@@ -60,6 +60,14 @@ class TestDocument:
         )
         assert "patientId" in schemas["StudyCreate"]["required"]
 
+    def test_query_defaults(self, api: Api) -> None:
+        """A query parameter's default is documented: templates are listed active unless isActive=false."""
+        doc = httpx.get(api.server.url + "/api/openapi.json").json()
+        parameters = doc["paths"]["/api/radiology/report-templates"]["get"]["parameters"]
+        [is_active] = [p for p in parameters if p["name"] == "isActive"]
+        assert is_active["in"] == "query" and is_active["schema"]["type"] == "boolean"
+        assert is_active["schema"]["default"] is True
+
     def test_page(self, api: Api) -> None:
         response = httpx.get(api.server.url + "/api-docs")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")

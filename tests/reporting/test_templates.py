@@ -1,7 +1,9 @@
-"""reporting/templates.py: report templates (create with placeholder check, search, update, soft delete)."""
+"""reporting/templates.py: report templates (create with placeholder check, search, update, soft delete and
+restore)."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from typing import Any
 
@@ -21,6 +23,22 @@ def new_template(client: httpx.Client, **fields: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     template: dict[str, Any] = response.json()
     return template
+
+
+def ids(client: httpx.Client, **params: str) -> list[str]:
+    """The ids GET /report-templates lists with these parameters."""
+    response = client.get("/report-templates", params=params)
+    assert response.status_code == 200, response.text
+    return [t["id"] for t in response.json()]
+
+
+def deleted_at(api: Api, template: dict[str, Any]) -> datetime.datetime | None:
+    """When the template's row says it was deleted (the API does not show it)."""
+    rows = api.server.db.fetch(
+        "SELECT deleted_at FROM radiology_report_template WHERE id = $1", uuid.UUID(template["id"])
+    )
+    when: datetime.datetime | None = rows[0]["deleted_at"]
+    return when
 
 
 class TestCreate:
@@ -87,7 +105,8 @@ class TestSearch:
     """GET /api/radiology/report-templates."""
 
     def test_filters(self, admin: httpx.Client) -> None:
-        """modality, bodyPart and isActive narrow the list; the list is by name."""
+        """modality, bodyPart and isActive narrow the list, which holds the active templates unless isActive=false;
+        the list is by name."""
         part = "P" + uuid.uuid4().hex[:8].upper()
         b = new_template(admin, name="b " + part, modality="MR", bodyPart=part)
         a = new_template(admin, name="a " + part, modality="MR", bodyPart=part, isActive=False)
@@ -98,9 +117,9 @@ class TestSearch:
             assert response.status_code == 200, response.text
             return [t["name"] for t in response.json()]
 
-        assert names() == [a["name"], b["name"], c["name"]]
-        assert names(modality="MR") == [a["name"], b["name"]]
-        assert names(modality="MR", isActive="true") == [b["name"]]
+        assert names() == names(isActive="true") == [b["name"], c["name"]]
+        assert names(modality="MR") == [b["name"]]
+        assert names(modality="MR", isActive="false") == [a["name"]]
         assert names(isActive="false") == [a["name"]]
         assert c["name"] in [t["name"] for t in admin.get("/report-templates").json()]
 
@@ -131,11 +150,11 @@ class TestUpdate:
         assert admin.get(f"/report-templates/{template['id']}").json() == updated
 
     def test_deactivate(self, admin: httpx.Client) -> None:
-        """isActive false keeps the template listed (under isActive=false) but not among the active ones."""
+        """isActive false keeps the template listed under isActive=false, not by default nor under isActive=true."""
         template = new_template(admin)
         assert admin.put(f"/report-templates/{template['id']}", json={"isActive": False}).json()["isActive"] is False
-        active = admin.get("/report-templates", params={"isActive": "true"}).json()
-        assert template["id"] not in [t["id"] for t in active]
+        assert template["id"] not in ids(admin) and template["id"] not in ids(admin, isActive="true")
+        assert template["id"] in ids(admin, isActive="false")
 
     def test_empty_body(self, admin: httpx.Client) -> None:
         """An empty change set answers the template unchanged."""
@@ -162,11 +181,11 @@ class TestUpdate:
 
 
 class TestDelete:
-    """DELETE /api/radiology/report-templates/{id}: a soft delete."""
+    """DELETE /api/radiology/report-templates/{id}: a soft delete, undone by a PUT of isActive true."""
 
     def test_soft_delete(self, api: Api, admin: httpx.Client) -> None:
-        """204; then 404 to read, update, delete or use, never listed; the row stays, inactive, with deletedAt;
-        a report made from it keeps its templateId."""
+        """204; then inactive: not listed by default, listed under isActive=false, read by id, refused for new
+        reports (400), while a report made from it keeps its templateId; the row records deletedAt."""
         template = new_template(admin, content="{{modality}} study")
         study = new_study(admin)
         report = admin.post(f"/studies/{study['id']}/report", json={"templateId": template["id"]}).json()
@@ -174,17 +193,45 @@ class TestDelete:
 
         assert admin.delete(f"/report-templates/{template['id']}").status_code == 204
 
-        assert_error(admin.get(f"/report-templates/{template['id']}"), 404)
-        assert_error(admin.put(f"/report-templates/{template['id']}", json={"name": "x"}), 404)
-        assert_error(admin.delete(f"/report-templates/{template['id']}"), 404)
-        for params in ({}, {"isActive": "false"}, {"isActive": "true"}):
-            assert template["id"] not in [t["id"] for t in admin.get("/report-templates", params=params).json()]
-        assert_error(admin.post(f"/studies/{study['id']}/report", json={"templateId": template["id"]}), 404)
+        assert template["id"] not in ids(admin)
+        assert template["id"] not in ids(admin, isActive="true")
+        [listed] = [
+            t for t in admin.get("/report-templates", params={"isActive": "false"}).json() if t["id"] == template["id"]
+        ]
+        assert listed["isActive"] is False and listed["updatedAt"] > template["updatedAt"]
+        assert admin.get(f"/report-templates/{template['id']}").json() == listed
+        error = assert_error(admin.post(f"/studies/{study['id']}/report", json={"templateId": template["id"]}), 400)
+        assert [e["field"] for e in error["errors"]] == ["templateId"]
         assert admin.get(f"/reports/{report['id']}").json()["templateId"] == template["id"]
-        row = api.server.db.fetch(
-            "SELECT is_active, deleted_at FROM radiology_report_template WHERE id = $1", uuid.UUID(template["id"])
-        )[0]
-        assert row["is_active"] is False and row["deleted_at"] is not None
+        assert deleted_at(api, template) is not None
+
+    def test_delete_twice(self, api: Api, admin: httpx.Client) -> None:
+        """Deleting a deleted template is 204 and changes nothing."""
+        template = new_template(admin)
+        assert admin.delete(f"/report-templates/{template['id']}").status_code == 204
+        deleted, when = admin.get(f"/report-templates/{template['id']}").json(), deleted_at(api, template)
+        assert admin.delete(f"/report-templates/{template['id']}").status_code == 204
+        assert admin.get(f"/report-templates/{template['id']}").json() == deleted and deleted_at(api, template) == when
+
+    def test_restore(self, api: Api, admin: httpx.Client) -> None:
+        """A PUT of isActive true brings a deleted template back: listed by default and usable again."""
+        template = new_template(admin)
+        assert admin.delete(f"/report-templates/{template['id']}").status_code == 204
+        response = admin.put(f"/report-templates/{template['id']}", json={"isActive": True})
+        assert response.status_code == 200, response.text
+        assert response.json()["isActive"] is True
+        assert template["id"] in ids(admin) and template["id"] not in ids(admin, isActive="false")
+        assert deleted_at(api, template) is None
+        response = admin.post(f"/studies/{new_study(admin)['id']}/report", json={"templateId": template["id"]})
+        assert response.status_code == 201, response.text
+
+    def test_update_deleted(self, api: Api, admin: httpx.Client) -> None:
+        """A PUT without isActive changes a deleted template as any other; it stays deleted."""
+        template = new_template(admin)
+        assert admin.delete(f"/report-templates/{template['id']}").status_code == 204
+        updated = admin.put(f"/report-templates/{template['id']}", json={"name": "renamed"}).json()
+        assert (updated["name"], updated["isActive"]) == ("renamed", False)
+        assert template["id"] not in ids(admin) and deleted_at(api, template) is not None
 
     def test_unknown(self, admin: httpx.Client) -> None:
         """Deleting an unknown template is 404."""
