@@ -338,7 +338,15 @@ ALTER TABLE radiology_study
     ADD COLUMN scheduled_procedure_step_description text,
     ADD COLUMN priority                             text
                                                     CHECK (priority IN ('STAT', 'HIGH', 'ROUTINE', 'MEDIUM', 'LOW'));
-UPDATE radiology_study SET requested_procedure_id = accession_number, scheduled_procedure_step_id = accession_number;
+-- The person names folded for the worklist's matching (case- and accent-insensitive, as the archive's patient table
+-- keeps them: dicomweb.attributes.normalize_name); orders before version 5 get lower() (their accents stay).
+ALTER TABLE radiology_study
+    ADD COLUMN patient_name_folded                   text,
+    ADD COLUMN referring_physician_folded            text,
+    ADD COLUMN scheduled_performing_physician_folded text;
+UPDATE radiology_study SET requested_procedure_id = accession_number, scheduled_procedure_step_id = accession_number,
+                           patient_name_folded = lower(patient_name),
+                           referring_physician_folded = lower(referring_physician);
 ALTER TABLE radiology_study
     ALTER COLUMN requested_procedure_id SET NOT NULL,
     ALTER COLUMN scheduled_procedure_step_id SET NOT NULL;

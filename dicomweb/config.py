@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import sys
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ POSITIVE = frozenset({"max_upload_mb", "max_parts", "max_part_header_bytes", "db
 DuplicatePolicy = Literal["reject", "overwrite"]
 AuthMode = Literal["enabled", "disabled"]
 LogFormat = Literal["text", "json"]
-UnknownCallerPolicy = Literal["store", "none"]
+UnknownCallerPolicy = Literal["store", "worklist", "none"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "dimse_unknown",
         "store",
-        "What a calling AE title that is not a registered DICOM node may do: store (C-ECHO and C-STORE) or none "
-        "(its associations are rejected).",
+        "What a calling AE title that is not a registered DICOM node may do: store (C-ECHO and C-STORE), worklist "
+        "(that and query the Modality Worklist) or none (its associations are rejected).",
+    ),
+    Setting(
+        "timezone",
+        "UTC",
+        "The time zone of the DICOM dates and times the Modality Worklist gives and matches (an IANA name such as "
+        "Europe/Berlin): a scheduled start is stored as an instant.",
     ),
     Setting("db_pool_size", "8", "Maximum number of PostgreSQL connections in the pool (per worker process)."),
     Setting(
@@ -162,6 +169,7 @@ class Settings:
     dimse_port: int = 11112
     dimse_aet: str = "DICOMWEB"
     dimse_unknown: UnknownCallerPolicy = "store"
+    timezone: str = "UTC"
     db_pool_size: int = 8
     db_timeout_seconds: int = 60
     log_level: str = "info"
@@ -218,8 +226,13 @@ def _parse(setting: Setting, raw: str) -> object:
         return Path(raw)
     if setting.name == "duplicates" and raw not in ("reject", "overwrite"):
         raise ValueError(f"{setting.env} must be 'reject' or 'overwrite', got {raw!r}")
-    if setting.name == "dimse_unknown" and raw not in ("store", "none"):
-        raise ValueError(f"{setting.env} must be 'store' or 'none', got {raw!r}")
+    if setting.name == "dimse_unknown" and raw not in ("store", "worklist", "none"):
+        raise ValueError(f"{setting.env} must be 'store', 'worklist' or 'none', got {raw!r}")
+    if setting.name == "timezone":
+        try:
+            zoneinfo.ZoneInfo(raw)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{setting.env} must be a time zone name such as Europe/Berlin, got {raw!r}") from None
     if setting.name == "auth" and raw not in ("enabled", "disabled"):
         raise ValueError(f"{setting.env} must be 'enabled' or 'disabled', got {raw!r}")
     if setting.name == "log_format" and raw not in ("text", "json"):

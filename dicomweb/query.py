@@ -188,6 +188,14 @@ def _attribute(name: str) -> Attribute | None:
     return QUERYABLE.get(keywords[0])
 
 
+def match_key(attribute: Attribute, value: str, parameter: str) -> MatchKey:
+    """One key's condition as QIDO-RS matches it (PS3.4 C.2.2.2), for a search outside QIDO-RS's levels (the
+    Modality Worklist); BadRequest says what is wrong with the value."""
+    if len(value) > MAX_VALUE_LENGTH or "\x00" in value:
+        raise BadRequest(f"the value of {parameter} is longer than {MAX_VALUE_LENGTH} characters or has a NUL")
+    return _match(attribute, value, parameter, fuzzy=False)
+
+
 def _match(attribute: Attribute, value: str, parameter: str, fuzzy: bool) -> MatchKey:
     kind = attribute.kind
     if kind == "uid":

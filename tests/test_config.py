@@ -42,6 +42,9 @@ class TestSettings:
             ("DICOMWEB_MAX_PARTS", "0"),
             ("DICOMWEB_MAX_PART_HEADER_BYTES", "-1"),
             ("DICOMWEB_MAX_UPLOAD_MB", "0"),
+            ("DICOMWEB_DIMSE_UNKNOWN", "everything"),
+            ("DICOMWEB_TIMEZONE", "Mars/Olympus_Mons"),
+            ("DICOMWEB_TIMEZONE", "../etc"),
         ],
     )
     def test_invalid_values_name_the_variable(self, name: str, value: str) -> None:

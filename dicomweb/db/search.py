@@ -90,8 +90,8 @@ Bind = Callable[..., BindParameter[Any]]  # the next bind parameter, optionally 
 
 
 @dataclass(frozen=True, slots=True)
-class _Term:
-    """One condition of a search: its shape, and its values in the order its SQL binds them (``_clause``)."""
+class Term:
+    """One condition of a search: its shape, and its values in the order its SQL binds them (``clause``)."""
 
     shape: Shape
     values: tuple[Any, ...]
@@ -111,51 +111,53 @@ def returned_attributes(level: Level) -> list[Attribute]:
 # ------------------------------------------------------------------------------- a query -> its shape and values
 
 
-def _terms(query: Query) -> list[_Term]:
+def _terms(query: Query) -> list[Term]:
     """The conditions of ``query`` (PS3.4 §C.2.2.2), each as a shape and its values."""
     keys = list(query.keys)
     terms = []
     combined = _combined_datetime(keys)
     if combined is not None:
         terms.append(combined)
-    terms.extend(_term(key) for key in keys)
+    terms.extend(term(key) for key in keys)
     return terms
 
 
-def _term(key: MatchKey) -> _Term:
+def term(key: MatchKey, suffixes: bool = True) -> Term:
+    """One key's condition as its shape and values; ``suffixes``: a PatientName is matched through the archive's
+    name suffix table (a worklist's names have none)."""
     attribute, matching, values = key.attribute, key.matching, key.values
     keyword = attribute.keyword
     if matching is Matching.SINGLE:
         if attribute.kind == "text_list":
-            return _Term((keyword, matching), ([values[0]],))
+            return Term((keyword, matching), ([values[0]],))
         if attribute.kind == "pn":  # the whole name, or its alphabetic group (then "=" and the other groups)
-            return _Term((keyword, matching), (values[0], like_pattern(values[0]) + "=%"))
-        return _Term((keyword, matching), (values[0],))
+            return Term((keyword, matching), (values[0], like_pattern(values[0]) + "=%"))
+        return Term((keyword, matching), (values[0],))
     if matching is Matching.LIST:  # one array parameter, whatever the number of values (C.2.2.2.2)
-        return _Term((keyword, matching), (list(values),))
+        return Term((keyword, matching), (list(values),))
     if matching is Matching.WILDCARD:  # C.2.2.2.4
         pattern = values[0]
         literals = like_literals(pattern)
-        if keyword == "PatientName" and literals and pattern[:1] in ("%", "_"):
+        if keyword == "PatientName" and suffixes and literals and pattern[:1] in ("%", "_"):
             # A leading wildcard defeats the btree on the name: candidates come from the suffix table by the
             # longest literal run, and the LIKE stays the exact check.
             prefix = like_escape(max(literals, key=len)[:SUFFIX_LENGTH]) + "%"
-            return _Term((keyword, matching, True), (pattern, prefix))
-        return _Term((keyword, matching, False), (pattern,))
+            return Term((keyword, matching, True), (pattern, prefix))
+        return Term((keyword, matching, False), (pattern,))
     if matching is Matching.FUZZY:
         # Every query word starts a component of the name (after ^, =, space or -), in any order (PS3.18 §8.3.4.6).
-        if keyword == "PatientName":
+        if keyword == "PatientName" and suffixes:
             by_suffix = [like_escape(word[:SUFFIX_LENGTH]) + "%" for word in values]
             long_words = [word for word in values if len(word) > SUFFIX_LENGTH]
         else:
             by_suffix, long_words = [], list(values)
         regexes = ["(^|[ ^=-])" + _regex_literal(word) for word in long_words]
-        return _Term((keyword, matching, len(by_suffix), len(regexes)), (*by_suffix, *regexes))
+        return Term((keyword, matching, len(by_suffix), len(regexes)), (*by_suffix, *regexes))
     low, high = values  # C.2.2.2.5: a range, open at one end or neither
-    return _Term((keyword, matching, low is not None, high is not None), tuple(v for v in values if v is not None))
+    return Term((keyword, matching, low is not None, high is not None), tuple(v for v in values if v is not None))
 
 
-def _combined_datetime(keys: list[MatchKey]) -> _Term | None:
+def _combined_datetime(keys: list[MatchKey]) -> Term | None:
     """StudyDate and StudyTime ranges together match as one date-time range (PS3.4 §C.2.2.2.5.1); removes both
     keys from ``keys``."""
     by_keyword = {k.attribute.keyword: k for k in keys}
@@ -172,7 +174,7 @@ def _combined_datetime(keys: list[MatchKey]) -> _Term | None:
             values.append(date_bound)
             if time_bound is not None:
                 values.append(time_bound)
-    return _Term(tuple(shape), tuple(values))
+    return Term(tuple(shape), tuple(values))
 
 
 def _regex_literal(word: str) -> str:
@@ -183,13 +185,19 @@ def _regex_literal(word: str) -> str:
 # ------------------------------------------------------------------------------------ a shape -> SQLAlchemy Core
 
 
-def _clause(shape: Shape, bind: Bind) -> ColumnElement[bool]:
-    """The condition of one term, binding its values in ``_term``'s order."""
+def clause(
+    shape: Shape,
+    bind: Bind,
+    attributes: dict[str, Attribute] = QUERYABLE,
+    column_for: Callable[[Attribute], ColumnElement[Any]] = column_of,
+) -> ColumnElement[bool]:
+    """The condition of one term, binding its values in ``term``'s order; ``attributes`` and ``column_for`` say
+    where a keyword's values are (the archive's tables, or the worklist's: db/worklist.py)."""
     if shape[0] == _DATE_TIME:
         return _combined_clause(shape, bind)
     keyword, matching = shape[0], shape[1]
-    attribute = QUERYABLE[keyword]
-    col = column_of(attribute)
+    attribute = attributes[keyword]
+    col = column_for(attribute)
     if matching is Matching.SINGLE:
         if attribute.kind == "text_list":  # @> can use the GIN index on the array column
             return col.contains(bind(col.type))
@@ -245,7 +253,7 @@ def _by_suffix(prefix: BindParameter[Any], word_start: bool) -> ColumnElement[bo
     return patient.c.pk.in_(suffixes)
 
 
-class _Binds:
+class Binds:
     """Bind parameters named v0, v1, ... in the order a statement's values come."""
 
     def __init__(self) -> None:
@@ -256,13 +264,13 @@ class _Binds:
         return bindparam(self.names[-1], type_=type_)
 
 
-def _where(statement: Select[Any], shapes: tuple[Shape, ...], bind: _Binds) -> Select[Any]:
-    return statement.where(*(_clause(shape, bind) for shape in shapes))
+def _where(statement: Select[Any], shapes: tuple[Shape, ...], bind: Binds) -> Select[Any]:
+    return statement.where(*(clause(shape, bind) for shape in shapes))
 
 
 @functools.lru_cache(maxsize=SHAPES_CACHED)
 def _compiled_search(level: Level, shapes: tuple[Shape, ...], with_metadata: bool, offset: bool) -> Compiled:
-    bind = _Binds()
+    bind = Binds()
     selected: list[ColumnElement[Any]] = [
         TABLE[a.level].c[a.column].label(a.column) for a in returned_attributes(level)
     ]
@@ -277,7 +285,7 @@ def _compiled_search(level: Level, shapes: tuple[Shape, ...], with_metadata: boo
 
 @functools.lru_cache(maxsize=SHAPES_CACHED)
 def _compiled_count(level: Level, shapes: tuple[Shape, ...]) -> Compiled:
-    bind = _Binds()
+    bind = Binds()
     matches = _where(select(literal_column("1")).select_from(FROM[level]), shapes, bind).limit(bind())
     return compile_statement(select(func.count()).select_from(matches.subquery("matches")), bind.names)
 

@@ -1,7 +1,7 @@
 """Who is calling, and what they may ask: the calling AE title of each association is looked up among the registered
 DICOM nodes once, when the association is requested; a node may do what its permissions say, an unknown caller what
-``DICOMWEB_DIMSE_UNKNOWN`` allows (C-STORE, or nothing: its association is rejected). Any caller that is admitted
-may C-ECHO. A change to the nodes applies from the next association.
+``DICOMWEB_DIMSE_UNKNOWN`` allows (C-STORE, that and the worklist, or nothing: its association is rejected). Any
+caller that is admitted may C-ECHO. A change to the nodes applies from the next association.
 """
 
 from __future__ import annotations
@@ -72,4 +72,9 @@ def may(bridge: Bridge, assoc: Association, permission: NodePermission) -> bool:
     node = _nodes.get(assoc)
     if node is not None:
         return node.may(permission)
-    return permission is NodePermission.STORE and bridge.archive.settings.dimse_unknown == "store"
+    unknown = bridge.archive.settings.dimse_unknown
+    return (
+        permission is NodePermission.STORE
+        and unknown != "none"
+        or (permission is NodePermission.WORKLIST and unknown == "worklist")
+    )

@@ -22,11 +22,12 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.events import Event as DimseEvent
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from ..actions import DIMSE_ACTIONS, DimseOperation
 from ..db.audit import Event
@@ -35,7 +36,7 @@ from ..db.outage import unreachable
 from ..db.retrieve import StoredFile
 from ..services.store import StoreResult, store_spooled
 from ..status import DimseStatus, FailureReason
-from . import access, find, outgoing, retrieve
+from . import access, find, outgoing, retrieve, worklist
 from .nodes import NodePermission
 
 if TYPE_CHECKING:
@@ -161,18 +162,27 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
 
 
 def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    """C-FIND (PS3.4 C.4.1): pending responses as the search finds matches (``find.py``), C-CANCEL honoured between
-    two; audited with its keys and outcome."""
+    """C-FIND (PS3.4 C.4.1), and the Modality Worklist's (Annex K, ``worklist.py``): pending responses as the search
+    finds matches, C-CANCEL honoured between two; audited with its keys and outcome."""
     identifier = event.identifier
+    request = event.request
+    assert isinstance(request, C_FIND)
+    is_worklist = request.AffectedSOPClassUID == ModalityWorklistInformationFind
+    operation: DimseOperation = "MWL C-FIND" if is_worklist else "C-FIND"
     final: int = DimseStatus.SUCCESS
     matches = 0
-    if not access.may(bridge, event.assoc, NodePermission.FIND):
+    if not access.may(bridge, event.assoc, NodePermission.WORKLIST if is_worklist else NodePermission.FIND):
         # Audited first: pynetdicom does not resume a handler after its final status.
-        bridge.run(audit(bridge, event.assoc, "C-FIND", DimseStatus.NOT_AUTHORIZED))
-        yield _status(DimseStatus.NOT_AUTHORIZED, f"{access.calling_ae_title(event.assoc)} may not query here"), None
+        bridge.run(audit(bridge, event.assoc, operation, DimseStatus.NOT_AUTHORIZED))
+        what = "query the worklist" if is_worklist else "query"
+        yield _status(DimseStatus.NOT_AUTHORIZED, f"{access.calling_ae_title(event.assoc)} may not {what} here"), None
         return
     try:
-        for found in find.find(bridge, identifier, bridge.archive.settings.dimse_aet):
+        if is_worklist:
+            responses = worklist.find(bridge, identifier)
+        else:
+            responses = find.find(bridge, identifier, bridge.archive.settings.dimse_aet)
+        for found in responses:
             if event.is_cancelled:
                 final = DimseStatus.CANCEL
                 break
@@ -185,7 +195,7 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
         yield final, None
     except Exception as exc:
         if not unreachable(exc):
-            log.exception("C-FIND from %s failed", access.calling_ae_title(event.assoc))
+            log.exception("%s from %s failed", operation, access.calling_ae_title(event.assoc))
             final = DimseStatus.UNABLE_TO_PROCESS
             yield _status(final, "the search failed; the archive's log has the details"), None
             return
@@ -193,7 +203,7 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
         yield _status(final, "the archive's database is not reachable; retry later"), None
     finally:
         query = urlencode(find.keys_of(identifier))
-        bridge.run(audit(bridge, event.assoc, "C-FIND", int(final), query=f"{query}&matches={matches}"))
+        bridge.run(audit(bridge, event.assoc, operation, int(final), query=f"{query}&matches={matches}"))
 
 
 def refusal(

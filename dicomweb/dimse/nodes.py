@@ -20,6 +20,7 @@ class NodePermission(StrEnum):
     FIND = "find"  # C-FIND
     GET = "get"  # C-GET
     MOVE = "move"  # C-MOVE (to any registered node)
+    WORKLIST = "worklist"  # Modality Worklist C-FIND (the scheduled orders)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -159,6 +160,7 @@ def application_entity(ae_title: str, bridge: Bridge) -> AE:
     ae.maximum_associations = MAX_ASSOCIATIONS
     ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
     for model in (
+        ModalityWorklistInformationFind,
         PatientRootQueryRetrieveInformationModelFind,
         StudyRootQueryRetrieveInformationModelFind,
         PatientRootQueryRetrieveInformationModelGet,

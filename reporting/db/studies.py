@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from dicomweb.attributes import normalize_name
+
 # A workflow study with what the archive holds of it. Series are the union of the archive's and those announced
 # through the API; images and bytes are the archive's.
 _STUDY = """
@@ -48,6 +50,7 @@ COLUMNS = (
     "scheduled_procedure_step_description",
     "priority",
 )
+_FOLDED = ("patient_name", "referring_physician", "scheduled_performing_physician")
 # The requested procedure code's columns, and its fields in the API's requestedProcedureCode.
 _CODE = {
     "requested_procedure_code_value": "code_value",
@@ -90,8 +93,11 @@ async def insert(conn: asyncpg.Connection, values: dict[str, Any], created_by: s
     """Insert a study; it starts in_progress when the archive already holds images of it. Raises Taken."""
     code = values.get("requested_procedure_code") or {}
     values = {**values, **{column: code.get(field) for column, field in _CODE.items()}}
-    names = ", ".join(COLUMNS)
-    placeholders = ", ".join(f"${n}" for n in range(3, len(COLUMNS) + 3))
+    for column in _FOLDED:  # the person names as the worklist matches them (dicomweb/db/worklist.py)
+        values[f"{column}_folded"] = normalize_name(values[column]) if values.get(column) else None
+    columns = (*COLUMNS, *(f"{column}_folded" for column in _FOLDED))
+    names = ", ".join(columns)
+    placeholders = ", ".join(f"${n}" for n in range(3, len(columns) + 3))
     study_id = uuid.uuid4()
     try:
         await conn.execute(
@@ -100,7 +106,7 @@ async def insert(conn: asyncpg.Connection, values: dict[str, Any], created_by: s
             "ELSE 'scheduled' END)",
             study_id,
             created_by,
-            *(values.get(c) for c in COLUMNS),
+            *(values.get(c) for c in columns),
         )
     except asyncpg.UniqueViolationError as exc:
         constraint = exc.constraint_name or ""
