@@ -351,5 +351,8 @@ ALTER TABLE radiology_study
     ALTER COLUMN requested_procedure_id SET NOT NULL,
     ALTER COLUMN scheduled_procedure_step_id SET NOT NULL;
 CREATE INDEX radiology_study_station ON radiology_study (scheduled_station_ae_title, scheduled_at);
+-- A node whose worklist query names no station (empty or "*") gets its own station's items only: the calling AE title
+-- stands for the station (dimse/worklist.py).
+ALTER TABLE dicom_node ADD COLUMN worklist_own_station boolean NOT NULL DEFAULT false;
 
 INSERT INTO schema_version (version) VALUES (5);

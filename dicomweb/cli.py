@@ -78,10 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--permit",
         default="",
-        metavar="store,find,get,move",
+        metavar="store,find,get,move,worklist",
         help="what it may ask of the archive besides C-ECHO (default: nothing)",
     )
     add.add_argument("--description", default="", help="what the node is (e.g. 'CT 2')")
+    add.add_argument(
+        "--worklist-own-station",
+        action="store_true",
+        help="a worklist query naming no station gets the items scheduled on the node's own AE title only",
+    )
     remove = actions.add_parser("remove", help="remove a node")
     remove.add_argument("ae_title", metavar="AET")
     for command in (listing, add, remove):
@@ -266,6 +271,7 @@ def nodes_command(settings: Settings, args: argparse.Namespace) -> int:
                 check_port(args.port),
                 parse_permissions([p for p in args.permit.split(",") if p.strip()]),
                 args.description,
+                args.worklist_own_station,
             )
             work = _add_node(settings, node)
         elif args.nodes_command == "remove":
@@ -331,7 +337,8 @@ async def _list_nodes(settings: Settings) -> int:
 
 
 def _permissions(node: DicomNode) -> str:
-    return ",".join(p.value for p in NodePermission if p in node.permissions)
+    permitted = ",".join(p.value for p in NodePermission if p in node.permissions)
+    return permitted + (" (own station)" if node.worklist_own_station else "")
 
 
 def _node_line(node: DicomNode) -> str:

@@ -48,6 +48,11 @@ class NodeBody(RequestModel):
         default=[], description="what the node may ask of the archive besides C-ECHO"
     )
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION)] = ""
+    worklist_own_station: bool = Field(
+        default=False,
+        description="a worklist query of the node that names no station (empty or '*' ScheduledStationAETitle) gets "
+        "the items scheduled on its own AE title only",
+    )
 
 
 class Node(ResponseModel):
@@ -58,6 +63,7 @@ class Node(ResponseModel):
     port: int
     permissions: list[NodePermission]
     description: str
+    worklist_own_station: bool
 
 
 class StoreBody(RequestModel):
@@ -95,6 +101,7 @@ def _model(node: DicomNode) -> Node:
         port=node.port,
         permissions=permissions,
         description=node.description,
+        worklist_own_station=node.worklist_own_station,
     )
 
 
@@ -128,7 +135,9 @@ async def put_node(request: Request) -> Response:
     """Create the node (201), or replace the one with this AE title (200)."""
     ae_title = _ae_title(request)
     body = await json_body(request, NodeBody)
-    node = DicomNode(ae_title, body.host, body.port, frozenset(body.permissions), body.description)
+    node = DicomNode(
+        ae_title, body.host, body.port, frozenset(body.permissions), body.description, body.worklist_own_station
+    )
     if await db.put_node(archive_of(request).pool, node):
         return ModelResponse(_model(node), status_code=201, headers={"location": f"{ROOT}/{quote(ae_title)}"})
     return ModelResponse(_model(node))

@@ -205,15 +205,15 @@ class TestNodes:
         assert added.stdout == "added CT2 (CT 2) at 10.0.0.5:104, permitted: store,find\n"
         workstation = dicomweb("nodes", "add", "WS1", "ws1.example.org", "11112", *data_dir, env=env)
         assert workstation.stdout == "added WS1 at ws1.example.org:11112, permitted: C-ECHO only\n"
-        replaced = dicomweb("nodes", "add", "CT2", "10.0.0.6", "104", "--permit", "store,find,get,move",
-                            "--description", "CT 2", *data_dir, env=env)  # fmt: skip
+        replaced = dicomweb("nodes", "add", "CT2", "10.0.0.6", "104", "--permit", "store,find,get,move,worklist",
+                            "--worklist-own-station", "--description", "CT 2", *data_dir, env=env)  # fmt: skip
         assert replaced.stdout.startswith("replaced CT2 (CT 2) at 10.0.0.6:104")
 
         listed = dicomweb("nodes", "list", *data_dir, env=env)
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.splitlines() == [
-            "AE title  host:port              permissions          description",
-            "CT2       10.0.0.6:104           store,find,get,move  CT 2",
+            "AE title  host:port              permissions                                 description",
+            "CT2       10.0.0.6:104           store,find,get,move,worklist (own station)  CT 2",
             "WS1       ws1.example.org:11112  -",
         ]
 
@@ -263,7 +263,14 @@ class TestNodes:
             assert added.returncode == 0, added.stderr
             nodes = httpx.get(server.url + "/api/dicom-nodes").json()
             assert nodes == [
-                {"aeTitle": "PACS2", "host": "127.0.0.1", "port": 11113, "permissions": ["move"], "description": ""}
+                {
+                    "aeTitle": "PACS2",
+                    "host": "127.0.0.1",
+                    "port": 11113,
+                    "permissions": ["move"],
+                    "description": "",
+                    "worklistOwnStation": False,
+                }  # fmt: skip
             ]
             assert postgres_running(data_dir)
             assert httpx.delete(server.url + "/api/dicom-nodes/PACS2").status_code == 204

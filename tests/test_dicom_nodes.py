@@ -29,7 +29,13 @@ from .data import CT, JPEG2000, MR_BIG_ENDIAN, ct_instance, multipart, stow_head
 
 ROOT = "/api/dicom-nodes"
 STORESCP = Path("/usr/bin/storescp")  # Debian's dcmtk (.ci/run installs it); the venv's pynetdicom apps shadow it
-CT_2 = {"host": "10.0.0.5", "port": 104, "permissions": ["store", "find", "get", "move"], "description": "CT 2"}
+CT_2 = {
+    "host": "10.0.0.5",
+    "port": 104,
+    "permissions": ["store", "find", "get", "move", "worklist"],
+    "description": "CT 2",
+    "worklistOwnStation": True,
+}
 
 
 @dataclass
@@ -112,6 +118,7 @@ class TestRegister:
             "port": 4242,
             "permissions": [],
             "description": "",
+            "worklistOwnStation": False,
         }
         titles = [node["aeTitle"] for node in admin.get(ROOT).json()]
         assert titles == sorted(titles) and {"AA_FIRST", "ZZ_LAST"} <= set(titles)

@@ -4,6 +4,7 @@ found by real associations, pynetdicom's and DCMTK's ``findscu -W``, by every ma
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,29 @@ class TestMatching:
             client.put(f"/api/radiology/studies/{study['id']}/status", json={"status": "in_progress"})
         [item] = worklist(server, query(top_AccessionNumber="ACC-2"))[1]
         assert item.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus == "STARTED"
+
+
+class TestOwnStation:
+    def test_a_query_naming_no_station_gets_the_callers_own(self, server: LiveServer) -> None:
+        """A node set to worklistOwnStation that names no station (empty, "*" or no sequence) gets what is
+        scheduled on its own AE title; one that names a station gets that station's; other nodes get every
+        station's."""
+        register(server, STATION, "127.0.0.1", 104, ["worklist"])
+        server.db.fetch("UPDATE dicom_node SET worklist_own_station = true WHERE ae_title = $1", STATION)
+        no_sequence = query()
+        del no_sequence.ScheduledProcedureStepSequence
+        for identifier in (query(), query(ScheduledStationAETitle="*"), no_sequence):
+            status, items = worklist(server, identifier, calling=STATION)
+            assert status == 0 and [str(i.AccessionNumber) for i in items] == ["ACC-1", "ACC-2"]
+        items = worklist(server, query(ScheduledStationAETitle="MR_ROOM_1"), calling=STATION)[1]
+        assert [str(i.AccessionNumber) for i in items] == ["ACC-3"]
+        assert accessions(server, query()) == ["ACC-1", "ACC-3", "ACC-2"]  # MODALITY1 is not set so
+
+    def test_twenty_modalities_at_once(self, server: LiveServer) -> None:
+        """20 associations query the worklist at the same time; each gets the whole answer."""
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(lambda _: accessions(server, query(ScheduledStationAETitle=STATION)), range(20)))
+        assert answers == [["ACC-1", "ACC-2"]] * 20
 
 
 class TestAccess:

@@ -6,7 +6,7 @@ import asyncpg
 
 from ..dimse.nodes import DicomNode, NodePermission
 
-_COLUMNS = "ae_title, host, port, permissions, description"
+_COLUMNS = "ae_title, host, port, permissions, description, worklist_own_station"
 
 
 def _node(row: asyncpg.Record) -> DicomNode:
@@ -16,6 +16,7 @@ def _node(row: asyncpg.Record) -> DicomNode:
         port=row["port"],
         permissions=frozenset(NodePermission(p) for p in row["permissions"]),
         description=row["description"],
+        worklist_own_station=row["worklist_own_station"],
     )
 
 
@@ -35,10 +36,12 @@ async def put_node(pool: asyncpg.Pool, node: DicomNode) -> bool:
     """Create the node, or replace the one with its AE title; True when it was created."""
     created: bool = await pool.fetchval(
         """
-        INSERT INTO dicom_node (ae_title, host, port, permissions, description) VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO dicom_node (ae_title, host, port, permissions, description, worklist_own_station)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (ae_title) DO UPDATE
             SET host = EXCLUDED.host, port = EXCLUDED.port, permissions = EXCLUDED.permissions,
-                description = EXCLUDED.description, updated_at = now()
+                description = EXCLUDED.description, worklist_own_station = EXCLUDED.worklist_own_station,
+                updated_at = now()
         RETURNING xmax = 0
         """,
         node.ae_title,
@@ -46,6 +49,7 @@ async def put_node(pool: asyncpg.Pool, node: DicomNode) -> bool:
         node.port,
         sorted(p.value for p in node.permissions),
         node.description,
+        node.worklist_own_station,
     )
     return created
 

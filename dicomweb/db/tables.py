@@ -158,4 +158,5 @@ dicom_node = Table(  # schema version 4 (dimse/nodes.py; its queries are db/node
     Column("description", Text, nullable=False),
     _timestamp("created_at"),
     _timestamp("updated_at"),
+    Column("worklist_own_station", Boolean, nullable=False),  # schema version 5
 )

@@ -67,6 +67,13 @@ def calling_ae_title(assoc: Association) -> str:
     return str(assoc.requestor.ae_title).strip()
 
 
+def own_station(assoc: Association) -> str | None:
+    """The station a worklist query of ``assoc`` that names none stands for: the calling AE title, when the caller is
+    a node set so (``DicomNode.worklist_own_station``); else None (every station)."""
+    node = _nodes.get(assoc)
+    return node.ae_title if node is not None and node.worklist_own_station else None
+
+
 def may(bridge: Bridge, assoc: Association, permission: NodePermission) -> bool:
     """Whether the caller of ``assoc`` may do what ``permission`` names."""
     node = _nodes.get(assoc)

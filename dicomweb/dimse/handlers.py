@@ -179,7 +179,7 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
         return
     try:
         if is_worklist:
-            responses = worklist.find(bridge, identifier)
+            responses = worklist.find(bridge, identifier, access.own_station(event.assoc))
         else:
             responses = find.find(bridge, identifier, bridge.archive.settings.dimse_aet)
         for found in responses:

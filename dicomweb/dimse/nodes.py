@@ -32,6 +32,8 @@ class DicomNode:
     port: int
     permissions: frozenset[NodePermission]
     description: str = ""
+    # A worklist query naming no station (empty or "*" ScheduledStationAETitle) gets this node's station's items only.
+    worklist_own_station: bool = False
 
     def may(self, permission: NodePermission) -> bool:
         return permission in self.permissions

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from ..db import worklist as db
@@ -37,27 +38,27 @@ STEP_KEYS = ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "Sche
 STEP_STATUS = {"scheduled": "SCHEDULED", "in_progress": "STARTED"}  # (0040,0020), PS3.3 C.4.10
 
 
-def keys_of(identifier: Dataset) -> list[MatchKey]:
-    """The identifier's matching keys; BadRequest for a value QIDO-RS would refuse too."""
-    keys = [_key(keyword, identifier) for keyword in TOP_LEVEL_KEYS]
-    steps = identifier.get("ScheduledProcedureStepSequence") or []
-    if steps:
-        keys += [_key(keyword, steps[0]) for keyword in STEP_KEYS]
-    return [key for key in keys if key is not None]
+def keys_of(identifier: Dataset, own_station: str | None = None) -> list[MatchKey]:
+    """The identifier's matching keys; BadRequest for a value QIDO-RS would refuse too. ``own_station``: what an
+    empty or ``*`` ScheduledStationAETitle (or none) stands for, instead of every station."""
+    steps = identifier.get("ScheduledProcedureStepSequence") or [Dataset()]
+    values = {keyword: _text(identifier.get(keyword)) for keyword in TOP_LEVEL_KEYS}
+    values |= {keyword: _text(steps[0].get(keyword)) for keyword in STEP_KEYS}
+    if own_station is not None and values["ScheduledStationAETitle"] in ("", "*"):
+        values["ScheduledStationAETitle"] = own_station
+    # An empty value or "*" matches everything (universal matching, PS3.4 C.2.2.2.3): no condition.
+    return [match_key(db.ATTRIBUTES[k], v, k) for k, v in values.items() if v not in ("", "*")]
 
 
-def _key(keyword: str, dataset: Dataset) -> MatchKey | None:
-    value = dataset.get(keyword)
-    text = "\\".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value or "")
-    if not text.strip() or text.strip() == "*":  # universal matching (PS3.4 C.2.2.2.3)
-        return None
-    return match_key(db.ATTRIBUTES[keyword], text.strip(), keyword)
+def _text(value: Any) -> str:
+    many = isinstance(value, MultiValue | list | tuple)  # a list of UIDs (PS3.4 C.2.2.2.2)
+    return ("\\".join(str(v) for v in value) if many else str(value or "")).strip()
 
 
-def find(bridge: Bridge, identifier: Dataset) -> Iterator[Found]:
+def find(bridge: Bridge, identifier: Dataset, own_station: str | None = None) -> Iterator[Found]:
     """The responses to one worklist query: a pending one per scheduled procedure step, page by page."""
     try:
-        keys = keys_of(identifier)
+        keys = keys_of(identifier, own_station)
     except BadRequest as exc:
         yield Found(None, DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, exc.detail)
         return
