@@ -355,4 +355,30 @@ CREATE INDEX radiology_study_station ON radiology_study (scheduled_station_ae_ti
 -- stands for the station (dimse/worklist.py).
 ALTER TABLE dicom_node ADD COLUMN worklist_own_station boolean NOT NULL DEFAULT false;
 
+-- Modality Performed Procedure Steps (PS3.4 Annex F): what a modality reports it performs (N-CREATE, IN PROGRESS)
+-- and how it ends (N-SET: COMPLETED or DISCONTINUED), linked to the order it performs (NULL: unscheduled, kept as
+-- such), with the series it made as it listed them (dicomweb/dimse/mpps.py).
+CREATE TABLE performed_procedure_step (
+    sop_instance_uid        text PRIMARY KEY,
+    study_id                uuid REFERENCES radiology_study (id) ON DELETE SET NULL,
+    status                  text NOT NULL CHECK (status IN ('IN PROGRESS', 'COMPLETED', 'DISCONTINUED')),
+    calling_ae_title        text NOT NULL,
+    station_ae_title        text,
+    study_instance_uid      text,
+    accession_number        text,
+    patient_id              text,
+    patient_name            text,
+    procedure_step_id       text,
+    description             text,
+    start_date              date,
+    start_time              time,
+    end_date                date,
+    end_time                time,
+    discontinuation_reason  text,
+    performed_series        jsonb NOT NULL DEFAULT '[]',  -- [{"seriesInstanceUID", "seriesDescription", "images"}]
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX performed_procedure_step_study ON performed_procedure_step (study_id);
+
 INSERT INTO schema_version (version) VALUES (5);

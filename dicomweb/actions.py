@@ -32,7 +32,7 @@ class Action(StrEnum):
 
 
 # The DIMSE operations the archive serves as an SCP (PS3.7 §9.1), with the names PS3.7 gives them.
-DimseOperation = Literal["C-ECHO", "C-STORE", "C-FIND", "MWL C-FIND", "C-GET", "C-MOVE"]
+DimseOperation = Literal["C-ECHO", "C-STORE", "C-FIND", "MWL C-FIND", "C-GET", "C-MOVE", "MPPS N-CREATE", "MPPS N-SET"]
 
 # Each audited as the HTTP transaction that does the same work: C-STORE as STOW-RS, C-FIND as QIDO-RS, C-GET and
 # C-MOVE as WADO-RS, so that one ?action= finds a study's stores, searches or retrievals over either transport.
@@ -44,5 +44,7 @@ DIMSE_ACTIONS: Mapping[DimseOperation, Action] = MappingProxyType(
         "MWL C-FIND": Action.SEARCH,  # a Modality Worklist query: a search of the scheduled orders
         "C-GET": Action.RETRIEVE,
         "C-MOVE": Action.RETRIEVE,
+        "MPPS N-CREATE": Action.CREATE,  # a modality reports a procedure step it started (and its order moves)
+        "MPPS N-SET": Action.UPDATE,  # ... its series, its end
     }
 )

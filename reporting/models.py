@@ -11,7 +11,7 @@ import datetime
 import uuid
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, computed_field, field_validator, model_validator
 
 from dicomweb.dimse.nodes import check_ae_title
 from dicomweb.jsonapi import UID, RequestModel, ResponseModel
@@ -181,6 +181,38 @@ class Series(ResponseModel):
     series_description: str | None
     body_part: str | None
     number_of_images: int
+
+
+class PerformedSeries(ResponseModel):
+    """A series an MPPS lists (Performed Series Sequence), with the images it referenced and those the archive
+    holds: ``complete`` once every referenced image has arrived."""
+
+    series_instance_uid: str = Field(alias="seriesInstanceUID")
+    series_description: str | None
+    images: int
+    stored_images: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def complete(self) -> bool:
+        return self.stored_images >= self.images
+
+
+class PerformedProcedureStep(ResponseModel):
+    """A Modality Performed Procedure Step a modality reported for the study (PS3.4 Annex F)."""
+
+    sop_instance_uid: str = Field(alias="sopInstanceUID")
+    status: Literal["IN PROGRESS", "COMPLETED", "DISCONTINUED"]
+    calling_ae_title: str = Field(alias="callingAETitle")
+    station_ae_title: str | None = Field(alias="stationAETitle")
+    procedure_step_id: str | None
+    description: str | None
+    start_date: datetime.date | None
+    start_time: datetime.time | None
+    end_date: datetime.date | None
+    end_time: datetime.time | None
+    discontinuation_reason: str | None
+    performed_series: list[PerformedSeries]
 
 
 # ---------------------------------------------------------------------------------------------------- images
@@ -392,6 +424,7 @@ class ReportDetail(Report):
 class StudyDetail(Study):
     series: list[Series]
     reports: list[Report]
+    performed_procedure_steps: list[PerformedProcedureStep]
 
 
 # ---------------------------------------------------------------------------------------------------- templates

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb.audit import note_study
+from dicomweb.db import mpps as mpps_db
 from dicomweb.errors import Conflict
 from dicomweb.services.delete import delete_rows, remove_files
 from dicomweb.state import archive_of
@@ -23,6 +24,7 @@ from .lookup import image_model, load_study
 from .models import (
     ModalityInfo,
     Page,
+    PerformedProcedureStep,
     Report,
     Series,
     SeriesCreate,
@@ -101,11 +103,13 @@ async def get_study(request: Request) -> Response:
         study = await load_study(request, study_id, conn)
         series = await db.series(conn, study_id, study["study_instance_uid"])
         reports = await reports_db.for_study(conn, study_id)
+        steps = await mpps_db.for_study(conn, study_id)
     detail = StudyDetail.model_validate(
         {
             **study,
             "series": [Series.model_validate({**s, "id": s["series_instance_uid"]}) for s in series],
             "reports": [Report.model_validate(r) for r in reports],
+            "performed_procedure_steps": [PerformedProcedureStep.model_validate(s) for s in steps],
         }
     )
     return http.ModelResponse(detail)

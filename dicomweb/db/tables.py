@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     Time,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
 
 metadata = MetaData()
 
@@ -159,4 +159,28 @@ dicom_node = Table(  # schema version 4 (dimse/nodes.py; its queries are db/node
     _timestamp("created_at"),
     _timestamp("updated_at"),
     Column("worklist_own_station", Boolean, nullable=False),  # schema version 5
+)
+
+performed_procedure_step = Table(  # schema version 5 (dimse/mpps.py; its queries are db/mpps.py's)
+    "performed_procedure_step",
+    metadata,
+    Column("sop_instance_uid", Text, primary_key=True),
+    Column("study_id", UUID),
+    Column("status", Text, nullable=False),
+    Column("calling_ae_title", Text, nullable=False),
+    Column("station_ae_title", Text),
+    Column("study_instance_uid", Text),
+    Column("accession_number", Text),
+    Column("patient_id", Text),
+    Column("patient_name", Text),
+    Column("procedure_step_id", Text),
+    Column("description", Text),
+    Column("start_date", Date),
+    Column("start_time", Time),
+    Column("end_date", Date),
+    Column("end_time", Time),
+    Column("discontinuation_reason", Text),
+    Column("performed_series", JSONB, nullable=False),
+    _timestamp("created_at"),
+    _timestamp("updated_at"),
 )

@@ -22,7 +22,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE, N_CREATE, N_SET
 from pynetdicom.dsutils import decode
 from pynetdicom.events import Event as DimseEvent
 from pynetdicom.events import EventHandlerType
@@ -36,7 +36,7 @@ from ..db.outage import unreachable
 from ..db.retrieve import StoredFile
 from ..services.store import StoreResult, store_spooled
 from ..status import DimseStatus, FailureReason
-from . import access, find, outgoing, retrieve, worklist
+from . import access, find, mpps, outgoing, retrieve, worklist
 from .nodes import NodePermission
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ def bound(bridge: Bridge) -> list[EventHandlerType]:
         (evt.EVT_C_FIND, lambda event: handle_find(bridge, event)),
         (evt.EVT_C_GET, lambda event: handle_get(bridge, event)),
         (evt.EVT_C_MOVE, lambda event: handle_move(bridge, event)),
+        (evt.EVT_N_CREATE, lambda event: handle_mpps(bridge, event, "MPPS N-CREATE")),
+        (evt.EVT_N_SET, lambda event: handle_mpps(bridge, event, "MPPS N-SET")),
         (evt.EVT_CONN_CLOSE, lambda event: handle_close(bridge, event)),
     ]
 
@@ -204,6 +206,33 @@ def handle_find(bridge: Bridge, event: DimseEvent) -> Iterator[tuple[int | Datas
     finally:
         query = urlencode(find.keys_of(identifier))
         bridge.run(audit(bridge, event.assoc, operation, int(final), query=f"{query}&matches={matches}"))
+
+
+def handle_mpps(bridge: Bridge, event: DimseEvent, operation: DimseOperation) -> tuple[Dataset, Dataset | None]:
+    """MPPS N-CREATE and N-SET (``mpps.py``) for a caller with the ``mpps`` permission; audited with the step and
+    its order's study."""
+    assoc = event.assoc
+    if not access.may(bridge, assoc, NodePermission.MPPS):
+        bridge.run(audit(bridge, assoc, operation, DimseStatus.NOT_AUTHORIZED))
+        return _status(DimseStatus.NOT_AUTHORIZED, f"{access.calling_ae_title(assoc)} may not report MPPS"), None
+    request = event.request
+    if operation == "MPPS N-CREATE":
+        assert isinstance(request, N_CREATE)
+        uid = str(request.AffectedSOPInstanceUID) if request.AffectedSOPInstanceUID else None
+        outcome = mpps.n_create(bridge, access.calling_ae_title(assoc), uid, event.attribute_list)
+    else:
+        assert isinstance(request, N_SET)
+        outcome = mpps.n_set(bridge, str(request.RequestedSOPInstanceUID), event.modification_list)
+    bridge.run(
+        audit(bridge, assoc, operation, outcome.status, sop_instance_uid=outcome.sop_instance_uid,
+              study_instance_uid=outcome.study_instance_uid)
+    )  # fmt: skip
+    if outcome.status != mpps.SUCCESS:
+        return _status(outcome.status, outcome.comment), None
+    answer = Dataset()
+    if operation == "MPPS N-CREATE" and outcome.sop_instance_uid and uid is None:
+        answer.AffectedSOPInstanceUID = outcome.sop_instance_uid  # pynetdicom puts it in the response's command
+    return _status(mpps.SUCCESS), answer
 
 
 def refusal(

@@ -21,6 +21,7 @@ class NodePermission(StrEnum):
     GET = "get"  # C-GET
     MOVE = "move"  # C-MOVE (to any registered node)
     WORKLIST = "worklist"  # Modality Worklist C-FIND (the scheduled orders)
+    MPPS = "mpps"  # Modality Performed Procedure Step N-CREATE and N-SET (which move the orders' status)
 
 
 @dataclass(frozen=True)

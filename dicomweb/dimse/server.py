@@ -34,6 +34,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -169,6 +170,7 @@ def application_entity(ae_title: str, bridge: Bridge) -> AE:
         StudyRootQueryRetrieveInformationModelMove,
     ):
         ae.add_supported_context(model, TRANSFER_SYNTAXES)
+    ae.add_supported_context(ModalityPerformedProcedureStep, TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
         # Both roles: a modality stores here (we are SCP), and a C-GET requester is sent its instances on its own
