@@ -32,7 +32,9 @@ class Action(StrEnum):
 
 
 # The DIMSE operations the archive serves as an SCP (PS3.7 §9.1), with the names PS3.7 gives them.
-DimseOperation = Literal["C-ECHO", "C-STORE", "C-FIND", "MWL C-FIND", "C-GET", "C-MOVE", "MPPS N-CREATE", "MPPS N-SET"]
+DimseOperation = Literal[
+    "C-ECHO", "C-STORE", "C-FIND", "MWL C-FIND", "C-GET", "C-MOVE", "MPPS N-CREATE", "MPPS N-SET", "COMMIT N-ACTION"
+]
 
 # Each audited as the HTTP transaction that does the same work: C-STORE as STOW-RS, C-FIND as QIDO-RS, C-GET and
 # C-MOVE as WADO-RS, so that one ?action= finds a study's stores, searches or retrievals over either transport.
@@ -46,5 +48,6 @@ DIMSE_ACTIONS: Mapping[DimseOperation, Action] = MappingProxyType(
         "C-MOVE": Action.RETRIEVE,
         "MPPS N-CREATE": Action.CREATE,  # a modality reports a procedure step it started (and its order moves)
         "MPPS N-SET": Action.UPDATE,  # ... its series, its end
+        "COMMIT N-ACTION": Action.READ,  # Storage Commitment: the archive reads its instances back to vouch for them
     }
 )

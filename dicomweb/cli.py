@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--permit",
         default="",
-        metavar="store,find,get,move,worklist",
+        metavar="store,find,get,move,worklist,mpps,commit",
         help="what it may ask of the archive besides C-ECHO (default: nothing)",
     )
     add.add_argument("--description", default="", help="what the node is (e.g. 'CT 2')")

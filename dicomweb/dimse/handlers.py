@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from ..db.outage import unreachable
 from ..db.retrieve import StoredFile
 from ..services.store import StoreResult, store_spooled
 from ..status import DimseStatus, FailureReason
-from . import access, find, mpps, outgoing, retrieve, worklist
+from . import access, commitment, find, mpps, outgoing, retrieve, worklist
 from .nodes import NodePermission
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def bound(bridge: Bridge) -> list[EventHandlerType]:
         (evt.EVT_C_MOVE, lambda event: handle_move(bridge, event)),
         (evt.EVT_N_CREATE, lambda event: handle_mpps(bridge, event, "MPPS N-CREATE")),
         (evt.EVT_N_SET, lambda event: handle_mpps(bridge, event, "MPPS N-SET")),
+        (evt.EVT_N_ACTION, lambda event: handle_commit(bridge, event)),
         (evt.EVT_CONN_CLOSE, lambda event: handle_close(bridge, event)),
     ]
 
@@ -233,6 +235,32 @@ def handle_mpps(bridge: Bridge, event: DimseEvent, operation: DimseOperation) ->
     if operation == "MPPS N-CREATE" and outcome.sop_instance_uid and uid is None:
         answer.AffectedSOPInstanceUID = outcome.sop_instance_uid  # pynetdicom puts it in the response's command
     return _status(mpps.SUCCESS), answer
+
+
+def handle_commit(bridge: Bridge, event: DimseEvent) -> tuple[Dataset, Dataset | None]:
+    """Storage Commitment N-ACTION (``commitment.py``) for a caller with the ``commit`` permission: answered at once,
+    the instances checked and the N-EVENT-REPORT sent by a thread of its own; audited with its count."""
+    assoc = event.assoc
+    calling = access.calling_ae_title(assoc)
+    if not access.may(bridge, assoc, NodePermission.COMMIT):
+        bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", DimseStatus.NOT_AUTHORIZED))
+        return _status(DimseStatus.NOT_AUTHORIZED, f"{calling} may not ask for storage commitment"), None
+    if event.action_type != commitment.COMMIT_REQUEST:
+        return _status(0x0123, "the action type of a storage commitment request is 1"), None  # No such action type
+    parsed = commitment.references_of(event.action_information)
+    if isinstance(parsed, str):
+        return _status(0x0120, parsed), None  # Missing attribute
+    transaction, references = parsed
+    bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", DimseStatus.SUCCESS, query=f"instances={len(references)}"))
+    # A daemon: a report cut short by the server's stop is asked for again by the modality (PS3.4 J.3.3.1).
+    worker = threading.Thread(
+        target=commitment.commit,
+        args=(bridge, assoc, calling, transaction, references),
+        name="dicomweb-commitment",
+        daemon=True,
+    )
+    worker.start()
+    return _status(DimseStatus.SUCCESS), None
 
 
 def refusal(

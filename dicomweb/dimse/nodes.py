@@ -22,6 +22,7 @@ class NodePermission(StrEnum):
     MOVE = "move"  # C-MOVE (to any registered node)
     WORKLIST = "worklist"  # Modality Worklist C-FIND (the scheduled orders)
     MPPS = "mpps"  # Modality Performed Procedure Step N-CREATE and N-SET (which move the orders' status)
+    COMMIT = "commit"  # Storage Commitment N-ACTION (the report comes back by N-EVENT-REPORT)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -171,6 +172,7 @@ def application_entity(ae_title: str, bridge: Bridge) -> AE:
     ):
         ae.add_supported_context(model, TRANSFER_SYNTAXES)
     ae.add_supported_context(ModalityPerformedProcedureStep, TRANSFER_SYNTAXES)
+    ae.add_supported_context(StorageCommitmentPushModel, TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
         # Both roles: a modality stores here (we are SCP), and a C-GET requester is sent its instances on its own
