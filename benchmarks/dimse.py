@@ -63,6 +63,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification  # type: ignore[attr-defined]
 from pynetdicom.status import code_to_category
 
@@ -152,9 +153,11 @@ def client_ae(aet: str, *contexts: str) -> AE:
 
 
 @contextmanager
-def association(peer: Peer, aet: str, *contexts: str) -> Iterator[Association]:
-    """A pynetdicom association with the server, released on exit."""
-    assoc = client_ae(aet, *contexts).associate(peer.host, peer.port, ae_title=peer.aet)
+def association(
+    peer: Peer, aet: str, *contexts: str, handlers: list[EventHandlerType] | None = None
+) -> Iterator[Association]:
+    """A pynetdicom association with the server (with these event handlers bound), released on exit."""
+    assoc = client_ae(aet, *contexts).associate(peer.host, peer.port, ae_title=peer.aet, evt_handlers=handlers)
     if not assoc.is_established:
         raise SystemExit(f"no association with {peer} as {aet} (rejected, aborted or not listening)")
     # Nagle's algorithm off (pynetdicom leaves it on), as for the DCMTK tools: else a request's second PDU (the

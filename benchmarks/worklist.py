@@ -9,6 +9,13 @@ ModalityWorklists plugin reads (``--write-wl DIR``: one DICOM file ``*.wl`` per 
 queries (after ``--warmup``) names a station and a day drawn from the same seed, over one association, timed from
 the request to the final status; every answer is checked to hold the items that station has on that day.
 
+With ``--mpps N`` it then times N MPPS round trips (N-CREATE IN PROGRESS for one of the orders, by its accession
+number, then N-SET COMPLETED with one performed series), one after another over one association; with
+``--commit N`` it stores N CT instances of 512x512 (``stow.py``'s, ~525 KB, by STOW-RS to ``--schedule``'s server)
+and times one storage commitment request for all of them, from the N-ACTION to the N-EVENT-REPORT, which must
+commit to every one. Both need a server with ``DICOMWEB_DIMSE_UNKNOWN`` that allows the calling AE title, or a node
+``BENCH`` with the ``mpps`` and ``commit`` permissions.
+
 Examples::
 
     python benchmarks/worklist.py DICOMWEB@127.0.0.1:11112 --schedule http://127.0.0.1:8080
@@ -25,6 +32,7 @@ import logging
 import random
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,12 +40,30 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
-from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+from pynetdicom import evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dimse import Peer, association
+from stow import (
+    CT_SIZE,
+    UidSource,
+    content_type,
+    encode,
+    make_dataset,
+    multipart_body,
+    new_series,
+    noisy_pixels,
+    phantom,
+)
 
 logging.getLogger("pynetdicom").setLevel(logging.ERROR)
 
@@ -176,6 +202,96 @@ def measure(
     }
 
 
+def measure_mpps(peer: Peer, made: list[Order], count: int, seed: int) -> dict[str, Any]:
+    """``count`` N-CREATE + N-SET COMPLETED round trips for orders drawn from ``made`` (each used once)."""
+    rng = random.Random(seed + 2)
+    chosen = rng.sample(made, count)
+    times = []
+    with association(peer, CALLING_AET, ModalityPerformedProcedureStep) as assoc:
+        for order in chosen:
+            started = time.perf_counter()
+            created = Dataset()
+            created.PerformedProcedureStepStatus = "IN PROGRESS"
+            created.PerformedStationAETitle = order.station
+            created.PerformedProcedureStepStartDate = order.start.strftime("%Y%m%d")
+            created.PerformedProcedureStepStartTime = order.start.strftime("%H%M%S")
+            scheduled = Dataset()
+            scheduled.AccessionNumber = order.accession_number
+            created.ScheduledStepAttributesSequence = [scheduled]
+            uid = generate_uid()
+            status, _ = assoc.send_n_create(created, ModalityPerformedProcedureStep, uid)
+            completed = Dataset()
+            completed.PerformedProcedureStepStatus = "COMPLETED"
+            performed = Dataset()
+            performed.SeriesInstanceUID = generate_uid()
+            performed.ReferencedImageSequence = []
+            completed.PerformedSeriesSequence = [performed]
+            ended, _ = assoc.send_n_set(completed, ModalityPerformedProcedureStep, uid)
+            times.append((time.perf_counter() - started) * 1000)
+            if status.Status != 0x0000 or ended.Status != 0x0000:
+                raise RuntimeError(f"MPPS for {order.accession_number}: {status.Status:#06x}, {ended.Status:#06x}")
+    return _summary(times)
+
+
+def measure_commit(peer: Peer, url: str, count: int) -> dict[str, Any]:
+    """Store ``count`` CT instances by STOW-RS, then time one storage commitment request for them."""
+    rng = np.random.default_rng(3)
+    uids, series, base = UidSource(), None, phantom(CT_SIZE)
+    sops: list[str] = []
+    with httpx.Client(base_url=url, timeout=600) as client:
+        series = new_series(uids, rng)
+        for first in range(0, count, 50):
+            batch = []
+            for n in range(first, min(count, first + 50)):
+                sops.append(uids.new())
+                batch.append(encode(make_dataset(series, sops[-1], n + 1, CT_SIZE, noisy_pixels(base, rng))))
+            boundary = b"worklist-bench-boundary"
+            headers = {"content-type": content_type(boundary), "accept": "application/dicom+json"}
+            response = client.post("/dicomweb/studies", content=multipart_body(batch, boundary), headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"STOW-RS {response.status_code}: {response.text[:200]}")
+    action = Dataset()
+    action.TransactionUID = generate_uid()
+    references = []
+    for sop in sops:
+        item = Dataset()
+        item.ReferencedSOPClassUID = CTImageStorage
+        item.ReferencedSOPInstanceUID = sop
+        references.append(item)
+    action.ReferencedSOPSequence = references
+    arrived = threading.Event()
+    report: dict[str, Any] = {}
+
+    def received(event: Any) -> tuple[int, None]:
+        info = event.event_information
+        report["committed"] = len(info.get("ReferencedSOPSequence", []))
+        report["failed"] = len(info.get("FailedSOPSequence", []))
+        arrived.set()
+        return 0x0000, None
+
+    with association(
+        peer, CALLING_AET, StorageCommitmentPushModel, handlers=[(evt.EVT_N_EVENT_REPORT, received)]
+    ) as assoc:
+        started = time.perf_counter()
+        status, _ = assoc.send_n_action(action, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        if status.Status != 0x0000 or not arrived.wait(120):
+            raise RuntimeError(f"storage commitment: N-ACTION {status.Status:#06x}, report {bool(report)}")
+        seconds = time.perf_counter() - started
+    if report != {"committed": count, "failed": 0}:
+        raise RuntimeError(f"storage commitment report: {report}, expected {count} committed")
+    return {"instances": count, "seconds": round(seconds, 2)}
+
+
+def _summary(times: list[float]) -> dict[str, Any]:
+    times.sort()
+    return {
+        "runs": len(times),
+        "p50_ms": round(times[len(times) // 2], 1),
+        "p95_ms": round(times[min(len(times) - 1, int(len(times) * 0.95))], 1),
+        "max_ms": round(times[-1], 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("peer", metavar="AET@HOST:PORT", type=Peer.parse, help="the server under test")
@@ -187,6 +303,8 @@ def main() -> int:
     parser.add_argument("--write-wl", metavar="DIR", type=Path, help="write them as worklist files, then stop")
     parser.add_argument("--repeat", type=int, default=100, help="measured queries (100)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured queries first (5)")
+    parser.add_argument("--mpps", type=int, default=0, help="then time this many MPPS round trips")
+    parser.add_argument("--commit", type=int, default=0, help="then store this many CT instances and commit them")
     parser.add_argument("--json", dest="json_path", type=Path, help="also write the result as JSON here")
     args = parser.parse_args()
     made = orders(args.orders, args.stations, args.days, args.seed)
@@ -204,6 +322,16 @@ def main() -> int:
         f"{result['items_median']} items (median), p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, "
         f"max {result['max_ms']} ms"
     )
+    if args.mpps:
+        result["mpps"] = measure_mpps(args.peer, made, args.mpps, args.seed)
+        mpps = result["mpps"]
+        print(f"MPPS N-CREATE + N-SET COMPLETED: {mpps['runs']} round trips, p50 {mpps['p50_ms']} ms, "
+              f"p95 {mpps['p95_ms']} ms, max {mpps['max_ms']} ms")  # fmt: skip
+    if args.commit:
+        if not args.schedule:
+            parser.error("--commit stores its instances by STOW-RS to --schedule's server")
+        result["commit"] = measure_commit(args.peer, args.schedule, args.commit)
+        print(f"storage commitment of {args.commit} instances: N-EVENT-REPORT after {result['commit']['seconds']} s")
     if args.json_path:
         args.json_path.write_text(json.dumps(result, indent=2))
     return 0

@@ -206,8 +206,12 @@ class TestActions:
             "C-ECHO": Action.ECHO,
             "C-STORE": Action.STORE,
             "C-FIND": Action.SEARCH,
+            "MWL C-FIND": Action.SEARCH,
             "C-GET": Action.RETRIEVE,
             "C-MOVE": Action.RETRIEVE,
+            "MPPS N-CREATE": Action.CREATE,
+            "MPPS N-SET": Action.UPDATE,
+            "COMMIT N-ACTION": Action.READ,
         }
 
     def test_every_action_is_used(self) -> None:
