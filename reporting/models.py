@@ -215,6 +215,24 @@ class PerformedProcedureStep(ResponseModel):
     performed_series: list[PerformedSeries]
 
 
+class PerformedProcedureStepListed(PerformedProcedureStep):
+    """A step as listed on its own: the order it performed (none: an unscheduled procedure) and what it named."""
+
+    study_id: uuid.UUID | None
+    study_instance_uid: str | None = Field(alias="studyInstanceUID")
+    accession_number: str | None
+    patient_id: str | None
+    patient_name: str | None
+
+
+class PerformedStepQuery(RequestModel):
+    """Filters of GET /api/radiology/performed-procedure-steps."""
+
+    unscheduled: bool = Field(default=False, description="only the steps that named no order the archive knows")
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
 # ---------------------------------------------------------------------------------------------------- images
 
 

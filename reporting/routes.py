@@ -49,6 +49,17 @@ ENDPOINTS: list[Endpoint] = [
         action=Action.READ,
     ),
     Endpoint(
+        "GET",
+        "/performed-procedure-steps",
+        studies.list_performed_steps,
+        "The procedure steps modalities reported (MPPS), those of no known order with unscheduled=true",
+        None,
+        models.Page[models.PerformedProcedureStepListed],
+        query=models.PerformedStepQuery,
+        permission=Permission.VIEW,
+        action=Action.READ,
+    ),
+    Endpoint(
         "PUT",
         "/studies/{id}/status",
         studies.change_status,

@@ -25,6 +25,8 @@ from .models import (
     ModalityInfo,
     Page,
     PerformedProcedureStep,
+    PerformedProcedureStepListed,
+    PerformedStepQuery,
     Report,
     Series,
     SeriesCreate,
@@ -94,6 +96,16 @@ async def list_studies(request: Request) -> Response:
         rows, total = await db.search(conn, filters)
     items = [Study.model_validate(row) for row in rows]
     return http.ModelResponse(Page[Study](items=items, total=total, page=params.page, limit=params.limit))
+
+
+async def list_performed_steps(request: Request) -> Response:
+    """GET /api/radiology/performed-procedure-steps?unscheduled=&page=&limit=: what modalities reported by MPPS."""
+    params = http.query(request, PerformedStepQuery)
+    async with archive_of(request).pool.acquire() as conn:
+        rows, total = await mpps_db.search(conn, params.unscheduled, params.limit, (params.page - 1) * params.limit)
+    items = [PerformedProcedureStepListed.model_validate(row) for row in rows]
+    page = Page[PerformedProcedureStepListed](items=items, total=total, page=params.page, limit=params.limit)
+    return http.ModelResponse(page)
 
 
 async def get_study(request: Request) -> Response:

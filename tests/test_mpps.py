@@ -165,6 +165,23 @@ class TestLifecycle:
             modality.close()
         [row] = server.db.fetch("SELECT study_id, status, accession_number FROM performed_procedure_step")
         assert tuple(row) == (None, "COMPLETED", "NOT-ORDERED")
+        study = schedule(server)
+        scheduled = Modality(server)
+        try:
+            assert scheduled.create(in_progress({"StudyInstanceUID": study["studyInstanceUID"]}), "2.25.9")[0] == 0
+        finally:
+            scheduled.close()
+        with server.client() as client:
+            listed = client.get("/api/radiology/performed-procedure-steps", params={"unscheduled": "true"}).json()
+            everything = client.get("/api/radiology/performed-procedure-steps").json()
+        [unscheduled] = listed["items"]
+        assert (unscheduled["sopInstanceUID"], unscheduled["studyId"], unscheduled["accessionNumber"]) == (
+            uid,
+            None,
+            "NOT-ORDERED",
+        )
+        assert listed["total"] == 1 and everything["total"] == 2
+        assert everything["items"][0]["studyId"] == study["id"]  # newest first
 
     def test_the_archive_makes_the_uid_when_the_modality_does_not(self, server: LiveServer) -> None:
         modality = Modality(server)

@@ -125,6 +125,24 @@ async def for_study(conn: asyncpg.Connection, study_id: uuid.UUID) -> list[dict[
     rows = await conn.fetch(
         "SELECT * FROM performed_procedure_step WHERE study_id = $1 ORDER BY created_at, sop_instance_uid", study_id
     )
+    return await _with_series(conn, rows)
+
+
+async def search(
+    conn: asyncpg.Connection, unscheduled: bool, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the steps, newest first (only those of no known order when ``unscheduled``), and the total."""
+    where = " WHERE study_id IS NULL" if unscheduled else ""
+    total = await conn.fetchval("SELECT count(*) FROM performed_procedure_step" + where)
+    rows = await conn.fetch(
+        f"SELECT * FROM performed_procedure_step{where} ORDER BY created_at DESC, sop_instance_uid LIMIT $1 OFFSET $2",
+        limit,
+        offset,
+    )
+    return await _with_series(conn, rows), int(total)
+
+
+async def _with_series(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
     steps = []
     for row in rows:
         step = dict(row)
