@@ -38,6 +38,7 @@ ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs of the report (J.3.3)
 NO_SUCH_OBJECT_INSTANCE = 0x0112  # Failure Reasons (PS3.3 C.14.1.1)
 CLASS_INSTANCE_CONFLICT = 0x0119
 PROCESSING_FAILURE = 0x0110
+NO_SUCH_ACTION_TYPE, MISSING_ATTRIBUTE = 0x0123, 0x0120  # N-ACTION failures (PS3.7 C.4.3)
 REPORT_DELAY = 0.05  # seconds: the N-ACTION response goes first (pynetdicom sends it when the handler returns)
 HASH_CHUNK = 1 << 20
 

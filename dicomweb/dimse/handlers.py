@@ -246,10 +246,12 @@ def handle_commit(bridge: Bridge, event: DimseEvent) -> tuple[Dataset, Dataset |
         bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", DimseStatus.NOT_AUTHORIZED))
         return _status(DimseStatus.NOT_AUTHORIZED, f"{calling} may not ask for storage commitment"), None
     if event.action_type != commitment.COMMIT_REQUEST:
-        return _status(0x0123, "the action type of a storage commitment request is 1"), None  # No such action type
+        bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", commitment.NO_SUCH_ACTION_TYPE))
+        return _status(commitment.NO_SUCH_ACTION_TYPE, "the action type of a storage commitment request is 1"), None
     parsed = commitment.references_of(event.action_information)
     if isinstance(parsed, str):
-        return _status(0x0120, parsed), None  # Missing attribute
+        bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", commitment.MISSING_ATTRIBUTE))
+        return _status(commitment.MISSING_ATTRIBUTE, parsed), None
     transaction, references = parsed
     bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", DimseStatus.SUCCESS, query=f"instances={len(references)}"))
     # A daemon: a report cut short by the server's stop is asked for again by the modality (PS3.4 J.3.3.1).

@@ -54,8 +54,8 @@ def n_create(bridge: Bridge, calling: str, uid: str | None, attributes: Dataset 
     if "ScheduledStepAttributesSequence" not in attributes:
         return Outcome(MISSING_ATTRIBUTE, "Scheduled Step Attributes Sequence (0040,0270) is missing")
     uid = uid or f"2.25.{uuid.uuid4().int}"
-    scheduled = attributes.ScheduledStepAttributesSequence[0] if attributes.ScheduledStepAttributesSequence else None
-    scheduled = scheduled if scheduled is not None else Dataset()
+    steps = attributes.ScheduledStepAttributesSequence
+    scheduled = steps[0] if steps else Dataset()
     values: dict[str, Any] = {
         "station_ae_title": _text(attributes, "PerformedStationAETitle"),
         "study_instance_uid": _text(scheduled, "StudyInstanceUID"),
