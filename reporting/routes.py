@@ -42,7 +42,7 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/studies/{id}",
         studies.get_study,
-        "A study with its series and reports",
+        "A study with its series, reports and performed procedure steps (MPPS)",
         None,
         models.StudyDetail,
         permission=Permission.VIEW,

@@ -109,7 +109,7 @@ async def list_performed_steps(request: Request) -> Response:
 
 
 async def get_study(request: Request) -> Response:
-    """GET /api/radiology/studies/{id}: the study with its series and reports."""
+    """GET /api/radiology/studies/{id}: the study with its series, reports and performed procedure steps (MPPS)."""
     study_id = http.path_id(request, "id", "radiology study")
     async with archive_of(request).pool.acquire() as conn:
         study = await load_study(request, study_id, conn)
