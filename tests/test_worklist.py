@@ -229,6 +229,9 @@ class TestAccess:
         [event] = [r for r in rows if r["method"] == "MWL C-FIND"]
         assert (event["subject"], event["action"], event["status"]) == ("MODALITY1", "search", 0)
         assert "matches=2" in event["query"]
+        with server.client() as client:
+            metrics = client.get("/metrics").text
+        assert 'dimse_operations_total{service="MWL C-FIND",status="0x0000"} 1.0' in metrics
 
 
 class TestDcmtk:
