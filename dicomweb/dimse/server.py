@@ -207,6 +207,7 @@ class DimseServer:
             if exc.errno != errno.EADDRINUSE:
                 raise
             raise RuntimeError(port_in_use(settings.dimse_port)) from None
+        ae._servers.append(server)  # as AE.start_server does: the server's shutdown() removes itself from there
         threading.Thread(target=server.serve_forever, name="dicomweb-dimse-listener", daemon=True).start()
         self.server = server
         log.info("DIMSE listening on %s:%d as %s", settings.host, settings.dimse_port, settings.dimse_aet)
