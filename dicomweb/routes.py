@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount
 
-from . import audit, delete, dicom_nodes, health, metrics, qido, rendered, stow, wado, wado_uri
+from . import audit, delete, dicom_nodes, health, home, metrics, qido, rendered, stow, wado, wado_uri
 from .actions import Action
 from .jsonapi import Endpoint, EndpointTable
 from .permissions import Permission
@@ -261,6 +261,8 @@ DICOM_NODES = EndpointTable(
 
 ROUTES: list[BaseRoute] = [
     # Probes for load balancers and orchestrators: no patient data.
+    # A page for a browser opening the server's address: counts only, links, the OHIF data source (dicomweb/home.py).
+    Route("/", home.home, methods=["GET"], permission=None, action=None),
     Route("/healthz", health.healthz, methods=["GET"], permission=None, action=None),
     Route("/readyz", health.readyz, methods=["GET"], permission=None, action=None),
     # Prometheus metrics: counts and timings, no patient data (scrapers do not carry tokens).

@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pydicom.uid import generate_uid
 
-from .conftest import LiveServer
+from .conftest import LiveServer, free_port
 
 
 class TestProbes:
@@ -70,3 +71,37 @@ class TestErrorShape:
         assert set(body) == {"status", "error", "detail"}
         assert body["status"] == status
         assert isinstance(body["detail"], str) and body["detail"]
+
+
+class TestHomePage:
+    """GET /: what a browser opening the server's address shows."""
+
+    def test_counts_roots_and_links_without_a_token(self, server_factory: Any) -> None:
+        from .data import ct_instance, multipart, stow_headers
+
+        port = free_port()
+        server = server_factory(auth="enabled", dimse_port=port)
+        empty = httpx.get(server.url + "/")
+        assert empty.status_code == 200 and empty.headers["content-type"].startswith("text/html")
+        assert '<td id="instances">0</td>' in empty.text
+        token = server_token(server)
+        study, series = generate_uid(), generate_uid()
+        parts = [ct_instance(study, series, InstanceNumber=n) for n in range(3)]
+        stored = httpx.post(server.dicomweb + "/studies", content=multipart(parts),
+                            headers={**stow_headers(), "authorization": f"Bearer {token}"})  # fmt: skip
+        assert stored.status_code == 200, stored.text
+        page = httpx.get(server.url + "/").text
+        assert '<td id="studies">1</td>' in page and '<td id="series">1</td>' in page
+        assert '<td id="instances">3</td>' in page
+        assert f"<code>{server.url}/dicomweb</code>" in page and f"port {port}" in page
+        assert '"qidoRoot": "' + server.url + '/dicomweb"' in page.replace("&quot;", '"')
+        for link in ("/api-docs", "/metrics", "/api/openapi.json"):
+            assert f'href="{link}"' in page
+
+
+def server_token(server: LiveServer) -> str:
+    from dicomweb.permissions import Role
+    from dicomweb.tokens import create_token, load_or_create_secret
+
+    secret = load_or_create_secret(server.data_dir)
+    return create_token(secret, "admin", [Role.ADMIN], 600, server.settings.jwt_issuer)

@@ -39,7 +39,7 @@ EXPECTED = {
 }
 
 # The routes that need no token (no patient data), and are not audited.
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api-docs"}
+PUBLIC = {"/", "/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api-docs"}
 
 _API = "/api/radiology"
 # The reporting API's permissions as the security issue names them (view to read, create for studies and series,
