@@ -64,12 +64,14 @@ RETURNED = (
     "priority",
     "status",
 )
-_FOLDED = ("patient_name", "referring_physician", "scheduled_performing_physician")
+# The person names matched folded (case- and accent-insensitive): the order keeps each also as ``{name}_folded``,
+# written when it is scheduled (reporting/db/studies.py).
+FOLDED = ("patient_name", "referring_physician", "scheduled_performing_physician")
 
 order = table(
     "radiology_study",
     *(column(name, Text) for name in RETURNED),
-    *(column(f"{name}_folded", Text) for name in _FOLDED),
+    *(column(f"{name}_folded", Text) for name in FOLDED),
     column("scheduled_at", TIMESTAMP(timezone=True)),
     column("id"),
 )

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from dicomweb.attributes import normalize_name
+from dicomweb.db.worklist import FOLDED
 
 # A workflow study with what the archive holds of it. Series are the union of the archive's and those announced
 # through the API; images and bytes are the archive's.
@@ -50,7 +51,6 @@ COLUMNS = (
     "scheduled_procedure_step_description",
     "priority",
 )
-_FOLDED = ("patient_name", "referring_physician", "scheduled_performing_physician")
 # The requested procedure code's columns, and its fields in the API's requestedProcedureCode.
 _CODE = {
     "requested_procedure_code_value": "code_value",
@@ -93,9 +93,9 @@ async def insert(conn: asyncpg.Connection, values: dict[str, Any], created_by: s
     """Insert a study; it starts in_progress when the archive already holds images of it. Raises Taken."""
     code = values.get("requested_procedure_code") or {}
     values = {**values, **{column: code.get(field) for column, field in _CODE.items()}}
-    for column in _FOLDED:  # the person names as the worklist matches them (dicomweb/db/worklist.py)
+    for column in FOLDED:  # the person names as the worklist matches them (dicomweb/db/worklist.py)
         values[f"{column}_folded"] = normalize_name(values[column]) if values.get(column) else None
-    columns = (*COLUMNS, *(f"{column}_folded" for column in _FOLDED))
+    columns = (*COLUMNS, *(f"{column}_folded" for column in FOLDED))
     names = ", ".join(columns)
     placeholders = ", ".join(f"${n}" for n in range(3, len(columns) + 3))
     study_id = uuid.uuid4()
