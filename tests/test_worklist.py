@@ -182,6 +182,17 @@ class TestMatching:
         status, items = worklist(server, query(ScheduledProcedureStepStartDate="2026-12-06"))
         assert status == 0xA900 and items == []
 
+    def test_utf8_declared_for_a_value_inside_a_sequence(self, server: LiveServer) -> None:
+        """Only the requested procedure code's meaning needs UTF-8 (a nested value): it is declared all the same."""
+        code = {"codeValue": "XC", "codingSchemeDesignator": "LOCAL", "codeMeaning": "Tête, coupes axiales"}
+        order = {"patientId": "P-9", "patientName": "Plain^Ascii", "modality": "CT", "accessionNumber": "ACC-9"}
+        with server.client() as client:
+            response = client.post("/api/radiology/studies", json={**order, "requestedProcedureCode": code})
+        assert response.status_code == 201, response.text
+        [item] = worklist(server, query(top_AccessionNumber="ACC-9"))[1]
+        assert item.SpecificCharacterSet == "ISO_IR 192"
+        assert item.RequestedProcedureCodeSequence[0].CodeMeaning == "Tête, coupes axiales"
+
     def test_started_orders_are_listed_as_started(self, server: LiveServer) -> None:
         with server.client() as client:
             [study] = client.get("/api/radiology/studies", params={"accessionNumber": "ACC-2"}).json()["items"]

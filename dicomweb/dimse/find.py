@@ -122,7 +122,7 @@ def _identifier(result: dict[str, Any], level_name: str, keywords: list[str], ae
         else:
             answer.add(_from_json(tag, element))
     answer.RetrieveAETitle = ae_title
-    if any(_needs_utf8(element.value) for element in answer):
+    if any(needs_utf8(element.value) for element in answer):
         answer.SpecificCharacterSet = "ISO_IR 192"
     return answer
 
@@ -149,5 +149,6 @@ def _groups(name: dict[str, str] | None) -> list[str]:
     return groups
 
 
-def _needs_utf8(value: Any) -> bool:
+def needs_utf8(value: Any) -> bool:
+    """Whether a value has characters beyond ASCII, the Default Character Repertoire (PS3.5 §6.1.2.5.3)."""
     return not str(value).isascii()

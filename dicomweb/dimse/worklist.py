@@ -22,7 +22,7 @@ from ..db import worklist as db
 from ..errors import BadRequest
 from ..query import MatchKey, match_key
 from ..status import DimseStatus
-from .find import Found
+from .find import Found, needs_utf8
 
 if TYPE_CHECKING:
     import asyncpg
@@ -92,7 +92,7 @@ def _item(row: Any, identifier: Dataset) -> Dataset:
     step.ScheduledProcedureStepStatus = STEP_STATUS[row["status"]]
     item = Dataset()
     asked = identifier.get("ScheduledProcedureStepSequence") or [Dataset()]
-    for element in asked[0] if len(asked) else []:
+    for element in asked[0]:
         if element.tag not in step:
             step.add_new(element.tag, element.VR, None)  # a return key the archive has no value for
     item.AccessionNumber = row["accession_number"]
@@ -112,8 +112,8 @@ def _item(row: Any, identifier: Dataset) -> Dataset:
     for element in identifier:
         if element.tag not in item and element.keyword not in ("SpecificCharacterSet", "QueryRetrieveLevel"):
             item.add_new(element.tag, element.VR, None)
-    if any(not str(element.value).isascii() for element in (*item, *step) if element.VR in ("PN", "LO", "SH")):
-        item.SpecificCharacterSet = "ISO_IR 192"  # UTF-8, when a value needs it (PS3.5 §6.1.2.5.3)
+    if any(needs_utf8(element.value) for element in item.iterall() if element.VR != "SQ"):
+        item.SpecificCharacterSet = "ISO_IR 192"  # UTF-8, when a value (in a sequence too) needs it
     return item
 
 
