@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
@@ -22,8 +22,12 @@ from .db.audit import AuditWriter
 from .db.embedded import EmbeddedPostgres
 from .db.outage import DatabaseMonitor
 from .db.pool import create_pool, ensure_schema
+from .services.group_commit import GroupCommit
 from .services.retrieve import Locations
 from .storage import FileStorage
+
+if TYPE_CHECKING:
+    from .services.store import Prepared, StoreResult
 
 log = logging.getLogger("dicomweb")
 
@@ -53,6 +57,8 @@ class Archive:
     audit: AuditWriter
     # Where recently read instances are (services/retrieve.py).
     locations: Locations = field(compare=False, repr=False)
+    # The store batches of concurrent requests, committed together (services/store.py).
+    stores: GroupCommit[Prepared, StoreResult] = field(default_factory=GroupCommit, compare=False, repr=False)
 
     async def in_process(self, function: Callable[..., T], *args: Any) -> T:
         """Run a picklable top-level function in the CPU process pool."""

@@ -189,7 +189,7 @@ class FileStorage:
     async def unplace(self, moves: list[tuple[Path, str]]) -> None:
         """Undo ``place``: rename files back to their temp paths (those never placed are skipped)."""
         if moves:
-            await asyncio.to_thread(self._unplace, [(source, self.absolute(target)) for source, target in moves])
+            await cleanup(self._unplace, [(source, self.absolute(target)) for source, target in moves])
 
     def _unplace(self, moves: list[tuple[Path, Path]]) -> None:
         for source, target in moves:

@@ -1,11 +1,11 @@
 """Store received instances: validate each, put the files in place, index them; undo the files if indexing fails.
 
-Shared by STOW-RS, the reporting API's uploads and ``dicomweb import`` (later C-STORE). ``commit`` stores a batch
-(the instances of one request) in one database transaction, in the order and phases ``db.index`` describes: rows
-first, then the files are renamed into place, then the aggregates, then COMMIT. If anything fails before the commit,
-the placed files go back to tmp/ and each instance is retried in a transaction of its own, so one bad instance never
-costs the others. If the database is gone, nothing is retried: the files are removed and the error propagates (a 503
-for STOW-RS).
+Shared by STOW-RS, the reporting API's uploads, ``dicomweb import`` and C-STORE. ``commit`` stores a batch (the
+instances of one request) in one database transaction, together with the batches of concurrent requests
+(``group_commit``), in the order and phases ``db.index`` describes: rows first while the files are renamed into place,
+then the aggregates, then COMMIT. If anything fails before the commit, the placed files go back to tmp/ and each
+batch, then each instance, is retried in a transaction of its own, so one bad instance never costs the others. If the
+database is gone, nothing is retried: the files are removed and the error propagates (a 503 for STOW-RS).
 
 Duplicates (same SOP Instance UID): identical bytes are a success and nothing is written; different bytes are
 refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which indexes
@@ -19,7 +19,7 @@ import errno
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import asyncpg
 
@@ -74,29 +74,49 @@ async def prepare(spooled: SpooledFile, expected_study_instance_uid: str | None)
 
 
 class _Retry(Exception):
-    """The batch transaction failed as a whole; store its instances one by one."""
+    """The transaction failed as a whole; store its instances in smaller transactions."""
 
 
 async def commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
-    """Store a batch; results in the batch's order. The temp files are gone afterwards in every case."""
-    leftovers = [p.file for p in batch]
+    """Store a batch; results in the batch's order. The temp files are gone afterwards in every case.
+
+    Batches of concurrent requests are committed together (``group_commit``)."""
+    if not batch:
+        return []
+    return await archive.stores.submit(batch, partial(_commit_group, archive))
+
+
+async def _commit_group(archive: Archive, batches: list[list[Prepared]]) -> list[list[StoreResult]]:
+    """Commit the batches of concurrent requests in one transaction; each batch's results, in its order."""
+    flat = [prepared for batch in batches for prepared in batch]
+    leftovers = [p.file for p in flat]
     try:
-        try:
-            results = await _commit(archive, batch)
-        except _Retry as failed:
-            if len(batch) == 1:
-                return [_processing_failure(batch[0].instance, failed.__cause__)]
-            results = []
-            for prepared in batch:
-                try:
-                    results.extend(await _commit(archive, [prepared]))
-                except _Retry as failed_alone:
-                    results.append(_processing_failure(prepared.instance, failed_alone.__cause__))
+        results = await _commit_with_retries(archive, batches)
         # Files renamed into place are no longer in tmp/; only the others need removing.
-        leftovers = [p.file for p, r in zip(batch, results, strict=True) if r.instance is None or r.already_stored]
-        return results
+        leftovers = [p.file for p, r in zip(flat, results, strict=True) if r.instance is None or r.already_stored]
     finally:
         await archive.storage.discard(leftovers)
+    grouped: list[list[StoreResult]] = []
+    for batch in batches:
+        grouped.append(results[: len(batch)])
+        results = results[len(batch) :]
+    return grouped
+
+
+async def _commit_with_retries(archive: Archive, batches: list[list[Prepared]]) -> list[StoreResult]:
+    """One transaction for ``batches``; if it fails, one for each batch, and then one for each instance of a batch
+    that failed, so that one bad instance never costs the others (nor another request's)."""
+    flat = [prepared for batch in batches for prepared in batch]
+    try:
+        return await _commit(archive, flat)
+    except _Retry as failed:
+        if len(flat) == 1:
+            return [_processing_failure(flat[0].instance, failed.__cause__)]
+        smaller = batches if len(batches) > 1 else [[prepared] for prepared in flat]
+        results: list[StoreResult] = []
+        for batch in smaller:
+            results.extend(await _commit_with_retries(archive, [batch]))
+        return results
 
 
 def _processing_failure(instance: Instance, cause: BaseException | None) -> StoreResult:
@@ -111,10 +131,13 @@ def _processing_failure(instance: Instance, cause: BaseException | None) -> Stor
 
 
 async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
-    """One transaction for the whole batch; raises _Retry (with nothing stored) if it cannot commit."""
+    """One transaction for the whole batch; raises _Retry (with nothing stored) if it cannot commit.
+
+    The files are renamed into place (and their folders fsynced) in a worker thread while the rows go in, so the
+    folder's flush and the statements' round trips overlap; an instance that turns out not to be stored (a
+    duplicate, a series of another study) has its file renamed back to tmp/ after the commit."""
     storage = archive.storage
     results: dict[int, StoreResult] = {}
-    placed: list[tuple[Path, str]] = []
     replaced: list[str] = []
     order = sorted(
         range(len(batch)),
@@ -124,12 +147,21 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
             batch[i].instance.sop_instance_uid,
         ),
     )
+    paths = {
+        i: storage.new_path(
+            batch[i].instance.study_instance_uid,
+            batch[i].instance.series_instance_uid,
+            batch[i].instance.sop_instance_uid,
+        )
+        for i in order
+    }
+    moves = [(batch[i].file.path, paths[i]) for i in order]
+    placing = asyncio.create_task(storage.place(moves))
     try:
         async with archive.pool.acquire() as conn, conn.transaction():
             series_refs: dict[str, index.SeriesRef] = {}
             series_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
             study_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-            moves: list[tuple[Path, str]] = []
             for i in order:
                 prepared = batch[i]
                 instance = prepared.instance
@@ -149,9 +181,7 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                     if ref.created:
                         study_counts[instance.study_instance_uid][0] = ref.study_pk
                         study_counts[instance.study_instance_uid][2] += 1
-                path = storage.new_path(
-                    instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
-                )
+                path = paths[i]
                 file = prepared.file
                 pk = await index.insert_instance(conn, ref.series_pk, instance, path, file.size, file.sha256)
                 if pk is None:
@@ -176,28 +206,30 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                     series_refs[instance.series_instance_uid] = ref
                     pk = await index.insert_instance(conn, ref.series_pk, instance, path, file.size, file.sha256)
                     assert pk is not None
-                moves.append((file.path, path))
                 series_counts[instance.series_instance_uid][0] = ref.series_pk
                 series_counts[instance.series_instance_uid][1] += 1
                 study_counts[instance.study_instance_uid][0] = ref.study_pk
                 study_counts[instance.study_instance_uid][1] += 1
                 results[i] = StoreResult(*uids, instance=instance)
-            # Files first, then the aggregates: their row locks serialise stores into one series, so they are
-            # taken last and held only for two UPDATEs and the COMMIT.
-            placed = moves
-            await storage.place(moves)
+            # Files durable in place first, then the aggregates: their row locks serialise stores into one series,
+            # so they are taken last and held only for two UPDATEs and the COMMIT.
+            await placing
             await index.add_counts(
                 conn,
                 {uid: (pk, n) for uid, (pk, n) in series_counts.items()},
                 {uid: (pk, n, s) for uid, (pk, n, s) in study_counts.items()},
             )
-    except (OSError, *DATABASE_ERRORS) as exc:
-        # Back to tmp/, not deleted: the one-by-one retry places them again, or ``commit`` discards them.
-        await storage.unplace(placed)
-        if unreachable(exc):
+    except BaseException as exc:
+        # Back to tmp/, not deleted: the retry places them again, or ``commit`` discards them.
+        await asyncio.gather(placing, return_exceptions=True)
+        await storage.unplace(moves)
+        if not isinstance(exc, (OSError, *DATABASE_ERRORS)) or unreachable(exc):
             raise  # the database is gone: no instance can be stored now, the request is a 503 (errors.py)
-        log.warning("storing a batch of %d instances failed (%r); retrying them one by one", len(batch), exc)
+        log.warning("storing a batch of %d instances failed (%r); retrying in smaller ones", len(batch), exc)
         raise _Retry from exc
+    unstored = [(batch[i].file.path, paths[i]) for i in order if not results[i].instance or results[i].already_stored]
+    if unstored:
+        await storage.unplace(unstored)
     if replaced:
         await storage.remove(replaced)
     return [results[i] for i in range(len(batch))]

@@ -1,0 +1,198 @@
+"""Group commit (dicomweb/services/group_commit.py): the store batches of concurrent requests share a transaction,
+and a group that fails is retried batch by batch, so one request's bad instance never costs another request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import asyncpg
+import pydicom
+import pytest
+
+from dicomweb.services import store
+from dicomweb.services.group_commit import GroupCommit
+
+from .data import ct_instance, multipart
+from .test_stow import post, temp_files
+
+
+class TestGroupCommit:
+    """The queue itself, with a stand-in for the store's transaction."""
+
+    @pytest.mark.asyncio
+    async def test_batches_arriving_during_a_run_go_together(self) -> None:
+        """The first batch runs at once; the two that arrive meanwhile are the next group; each caller gets its own."""
+        groups: list[list[list[str]]] = []
+        release = asyncio.Event()
+
+        async def run(group: list[list[str]]) -> list[list[str]]:
+            groups.append(group)
+            if len(groups) == 1:
+                await release.wait()
+            return [[item.upper() for item in batch] for batch in group]
+
+        queue: GroupCommit[str, str] = GroupCommit()
+        first = asyncio.create_task(queue.submit(["a"], run))
+        await asyncio.sleep(0)
+        others = [asyncio.create_task(queue.submit(batch, run)) for batch in (["b", "c"], ["d"])]
+        await asyncio.sleep(0)
+        release.set()
+        assert await first == ["A"]
+        assert [await task for task in others] == [["B", "C"], ["D"]]
+        assert groups == [[["a"]], [["b", "c"], ["d"]]]
+        assert queue.runner is None
+
+    @pytest.mark.asyncio
+    async def test_a_failing_group_fails_only_its_callers(self) -> None:
+        """The error reaches the callers of the group that raised it; the next group runs."""
+        calls = 0
+        release = asyncio.Event()
+
+        async def run(group: list[list[int]]) -> list[list[int]]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await release.wait()
+                raise RuntimeError("the transaction failed")
+            return group
+
+        queue: GroupCommit[int, int] = GroupCommit()
+        failing = asyncio.create_task(queue.submit([1], run))
+        await asyncio.sleep(0)
+        later = asyncio.create_task(queue.submit([2], run))
+        release.set()
+        with pytest.raises(RuntimeError, match="the transaction failed"):
+            await failing
+        assert await later == [2]
+
+    @pytest.mark.asyncio
+    async def test_a_cancelled_caller_leaves_its_group_running(self) -> None:
+        """A caller that goes away does not stop the group: the others still get their results."""
+        release = asyncio.Event()
+        ran: list[list[list[int]]] = []
+
+        async def run(group: list[list[int]]) -> list[list[int]]:
+            ran.append(group)
+            await release.wait()
+            return group
+
+        queue: GroupCommit[int, int] = GroupCommit()
+        blocker = asyncio.create_task(queue.submit([0], run))
+        await asyncio.sleep(0)
+        leaving = asyncio.create_task(queue.submit([1], run))
+        staying = asyncio.create_task(queue.submit([2], run))
+        await asyncio.sleep(0)
+        leaving.cancel()
+        release.set()
+        assert await blocker == [0]
+        assert await staying == [2]
+        assert ran == [[[0]], [[1], [2]]]
+
+    @pytest.mark.asyncio
+    async def test_groups_are_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A group takes waiting batches up to MAX_GROUP_ITEMS items, never splitting one."""
+        from dicomweb.services import group_commit
+
+        monkeypatch.setattr(group_commit, "MAX_GROUP_ITEMS", 3)
+        release = asyncio.Event()
+        groups: list[list[list[int]]] = []
+
+        async def run(group: list[list[int]]) -> list[list[int]]:
+            groups.append(group)
+            await release.wait()
+            return group
+
+        queue: GroupCommit[int, int] = GroupCommit()
+        tasks = [asyncio.create_task(queue.submit([0], run))]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(queue.submit(batch, run)) for batch in ([1, 2], [3], [4, 5, 6, 7])]
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*tasks)
+        assert groups == [[[0]], [[1, 2], [3]], [[4, 5, 6, 7]]]
+
+
+class TestConcurrentRequests:
+    """STOW-RS requests that arrive together are stored in one transaction, each answered for its own instances."""
+
+    def _hold_first_commit(self, monkeypatch: pytest.MonkeyPatch, requests: int, fail_first_group: bool) -> list[int]:
+        """Make the first transaction wait until the other requests have handed in their batches (so they form the
+        next group, deterministically), and record the size of each transaction tried."""
+        original = store._commit
+        sizes: list[int] = []
+
+        async def commit(archive: Any, batch: list[store.Prepared]) -> list[store.StoreResult]:
+            sizes.append(len(batch))
+            if len(sizes) == 1:
+                for _ in range(1000):
+                    if len(archive.stores.waiting) == requests - 1:
+                        break
+                    await asyncio.sleep(0.01)
+            if fail_first_group and len(sizes) == 2:
+                raise store._Retry from asyncpg.exceptions.SerializationError("simulated failure of the group")
+            return await original(archive, batch)
+
+        monkeypatch.setattr(store, "_commit", commit)
+        return sizes
+
+    def _post_together(self, server: Any, bodies: list[bytes]) -> list[int]:
+        barrier = threading.Barrier(len(bodies))
+        statuses: list[int] = []
+
+        def client(body: bytes) -> None:
+            barrier.wait()
+            statuses.append(post(server, body).status_code)
+
+        threads = [threading.Thread(target=client, args=(body,)) for body in bodies]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return statuses
+
+    def test_one_transaction_for_the_requests_waiting(
+        self, server_factory: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Six requests of two instances into one series: one transaction for the first, one for the five others;
+        every instance stored once, with its file, and the counts exact."""
+        sizes = self._hold_first_commit(monkeypatch, 6, fail_first_group=False)
+        server = server_factory()
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        bodies = [multipart([ct_instance(study, series) for _ in range(2)]) for _ in range(6)]
+        assert self._post_together(server, bodies) == [200] * 6
+        assert sizes == [2, 10]
+        rows = server.db.fetch("SELECT file_path FROM instance")
+        assert len(rows) == 12 and all((server.data_dir / r[0]).is_file() for r in rows)
+        assert server.db.value("SELECT number_of_series_related_instances FROM series") == 12
+        assert server.db.value("SELECT number_of_study_related_instances FROM study") == 12
+        assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 12
+        assert not temp_files(server)
+
+    def test_a_failing_group_is_retried_request_by_request(
+        self, server_factory: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The group's transaction fails: each request's batch is committed on its own, and all are stored."""
+        sizes = self._hold_first_commit(monkeypatch, 4, fail_first_group=True)
+        server = server_factory()
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        bodies = [multipart([ct_instance(study, series) for _ in range(2)]) for _ in range(4)]
+        assert self._post_together(server, bodies) == [200] * 4
+        assert sizes == [2, 6, 2, 2, 2]
+        assert server.db.value("SELECT count(*) FROM instance") == 8
+        assert server.db.value("SELECT number_of_series_related_instances FROM series") == 8
+        assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 8
+        assert not temp_files(server)
+
+    def test_a_duplicate_across_requests(self, server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The same instance in two requests of one group: stored once, both answered 200, one file."""
+        self._hold_first_commit(monkeypatch, 3, fail_first_group=False)
+        server = server_factory()
+        study = pydicom.uid.generate_uid()
+        same = ct_instance(study)
+        bodies = [multipart([ct_instance(study)]), multipart([same]), multipart([same])]
+        assert self._post_together(server, bodies) == [200] * 3
+        assert server.db.value("SELECT count(*) FROM instance") == 2
+        assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 2
+        assert not temp_files(server)
