@@ -47,6 +47,8 @@ PUBLIC = {
     "/api/openapi.json",
     "/api/openapi-3.0.json",
     "/api-docs",
+    "/api-docs/plain",
+    "/api-docs/assets/{name}",
 }
 
 _API = "/api/radiology"

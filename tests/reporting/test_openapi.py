@@ -28,7 +28,7 @@ def references(node: Any) -> set[str]:
 
 
 class TestDocument:
-    """GET /api/openapi.json, its 3.0 form and /api-docs, without a token (they hold no patient data)."""
+    """GET /api/openapi.json, its 3.0 form and /api-docs/plain, without a token (they hold no patient data)."""
 
     def test_every_endpoint_with_its_permission(self, api: Api) -> None:
         """Each operation names the permission and the audit action of the route that serves it."""
@@ -85,7 +85,8 @@ class TestDocument:
                 assert operation["security"] == [{"bearer": []}], (method, path)
 
     def test_page(self, api: Api) -> None:
-        response = httpx.get(api.server.url + "/api-docs")
+        """The plain page (no script) for readers without JavaScript."""
+        response = httpx.get(api.server.url + "/api-docs/plain")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
         for root, endpoint in ENDPOINTS:
             assert f"<code>{root + endpoint.path}</code>" in response.text
