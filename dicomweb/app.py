@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
-from . import openapi
+from . import openapi, swagger
 from .accesslog import AccessLogMiddleware
 from .archive import open_archive
 from .auth import AuthMiddleware, verifier_for
@@ -30,11 +30,11 @@ from .state import State
 
 
 def all_routes() -> list[BaseRoute]:
-    """The archive's routes, the reporting API's, and the OpenAPI document of both JSON APIs: the one place where
-    dicomweb meets reporting."""
+    """The archive's routes, the reporting API's, and the OpenAPI document of both JSON APIs with Swagger UI: the one
+    place where dicomweb meets reporting."""
     from reporting.routes import REPORTING
 
-    return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES])]
+    return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES]), *swagger.routes()]
 
 
 def create_app(settings: Settings, supervised: bool = False) -> Starlette:

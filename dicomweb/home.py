@@ -29,7 +29,8 @@ td{{padding:.1rem 1rem .1rem 0}}</style>
 <tr><td>DICOMweb root</td><td><code>{root}</code></td></tr>
 <tr><td>DICOM (DIMSE)</td><td>{dimse}</td></tr>
 </table>
-<p><a href="/api-docs">API documentation</a> · <a href="/api/openapi.json">OpenAPI document</a> ·
+<p><a href="/api-docs">API documentation</a> (Swagger UI: try the calls with a token) ·
+<a href="/api/openapi.json">OpenAPI document</a> ·
 <a href="/metrics">Metrics</a> · <a href="/readyz">Readiness</a></p>
 <p>Every other request needs a bearer token: <code>dicomweb token --role ADMIN --subject me</code> where the
 server's data folder is. An OHIF v3 data source for this server:</p>

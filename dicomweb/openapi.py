@@ -1,6 +1,7 @@
-"""The OpenAPI 3.1 document of the JSON APIs (the reporting API, the DICOM nodes) and a readable page of it, both
+"""The OpenAPI 3.1 document of the JSON APIs (the reporting API, the DICOM nodes) and a plain page of it, both
 generated at start-up from their endpoint tables (``jsonapi.EndpointTable``) and pydantic models, so that neither can
-drift from the code. The DICOMweb services themselves (``/dicomweb``) are the standard's, PS3.18, and not in it."""
+drift from the code; Swagger UI, the page to try them in, is ``swagger.py``. The DICOMweb services themselves
+(``/dicomweb``) are the standard's, PS3.18, and not in it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute
 
-from . import __version__
+from . import __version__, openapi30
 from .jsonapi import Endpoint, EndpointTable
 from .routing import Route
 
@@ -53,8 +54,11 @@ def _schema(annotation: Any, components: dict[str, Any], mode: str) -> dict[str,
     schema: dict[str, Any] = TypeAdapter(annotation).json_schema(by_alias=True, ref_template=_REF, mode=mode)  # type: ignore[arg-type]
     components.update(schema.pop("$defs", {}))
     if "title" in schema and "properties" in schema:  # a model: refer to it, as its fields are shown once
-        components[schema["title"]] = schema
-        return {"$ref": _REF.format(model=schema["title"])}
+        # A component's name matches [a-zA-Z0-9._-]+ (OpenAPI 3.1, Components Object): a generic model, whose title
+        # is Page[Study], is named Page_Study_, as pydantic names it in $defs.
+        name = re.sub(r"[^a-zA-Z0-9._-]", "_", schema["title"])
+        components[name] = schema
+        return {"$ref": _REF.format(model=name)}
     return schema
 
 
@@ -140,21 +144,26 @@ def document(tables: Sequence[EndpointTable]) -> dict[str, Any]:
 
 
 def routes(tables: Sequence[EndpointTable]) -> list[BaseRoute]:
-    """The document of ``tables`` as JSON (/api/openapi.json) and as a page to read (/api-docs: no scripts,
-    nothing loaded from elsewhere); both rendered once, as the tables do not change. They hold no patient data, and
-    clients read them before they have a token: public, not audited."""
+    """The document of ``tables`` as JSON (/api/openapi.json), in its 3.0 form for Swagger UI (/api/openapi-3.0.json,
+    ``openapi30.py``; the UI itself is ``swagger.py``'s /api-docs) and as a plain page to read (/api-docs/plain: no
+    scripts, nothing loaded from elsewhere); all rendered once, as the tables do not change. They hold no patient
+    data, and clients read them before they have a token: public, not audited."""
     doc = document(tables)
-    body, page = orjson.dumps(doc), _page(doc)
+    body, body_30, page = orjson.dumps(doc), orjson.dumps(openapi30.downgrade(doc)), _page(doc)
 
     async def openapi_json(request: Request) -> Response:
         return Response(body, media_type="application/json")
 
-    async def api_docs(request: Request) -> Response:
+    async def openapi_30_json(request: Request) -> Response:
+        return Response(body_30, media_type="application/json")
+
+    async def plain_page(request: Request) -> Response:
         return HTMLResponse(page)
 
     return [
         Route("/api/openapi.json", openapi_json, methods=["GET"], permission=None, action=None),
-        Route("/api-docs", api_docs, methods=["GET"], permission=None, action=None),
+        Route("/api/openapi-3.0.json", openapi_30_json, methods=["GET"], permission=None, action=None),
+        Route("/api-docs/plain", plain_page, methods=["GET"], permission=None, action=None),
     ]
 
 
@@ -187,7 +196,8 @@ def _page(doc: dict[str, Any]) -> str:
         ".m{font-weight:bold;display:inline-block;width:4.5rem}h3{margin-bottom:.2rem}</style>",
         f"<h1>{html.escape(doc['info']['title'])} <small>{html.escape(doc['info']['version'])}</small></h1>",
         f"<p>{html.escape(doc['info']['description'])}</p>",
-        '<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> (OpenAPI 3.1).</p>',
+        '<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> (OpenAPI 3.1). To try the calls: '
+        '<a href="/api-docs">/api-docs</a> (Swagger UI).</p>',
         "<h2>Operations</h2>",
     ]
     for path, operations in doc["paths"].items():

@@ -36,16 +36,15 @@ from pydicom.uid import generate_uid
 from dicomweb.permissions import Role
 from dicomweb.tokens import create_token, load_or_create_secret
 
+from . import browser
+from .browser import E2E
 from .conftest import ServerProcess, free_port, serve_subprocess
 from .data import JPEG2000, JPEG_BASELINE, ct_instance, multipart, stow_headers
 
 pytestmark = pytest.mark.e2e
 
-E2E = Path(__file__).parent / "e2e"
 OHIF_DIST = E2E / "ohif" / "dist"
 DRIVER = E2E / "ohif.mjs"
-ARTIFACTS = E2E / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 NGINX = Path("/usr/sbin/nginx")
 DEPLOY_VIEWER = Path(__file__).parent.parent / "deploy" / "viewer"
 
@@ -60,23 +59,8 @@ SQUARE = 32  # side of the bright square, in pixels of a 256-pixel image (scaled
 
 
 def require_tools() -> None:
-    """Skip (locally) or fail (CI) unless chromium, playwright-core and the OHIF build are installed."""
-    missing = [
-        what
-        for what, path in (
-            ("Debian's chromium (/usr/bin/chromium)", CHROMIUM),
-            ("playwright-core (tests/e2e/node_modules)", E2E / "node_modules" / "playwright-core"),
-            ("the OHIF build (tests/e2e/ohif/dist)", OHIF_DIST / "index.html"),
-        )
-        if not path.exists()
-    ] + [what for what, path in (("nginx", NGINX),) if not path.exists()]
-    if shutil.which("node") is None:
-        missing.append("node")
-    if missing:
-        message = f"missing {', '.join(missing)}: run tests/e2e/setup.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    """Skip (locally) or fail (CI) unless the browser tools, the OHIF build and nginx are installed."""
+    browser.require_tools(("the OHIF build (tests/e2e/ohif/dist)", OHIF_DIST / "index.html"), ("nginx", NGINX))
 
 
 # --- the data: a CT stack whose slices each show a bright square in a place of their own ---------------------
@@ -302,29 +286,7 @@ class Stack:
             "artifacts": str(self.artifacts),
             "token": self.viewer_token or None,
         }
-        driver = subprocess.Popen(
-            ["node", str(DRIVER), json.dumps(job)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=E2E,
-        )
-        try:
-            stdout, stderr = driver.communicate(timeout=timeout)
-        finally:
-            if driver.poll() is None:
-                # SIGTERM first: playwright closes the browser on it (a killed node would leave Chromium behind).
-                driver.terminate()
-                try:
-                    driver.communicate(timeout=15)
-                except subprocess.TimeoutExpired:
-                    driver.kill()
-                    driver.communicate()
-        (self.artifacts / "driver.log").write_text(stderr)
-        assert driver.returncode == 0, f"the driver failed:\n{stderr[-5000:]}"
-        report: dict[str, Any] = json.loads(stdout)
-        (self.artifacts / "report.json").write_text(json.dumps(report, indent=2))
-        return report
+        return browser.drive(DRIVER, job, self.artifacts, timeout)
 
 
 @pytest.fixture(scope="session")
@@ -345,9 +307,7 @@ class Prepared:
 
 
 def prepare(tmp_path: Path, request: pytest.FixtureRequest) -> Prepared:
-    artifacts = ARTIFACTS / request.node.name
-    shutil.rmtree(artifacts, ignore_errors=True)
-    artifacts.mkdir(parents=True)
+    artifacts = browser.artifacts_of(request)
     data_dir = tmp_path / "archive"
     data_dir.mkdir()
     secret = load_or_create_secret(data_dir)

@@ -39,7 +39,17 @@ EXPECTED = {
 }
 
 # The routes that need no token (no patient data), and are not audited.
-PUBLIC = {"/", "/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api-docs"}
+PUBLIC = {
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/openapi.json",
+    "/api/openapi-3.0.json",
+    "/api-docs",
+    "/api-docs/plain",
+    "/api-docs/assets/{name}",
+}
 
 _API = "/api/radiology"
 # The reporting API's permissions as the security issue names them (view to read, create for studies and series,

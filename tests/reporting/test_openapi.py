@@ -1,11 +1,12 @@
 """dicomweb/openapi.py: the document covers every endpoint of both JSON APIs (reporting, DICOM nodes), its references
-resolve, the page shows it."""
+resolve, it is valid OpenAPI (3.1, and 3.0 in the form Swagger UI reads), the plain page shows it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+from openapi_spec_validator import validate
 
 from dicomweb.app import all_routes
 from dicomweb.routes import DICOM_NODES
@@ -27,7 +28,7 @@ def references(node: Any) -> set[str]:
 
 
 class TestDocument:
-    """GET /api/openapi.json and /api-docs, without a token (they hold no patient data)."""
+    """GET /api/openapi.json, its 3.0 form and /api-docs/plain, without a token (they hold no patient data)."""
 
     def test_every_endpoint_with_its_permission(self, api: Api) -> None:
         """Each operation names the permission and the audit action of the route that serves it."""
@@ -68,8 +69,24 @@ class TestDocument:
         assert is_active["in"] == "query" and is_active["schema"]["type"] == "boolean"
         assert is_active["schema"]["default"] is True
 
+    def test_valid(self, api: Api) -> None:
+        """The document is valid OpenAPI 3.1, and its form for Swagger UI valid 3.0 with the same operations."""
+        doc = httpx.get(api.server.url + "/api/openapi.json").json()
+        validate(doc)
+        doc_30 = httpx.get(api.server.url + "/api/openapi-3.0.json").json()
+        assert doc_30["openapi"] == "3.0.3"
+        validate(doc_30)
+        assert {p: set(ops) for p, ops in doc_30["paths"].items()} == {p: set(ops) for p, ops in doc["paths"].items()}
+        assert doc_30["components"]["securitySchemes"] == {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        }
+        for path, operations in doc_30["paths"].items():
+            for method, operation in operations.items():
+                assert operation["security"] == [{"bearer": []}], (method, path)
+
     def test_page(self, api: Api) -> None:
-        response = httpx.get(api.server.url + "/api-docs")
+        """The plain page (no script) for readers without JavaScript."""
+        response = httpx.get(api.server.url + "/api-docs/plain")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
         for root, endpoint in ENDPOINTS:
             assert f"<code>{root + endpoint.path}</code>" in response.text
