@@ -17,17 +17,21 @@ import math
 import re
 from typing import Any
 
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
+from .rawjson import DEFAULT_ENCODING, element_json
+
 # PS3.18 §F.2.6 leaves the threshold to the server; 1 KiB keeps LUTs and icons inline-free and metadata small.
 BULK_DATA_THRESHOLD = 1024  # bytes
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
+SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 
 INTEGER_STRING = re.compile(r"[+-]?[0-9]+")  # IS, PS3.5 Table 6.2-1 (surrounding spaces stripped)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers orjson writes as signed numbers
@@ -35,11 +39,14 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers orjson writes as sign
 
 def dataset_to_json(ds: Dataset, instance_path: str) -> dict[str, Any]:
     """The DICOM JSON object of ``ds``; ``instance_path`` is the instance's URL path relative to the base URL."""
-    return _dataset(ds, instance_path + "/bulk/")
+    return _dataset(ds, instance_path + "/bulk/", [DEFAULT_ENCODING])
 
 
-def _dataset(ds: Dataset, bulk_prefix: str) -> dict[str, Any]:
+def _dataset(ds: Dataset, bulk_prefix: str, parent_encodings: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    encodings = parent_encodings
+    if SPECIFIC_CHARACTER_SET in ds:  # a sequence item may have its own (PS3.5 §7.5.3)
+        encodings = convert_encodings(ds[SPECIFIC_CHARACTER_SET].value)
     for tag in ds.keys():
         if tag.element == 0:  # Group Length describes the binary encoding, not the data; dcm4che omits it too
             continue
@@ -49,9 +56,16 @@ def _dataset(ds: Dataset, bulk_prefix: str) -> dict[str, Any]:
         if vr in BINARY_VRS and _binary_length(raw) > BULK_DATA_THRESHOLD:
             result[key] = {"vr": vr, "BulkDataURI": bulk_prefix + key}
             continue
+        if isinstance(raw, RawDataElement) and vr != "SQ":
+            fast = element_json(raw, encodings)
+            if fast is not None:
+                result[key] = fast
+                continue
         element = ds[tag]
         if element.VR == "SQ":
-            items = [_dataset(item, f"{bulk_prefix}{key}/{index}/") for index, item in enumerate(element.value)]
+            items = [
+                _dataset(item, f"{bulk_prefix}{key}/{index}/", encodings) for index, item in enumerate(element.value)
+            ]
             result[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
         else:
             result[key] = _element(element)

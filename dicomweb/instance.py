@@ -130,8 +130,9 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
         raise fail(FailureReason.CANNOT_UNDERSTAND, "File Meta Information has no valid TransferSyntaxUID")
     url_path = instance_path(uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"])
     try:
-        columns = extract(ds)
+        # The JSON first: it reads the elements' bytes as they are, and extract() converts the few it indexes.
         metadata = orjson.dumps(dataset_to_json(ds, url_path)).decode()
+        columns = extract(ds)
     except Exception as exc:
         raise fail(FailureReason.CANNOT_UNDERSTAND, f"cannot decode the data set: {exc}") from None
     return Instance(

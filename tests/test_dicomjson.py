@@ -23,6 +23,17 @@ INSTANCE_PATH = "studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
 GROUP_LENGTHS = named_file("ExplVR_BigEnd.dcm")  # has Group Length elements in its data set
 
 
+def _readable(path: Path) -> bool:
+    try:
+        pydicom.dcmread(path, defer_size=BULK_DATA_THRESHOLD)
+    except Exception:
+        return False  # the archive refuses such a file before any JSON is made
+    return True
+
+
+READABLE_TEST_FILES = [path for path in sorted(CT.parent.rglob("*.dcm")) if _readable(path)]
+
+
 def to_json(path: Path) -> dict[str, Any]:
     """As the archive converts at store time: values over the threshold are deferred, never read."""
     return dataset_to_json(pydicom.dcmread(path, defer_size=BULK_DATA_THRESHOLD), INSTANCE_PATH)
@@ -234,3 +245,91 @@ class TestRoundTrip:
         assert len(back.ContentSequence) == len(original.ContentSequence) > 0
         for ours, theirs in zip(back.ContentSequence, original.ContentSequence, strict=True):
             assert ours.to_json_dict() == theirs.to_json_dict()
+
+
+class TestFromRawBytes:
+    """rawjson.py writes the JSON of plain elements from their bytes: exactly what pydicom's conversion writes."""
+
+    @staticmethod
+    def both_ways(ds_of: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+        """The JSON (or the error) with rawjson.py, and with every element converted by pydicom."""
+        from dicomweb import dicomjson
+
+        def convert() -> str:
+            try:
+                return orjson.dumps(dataset_to_json(ds_of(), INSTANCE_PATH)).decode()
+            except Exception as exc:
+                return f"fails: {exc!r}"
+
+        fast = convert()
+        with monkeypatch.context() as patched:
+            patched.setattr(dicomjson, "element_json", lambda raw, encodings: None)
+            slow = convert()
+        return fast, slow
+
+    @pytest.mark.parametrize("path", READABLE_TEST_FILES, ids=lambda p: p.name)
+    def test_every_file_pydicom_ships(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every test file of pydicom that it can read, its character set files included, converts the same."""
+        fast, slow = self.both_ways(lambda: pydicom.dcmread(path, defer_size=BULK_DATA_THRESHOLD), monkeypatch)
+        assert fast == slow
+
+    @pytest.mark.parametrize(
+        ("vr", "value"),
+        [
+            ("CS", b"ORIGINAL\\PRIMARY\\\\AXIAL "),
+            ("CS", b" LEADING"),
+            ("AE", b" STORESCU \\ B "),
+            ("UI", b"1.2.3\x00"),
+            ("UI", b"1.2\\1.3 "),
+            ("DA", b"20240102\\"),
+            ("TM", b"101010.5 "),
+            ("LO", b"Chest \\ Abdomen\x00"),
+            ("LO", b"\\"),
+            ("SH", b"caf\xe9 "),
+            ("LT", b"  indented\\text \x00"),
+            ("UT", b"line one\r\nline two  "),
+            ("UR", b"http://example.org/a b  "),
+            ("PN", b"Doe^Jane"),
+            ("PN", b"Doe^Jane=="),
+            ("PN", b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B"),
+            ("PN", b"A^B\\C^D=E"),
+            ("PN", b"A\\\\B"),
+            ("PN", b"  "),
+            ("IS", b" 42 \\-7\\+3"),
+            ("IS", b"1.5"),
+            ("IS", b"99999999999999999999"),
+            ("DS", b"1.5\\-2e3\\.5 \\7."),
+            ("DS", b"inf"),
+            ("DS", b"1.5\\"),
+            ("US", struct.pack("<3H", 1, 2, 65535)),
+            ("SS", struct.pack("<h", -5)),
+            ("UL", struct.pack("<L", 4000000000)),
+            ("SL", struct.pack("<l", -4)),
+            ("FL", struct.pack("<2f", 1.5, float("nan"))),
+            ("FD", struct.pack("<d", -0.25)),
+            ("SV", struct.pack("<q", -(2**40))),
+            ("UV", struct.pack("<Q", 2**63)),
+            ("US", b"\x01\x00\x02"),
+            ("US", b""),
+            ("OB", b"\x00\x01\x02\x03"),
+            ("OW", b""),
+            ("UN", b"\x01\x02"),
+            ("AT", struct.pack("<HH", 0x0010, 0x0010)),
+        ],
+    )
+    def test_values(self, vr: str, value: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Padding, empty values among several, escape sequences, numbers that are not plain: as pydicom writes."""
+        charset = b"ISO_IR 100\\ISO 2022 IR 87" if b"\x1b" in value else b"ISO_IR 100"
+        tag = 0x00091010 if vr in ("UN", "AT") else 0x00111010
+        padded = value + b" " * (len(value) % 2)
+        encoded = struct.pack("<HH2sH", 0x0008, 0x0005, b"CS", len(charset)) + charset
+        if vr in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"):  # PS3.5 §7.1.2
+            encoded += struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(padded)) + padded
+        else:
+            encoded += struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(padded)) + padded
+
+        def read() -> Dataset:
+            return read_dataset(io.BytesIO(encoded), is_implicit_VR=False, is_little_endian=True)
+
+        fast, slow = self.both_ways(read, monkeypatch)
+        assert fast == slow
