@@ -1,6 +1,7 @@
-"""Bulk import: store every DICOM file under some paths through the same path as STOW-RS (services.store.store_spooled).
+"""Bulk import: store every DICOM file under some paths through the same path as STOW-RS (``services.store``).
 
-Files are copied into the archive's temp folder (fsynced, hashed on the way), validated, placed and indexed. A
+Files are copied into the archive's temp folder (hashed on the way), validated and fsynced in one worker thread
+hand-off each (``store.prepare_here``), then placed and indexed, the files in flight together (group commit). A
 file already stored with the same bytes counts as "already stored", so re-running an import stores nothing twice.
 Files without the PS3.10 "DICM" prefix are skipped, not failed. While the database is gone (an embedded PostgreSQL
 being restarted, an external one down), each file is tried again until it is back, for up to DATABASE_WAIT_SECONDS:
@@ -22,13 +23,15 @@ from tqdm import tqdm
 
 from .archive import Archive
 from .db.outage import unreachable
-from .services.store import store_spooled
+from .instance import InvalidInstance
+from .services import store
+from .storage import SpooledFile
 
 log = logging.getLogger("dicomweb")
 
 DATABASE_WAIT_SECONDS = 300  # how long an import waits for the database to come back before it stops
 DATABASE_RETRY_SECONDS = 1.0  # between tries of a file while the database is gone
-PARALLEL_FILES = 4  # files copied, parsed and indexed at once
+PARALLEL_FILES = 8  # files in flight: enough to fill the group commits and the disk; more only contend for the GIL
 DICM_OFFSET = 128  # PS3.10 §7.1: 128-byte preamble, then "DICM"
 
 
@@ -118,16 +121,29 @@ async def _import_waiting(archive: Archive, path: Path, report: ImportReport) ->
         return
 
 
-async def _import_one(archive: Archive, path: Path, report: ImportReport) -> None:
-    if not await asyncio.to_thread(_is_dicom, path):
-        report.skipped += 1
-        return
+def _spool_and_prepare(archive: Archive, path: Path) -> tuple[SpooledFile, store.Prepared | InvalidInstance] | None:
+    """The file copied into tmp/, parsed and fsynced (blocking); None if it is not a PS3.10 file."""
+    if not _is_dicom(path):
+        return None
+    spooled = archive.storage.spool_copy(path)
     try:
-        spooled = await asyncio.to_thread(archive.storage.spool_copy, path)
+        return spooled, store.prepare_here(spooled, None)
+    except BaseException:
+        spooled.path.unlink(missing_ok=True)
+        raise
+
+
+async def _import_one(archive: Archive, path: Path, report: ImportReport) -> None:
+    try:
+        prepared = await asyncio.to_thread(_spool_and_prepare, archive, path)
     except OSError as exc:
         report.failures.append((path, f"cannot read: {exc.strerror}"))
         return
-    result = await store_spooled(archive, spooled, None)  # the spooled file is gone afterwards, stored or not
+    if prepared is None:
+        report.skipped += 1
+        return
+    spooled, outcome = prepared
+    result = await store.store_prepared(archive, spooled, outcome)  # the spooled file is gone afterwards
     report.bytes += spooled.size
     if result.failure is not None:
         report.failures.append((path, f"{result.detail} ({result.failure:#06x})"))

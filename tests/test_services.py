@@ -35,7 +35,8 @@ def with_archive(new_database: Any, tmp_path: Path, work: Callable[[Archive], Aw
 
 async def store_bytes(archive: Archive, data: bytes) -> store.StoreResult:
     spooled = await archive.storage.temp_writer().close(data)
-    return await store.store_spooled(archive, spooled, None)
+    prepared = await asyncio.to_thread(store.prepare_here, spooled, None)
+    return await store.store_prepared(archive, spooled, prepared)
 
 
 class TestStoreRetrieveDelete:

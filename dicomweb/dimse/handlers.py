@@ -35,7 +35,8 @@ from ..db.audit import Event
 from ..db.nodes import get_node
 from ..db.outage import unreachable
 from ..db.retrieve import StoredFile
-from ..services.store import StoreResult, store_spooled
+from ..services import store
+from ..services.store import StoreResult
 from ..status import DimseStatus, FailureReason
 from . import access, commitment, find, mpps, outgoing, retrieve, worklist
 from .nodes import NodePermission
@@ -137,6 +138,11 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         # The data set as pynetdicom received it, after its own File Meta Information, behind ours.
         received = event.dataset_path
         spooled = bridge.archive.storage.spool_copy(received, _encoded_meta(meta), _data_set_start(received))
+        try:
+            prepared = store.prepare_here(spooled, None)  # in this association's thread: off the event loop
+        except BaseException:
+            spooled.path.unlink(missing_ok=True)
+            raise
     except OSError as exc:
         log.error("C-STORE from %s: the received data set could not be spooled: %s", calling, exc)
         bridge.count_operation("C-STORE", FailureReason.OUT_OF_RESOURCES)
@@ -144,7 +150,7 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         return _status(FailureReason.OUT_OF_RESOURCES, f"cannot write the data set: {exc.strerror}")
     result: StoreResult | None = None
     try:
-        result = bridge.run(store_spooled(bridge.archive, spooled, None))
+        result = bridge.run(store.store_prepared(bridge.archive, spooled, prepared))
     except Exception as exc:
         spooled.path.unlink(missing_ok=True)
         if not unreachable(exc):
