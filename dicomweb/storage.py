@@ -9,7 +9,8 @@ Layout under the data folder::
 The UIDs are checked against the PS3.5 §9.1 grammar before they become path components, so no request can
 name a path outside ``files/``. Every store writes a new, uniquely named file: a file that is in place is never
 overwritten, and undoing a failed store (removing its file) can never touch another store's file, whatever the
-timing. A crash between rename and commit leaves at worst a file that no row names.
+timing. A crash between rename and commit leaves at worst a file that no row names (``reconcile.py`` moves it to
+lost+found/ at the next start).
 
 All blocking file work runs in worker threads (``asyncio.to_thread``); nothing here touches the event loop.
 """
