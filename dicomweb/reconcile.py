@@ -326,11 +326,11 @@ async def at_start(conn: asyncpg.Connection, storage: FileStorage) -> Findings |
     try:
         findings = await scan(conn, storage)
         await asyncio.to_thread(repair, storage, findings)
+        log_missing(findings.missing_files)
+        await asyncio.to_thread(write_summary, storage.root, findings)
     except OSError as exc:
         log.error("the files could not be reconciled with the index (%s); starting all the same", exc)
         return None
-    log_missing(findings.missing_files)
-    await asyncio.to_thread(write_summary, storage.root, findings)
     log.info(
         "files reconciled with the index in %.2f s: %d files, %d rows; %d temp file(s) removed, %d orphan file(s) "
         "moved to %s, %d missing file(s)",
