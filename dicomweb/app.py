@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
-from . import openapi, swagger
+from . import openapi, reconcile, swagger
 from .accesslog import AccessLogMiddleware
 from .archive import open_archive
 from .auth import AuthMiddleware, verifier_for
@@ -37,13 +37,18 @@ def all_routes() -> list[BaseRoute]:
     return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES]), *swagger.routes()]
 
 
-def create_app(settings: Settings, supervised: bool = False) -> Starlette:
+def create_app(settings: Settings, supervised: bool = False, reconcile_at_start: bool = False) -> Starlette:
     """``supervised``: a worker of ``dicomweb serve --workers N``, whose supervisor has checked the schema and holds
-    the DIMSE port for the workers to share (``cli.serve``)."""
+    the DIMSE port for the workers to share (``cli.serve``). ``reconcile_at_start``: the one process of ``dicomweb
+    serve``, which reconciles the files with the index before it serves (``reconcile.py``; a supervisor does it
+    before it starts its workers)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with open_archive(settings, schema_checked=supervised) as archive:
+            if reconcile_at_start:
+                async with archive.pool.acquire() as conn:
+                    await reconcile.at_start(conn, archive.storage)
             dimse = DimseServer(archive, metrics, shared_port=supervised) if settings.dimse_port else None
             if dimse is not None:
                 dimse.start()

@@ -1,5 +1,6 @@
 """The ``dicomweb`` command: ``serve`` runs the server, ``import`` stores files from disk, ``token`` prints one,
-``nodes`` lists, adds and removes the DICOM nodes, ``backup`` and ``restore`` copy the archive out and back."""
+``nodes`` lists, adds and removes the DICOM nodes, ``check`` reconciles the files with the index, ``backup`` and
+``restore`` copy the archive out and back."""
 
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})")
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    check = sub.add_parser("check", help="find (and with --repair, put aside) files the index and the disk disagree on")
+    check.add_argument("--verify", action="store_true", help="re-hash every file (SHA-256) against its row")
+    check.add_argument(
+        "--repair", action="store_true", help="move orphan files to lost+found/, remove stale temp files"
+    )
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
     nodes = sub.add_parser("nodes", help="list, add and remove the DICOM nodes (the remote AEs the archive knows)")
     actions = nodes.add_subparsers(dest="nodes_command", required=True)
     listing = actions.add_parser("list", help="the registered nodes")
@@ -95,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("folder", metavar="SRC", type=Path, help="a folder made by dicomweb backup")
     for command in (backup, restore):
         command.add_argument("--copy", action="store_true", help="copy files even where a hard link would do")
-    for command in (listing, add, remove, backup, restore):
+    for command in (listing, add, remove, check, backup, restore):
         command.add_argument(
             "--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})"
         )
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "workers", "data_dir") and v is not None}
     settings = settings.replace(**overrides)
-    if args.command == "nodes" and "DICOMWEB_LOG_LEVEL" not in os.environ:
+    if args.command in ("nodes", "check") and "DICOMWEB_LOG_LEVEL" not in os.environ:
         # A one-line answer, without the embedded PostgreSQL's start and stop (unless a log level is asked for).
         settings = settings.replace(log_level="warning")
     settings.configure_logging()
@@ -131,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from .restore import restore_command
 
         return (backup_command if args.command == "backup" else restore_command)(settings, args.folder, args.copy)
+    if args.command == "check":
+        from .check import check
+
+        return asyncio.run(check(settings, args.verify, args.repair, progress=not args.quiet))
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"dicomweb: {', '.join(missing)} does not exist", file=sys.stderr)
@@ -148,6 +159,7 @@ def serve(settings: Settings) -> int:
     from .db.embedded import EmbeddedPostgres
     from .db.outage import DatabaseUnreachable
     from .db.pool import SchemaError, check_database
+    from .reconcile import at_start_supervised
     from .zerocopy import HTTP_PROTOCOL
 
     workers = settings.workers or os.cpu_count() or 1
@@ -162,7 +174,7 @@ def serve(settings: Settings) -> int:
     }
     _log_where_things_are(settings)
     if workers == 1:
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, reconcile_at_start=True), **options))
         server.run()
         return 0 if server.started else 1
     try:
@@ -180,6 +192,7 @@ def serve(settings: Settings) -> int:
             # which would stop every worker (uvicorn takes a failed start for a broken application).
             try:
                 asyncio.run(check_database(settings.database_url))
+                asyncio.run(at_start_supervised(settings))  # files and index reconciled before any worker stores
             except (SchemaError, DatabaseUnreachable, asyncpg.PostgresError) as exc:
                 print(f"dicomweb: cannot start: {exc}", file=sys.stderr)
                 return 1

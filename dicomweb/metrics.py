@@ -1,5 +1,5 @@
 """Prometheus metrics at /metrics: requests and their latency per route and status, what the archive holds, STOW
-failures by reason, database pool use.
+failures by reason, database pool use, the missing files the last reconciliation found.
 
 With several worker processes (``dicomweb serve --workers N``) each writes its values to files in the folder
 named by ``PROMETHEUS_MULTIPROC_DIR`` (set by the command before the workers start), and a scrape of any worker
@@ -8,6 +8,7 @@ adds them up (prometheus_client's multiprocess mode), so one scrape sees the who
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .db.outage import unreachable
+from .reconcile import Summary, read_summary
 from .routing import route_of
 from .state import archive_of
 
@@ -153,7 +155,29 @@ async def metrics(request: Request) -> Response:
         registry.register(_Of(metrics_of(request).registry))
     if row is not None:
         registry.register(_Stored(int(row[0]), int(row[1]), int(row[2])))
+    summary = await asyncio.to_thread(read_summary, archive_of(request).storage.root)
+    if summary is not None:
+        registry.register(_Reconciled(summary))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _Reconciled(Collector):
+    """The last reconciliation of the files with the index (at the start, or ``dicomweb check``)."""
+
+    def __init__(self, summary: Summary) -> None:
+        self.summary = summary
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "dicomweb_missing_files",
+            "Indexed instances whose file is missing, as the last reconciliation (start or dicomweb check) found",
+            value=self.summary.missing_files,
+        )
+        yield GaugeMetricFamily(
+            "dicomweb_reconciled_timestamp_seconds",
+            "When the last reconciliation of the files with the index ended (seconds since the epoch)",
+            value=self.summary.finished_at,
+        )
 
 
 class _Of(Collector):

@@ -2,13 +2,15 @@
 
 Layout under the data folder::
 
-    tmp/                                   files being received (removed on failure, swept at start-up)
+    tmp/{pid}-{start}-{random}.part        files being received, named after the process receiving them (removed
+                                           on failure; those of processes that are gone are removed at start-up)
     files/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.{random}.dcm
 
 The UIDs are checked against the PS3.5 §9.1 grammar before they become path components, so no request can
 name a path outside ``files/``. Every store writes a new, uniquely named file: a file that is in place is never
 overwritten, and undoing a failed store (removing its file) can never touch another store's file, whatever the
-timing. A crash between rename and commit leaves at worst a file that no row names.
+timing. A crash between rename and commit leaves at worst a file that no row names (``reconcile.py`` moves it to
+lost+found/ at the next start).
 
 All blocking file work runs in worker threads (``asyncio.to_thread``); nothing here touches the event loop.
 """
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -26,12 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import psutil
+
 from .uids import is_valid_uid
 
 TEMP_SUFFIX = ".part"
 # Temp files older than this are leftovers of a crash, swept at start-up. Younger ones may belong to an upload in
 # flight in another worker process of the same server (each runs this sweep when it starts), so they stay.
 STALE_TEMP_SECONDS = 6 * 3600
+# A temp file's name: the owning process's pid and start time (whole seconds since the epoch; with the pid it tells a
+# live owner from a new process that got a dead one's pid), then a random part.
+TEMP_NAME = re.compile(r"(\d+)-(\d+)-[0-9a-f]{32}" + re.escape(TEMP_SUFFIX))
 CHUNK_BYTES = 1024 * 1024  # bytes read from a stored file per worker-thread call
 
 
@@ -42,6 +51,23 @@ class SpooledFile:
     path: Path
     size: int
     sha256: str
+
+
+def temp_name() -> str:
+    """A new temp file name that names this process as its owner, so that a start can remove the temp files of
+    processes that are gone and leave a live worker's uploads alone (``dicomweb/reconcile.py``)."""
+    return f"{_owner(os.getpid())}-{uuid.uuid4().hex}{TEMP_SUFFIX}"
+
+
+def temp_owner(name: str) -> tuple[int, int] | None:
+    """The pid and start time of the process that made the temp file ``name``; None for a name of another form."""
+    match = TEMP_NAME.fullmatch(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+@functools.cache
+def _owner(pid: int) -> str:
+    return f"{pid}-{int(psutil.Process(pid).create_time())}"
 
 
 class TempWriter:
@@ -128,7 +154,7 @@ class FileStorage:
                     leftover.unlink(missing_ok=True)
 
     def temp_writer(self) -> TempWriter:
-        return TempWriter(self.tmp / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        return TempWriter(self.tmp / temp_name())
 
     def spool_copy(self, source: Path, head: bytes = b"", start: int = 0) -> SpooledFile:
         """``head`` and then ``source`` from byte ``start`` on, copied into a new temp file and hashed on the way, as
@@ -209,7 +235,7 @@ class FileStorage:
 
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created and fsynced in the temp folder (for /readyz)."""
-        probe = self.tmp / f"readyz-{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        probe = self.tmp / temp_name()
         with open(probe, "xb") as f:
             f.write(b"ok")
             os.fsync(f.fileno())

@@ -1,0 +1,362 @@
+"""The files and the index made to agree again after a crash: at every start of the server, and on demand with
+``dicomweb check``.
+
+A store inserts its rows, renames its files into place, then commits (``services/store.py``); a deletion commits,
+then unlinks. A crash (SIGKILL, power cut, the kernel's OOM killer) in between leaves:
+
+- temp files in ``tmp/`` of processes that are gone (each name carries its owner's pid and start time,
+  ``storage.temp_name``): removed. A live process's temp files are never touched, whatever their age, so a start
+  beside a running ``dicomweb import``, or ``dicomweb check`` beside a running server, leaves their uploads alone;
+  names of another form (older versions) are removed once ``STALE_TEMP_SECONDS`` old;
+- orphan files: stored files that no committed row names (a store whose COMMIT never came, the old file of an
+  overwrite or a deleted instance's file whose unlink never came): moved to ``lost+found/`` under the data folder,
+  keeping their path, with a log line each; moved rather than deleted, because they may be the only copy of an
+  instance a client was never told was stored;
+- missing files: rows whose file is gone (removed by hand, a database restored without its files): reported, never
+  repaired (the instance must be sent again), with their UIDs; their count is in ``/metrics`` and ``/readyz``.
+
+``dicomweb check`` also compares each file's size with its row's, and with ``--verify`` re-hashes every file
+against the row's ``file_sha256`` (a stored file's name carries a random part, not its hash: the row is the
+record of what was received).
+
+A start reads no file: it lists the folders and reads every row's path in one query (about 0.1 s for 20,000
+instances). The files are listed first; then the transactions in progress are waited for (a store in flight has
+its rows inserted before it places its files, so its transaction is one of them) and only then are the rows read:
+a file placed by a store whose COMMIT is pending is never taken for an orphan, which makes the same reconciliation
+safe beside a running server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import psutil
+from tqdm import tqdm
+
+from .config import Settings
+from .db import files as db
+from .db import outage
+from .db.files import StoredFile
+from .storage import CHUNK_BYTES, STALE_TEMP_SECONDS, TEMP_SUFFIX, FileStorage, temp_owner
+
+log = logging.getLogger("dicomweb")
+
+LOST_AND_FOUND = "lost+found"  # under the data folder: orphan files, at their path relative to the data folder
+SUMMARY_FILE = "reconcile.json"  # under the data folder: the last reconciliation's counts, for /metrics and /readyz
+TRANSACTION_WAIT_SECONDS = 30.0  # how long to wait for transactions in progress before leaving orphans unjudged
+START_TIME_TOLERANCE_SECONDS = 2.0  # a temp file's owner is the live process of its pid if started this close
+MISSING_LOGGED = 100  # missing files logged one by one at a start; `dicomweb check` lists them all
+HASH_THREADS = 4  # files re-hashed at once by `dicomweb check --verify` (hashlib releases the GIL)
+
+
+@dataclass
+class Findings:
+    """What a reconciliation found; paths are relative to the data folder."""
+
+    stale_temp_files: list[str] = field(default_factory=list)
+    orphan_files: list[str] = field(default_factory=list)
+    missing_files: list[StoredFile] = field(default_factory=list)
+    size_mismatches: list[tuple[StoredFile, int]] = field(default_factory=list)  # the row, the file's size
+    hash_mismatches: list[StoredFile] = field(default_factory=list)
+    unjudged: int = 0  # files no row names, too young to judge or while transactions stayed open: left as they are
+    listed: int = 0  # files under files/
+    indexed: int = 0  # rows
+
+    def count(self) -> int:
+        return (
+            len(self.stale_temp_files)
+            + len(self.orphan_files)
+            + len(self.missing_files)
+            + len(self.size_mismatches)
+            + len(self.hash_mismatches)
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The last reconciliation's figures, as ``/metrics`` and ``/readyz`` report them."""
+
+    finished_at: float  # seconds since the epoch
+    missing_files: int
+
+
+async def scan(
+    conn: asyncpg.Connection,
+    storage: FileStorage,
+    *,
+    sizes: bool = False,
+    verify: bool = False,
+    min_age: float = 0.0,
+    progress: bool = False,
+) -> Findings:
+    """Compare the files with the committed rows; changes nothing. ``sizes``: stat every file against its row;
+    ``verify``: re-hash every file too; ``min_age``: a temp file of a process that is gone, or a file no row names,
+    counts only once last written this many seconds ago (younger ones are left unjudged)."""
+    findings = Findings()
+    findings.stale_temp_files = await asyncio.to_thread(stale_temp_files, storage, min_age)
+    listed = await asyncio.to_thread(list_files, storage.root, progress)
+    findings.listed = len(listed)
+    still_open = await db.wait_for_transactions(conn, TRANSACTION_WAIT_SECONDS)
+    contents: dict[str, tuple[int, str]] = {}
+    if sizes or verify:
+        contents = await db.file_contents(conn)
+        indexed: Collection[str] = contents.keys()
+    else:
+        indexed = await db.file_paths(conn)
+    findings.indexed = len(indexed)
+    unnamed = listed.difference(indexed)
+    if still_open:
+        log.warning(
+            "%d transaction(s) still open after %.0f s: %d file(s) no row names are left as they are this time",
+            still_open,
+            TRANSACTION_WAIT_SECONDS,
+            len(unnamed),
+        )
+        findings.unjudged = len(unnamed)
+    else:
+        orphans = await asyncio.to_thread(_written_before, storage.root, unnamed, time.time() - min_age)
+        findings.orphan_files = sorted(orphans)
+        findings.unjudged = len(unnamed) - len(orphans)
+    unlisted = [path for path in indexed if path not in listed]
+    gone = await asyncio.to_thread(lambda: [p for p in unlisted if not storage.absolute(p).exists()])
+    vanished: list[str] = []
+    bad_sizes: dict[str, int] = {}
+    bad_hashes: list[str] = []
+    if sizes or verify:
+        present = [(path, *contents[path]) for path in contents if path in listed]
+        vanished, bad_sizes, bad_hashes = await asyncio.to_thread(check_contents, storage, present, verify, progress)
+    # Confirmed against the rows as they are now: a row deleted meanwhile (its file unlinked after the commit) is
+    # no finding.
+    rows = await db.stored_files(conn, [*gone, *vanished, *bad_sizes, *bad_hashes])
+    findings.missing_files = [rows[p] for p in sorted({*gone, *vanished}) if p in rows]
+    findings.size_mismatches = [(rows[p], size) for p, size in sorted(bad_sizes.items()) if p in rows]
+    findings.hash_mismatches = [rows[p] for p in sorted(bad_hashes) if p in rows]
+    return findings
+
+
+def _written_before(root: Path, paths: Iterable[str], cutoff: float) -> list[str]:
+    """The files among ``paths`` last written before ``cutoff`` (seconds since the epoch); those gone are left out."""
+    found = []
+    for path in paths:
+        try:
+            if (root / path).stat().st_mtime <= cutoff:
+                found.append(path)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def stale_temp_files(storage: FileStorage, min_age: float = 0.0) -> list[str]:
+    """Temp files whose owning process is gone (and at least ``min_age`` seconds old), and temp files of an older
+    name form that are ``STALE_TEMP_SECONDS`` old."""
+    now = time.time()
+    stale = []
+    with os.scandir(storage.tmp) as entries:
+        for entry in entries:
+            if not entry.name.endswith(TEMP_SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                modified = entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue  # its upload has ended since
+            owner = temp_owner(entry.name)
+            if owner is None:
+                gone = modified < now - STALE_TEMP_SECONDS
+            else:
+                gone = not owner_alive(*owner) and modified <= now - min_age
+            if gone:
+                stale.append(f"{storage.tmp.name}/{entry.name}")
+    return sorted(stale)
+
+
+def owner_alive(pid: int, started: int) -> bool:
+    """Whether the process that made a temp file still runs (the same pid, started at the same time)."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(process.create_time() - started) < START_TIME_TOLERANCE_SECONDS
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # another user's process: not ours to judge
+
+
+def list_files(root: Path, progress: bool = False) -> set[str]:
+    """Every file under ``files/``, relative to the data folder (folder entries only: no file is opened or stat'ed)."""
+    found: set[str] = set()
+    prefix = len(str(root)) + 1
+    folders = [root / "files"]
+    with tqdm(desc="listing files", unit=" files", disable=not progress, dynamic_ncols=True) as bar:
+        while folders:
+            folder = folders.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            before = len(found)
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                else:
+                    found.add(entry.path[prefix:])
+            bar.update(len(found) - before)
+    return found
+
+
+def check_contents(
+    storage: FileStorage, present: list[tuple[str, int, str]], verify: bool, progress: bool
+) -> tuple[list[str], dict[str, int], list[str]]:
+    """Each file's size against its row's, and with ``verify`` its SHA-256: the files gone meanwhile, the sizes
+    that differ (path -> the file's size), the hashes that differ."""
+    total = sum(size for _, size, _ in present) if verify else len(present)
+    unit = {"unit": "B", "unit_scale": True} if verify else {"unit": " files"}
+    bar = tqdm(total=total, desc="verifying" if verify else "sizes", disable=not progress, dynamic_ncols=True, **unit)
+
+    def one(item: tuple[str, int, str]) -> tuple[str, int | None, bool]:
+        path, size, sha256 = item
+        absolute = storage.absolute(path)
+        try:
+            actual = os.stat(absolute).st_size
+            if not verify:
+                bar.update(1)
+                return path, actual, True
+            if actual != size:
+                bar.update(size)
+                return path, actual, True
+            return path, actual, _sha256(absolute, bar) == sha256
+        except FileNotFoundError:
+            return path, None, True
+
+    with bar:
+        if verify:
+            with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+                results = list(pool.map(one, present))
+        else:
+            results = [one(item) for item in present]
+    expected = {path: size for path, size, _ in present}
+    vanished = [path for path, actual, _ in results if actual is None]
+    sizes = {path: actual for path, actual, _ in results if actual is not None and actual != expected[path]}
+    hashes = [path for path, actual, same in results if actual is not None and not same]
+    return vanished, sizes, hashes
+
+
+def _sha256(path: Path, bar: tqdm[None]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def repair(storage: FileStorage, findings: Findings) -> dict[str, str]:
+    """What is safe: stale temp files removed, orphan files moved to lost+found/ (each logged); where each orphan
+    went. Never a row, never an indexed file."""
+    for relative in findings.stale_temp_files:
+        (storage.root / relative).unlink(missing_ok=True)
+    if findings.stale_temp_files:
+        log.info("removed %d temp file(s) of processes that are gone", len(findings.stale_temp_files))
+    moved = {}
+    for relative in findings.orphan_files:
+        target = move_to_lost_found(storage.root, relative)
+        if target is not None:
+            moved[relative] = target
+            log.warning("orphan file %s (no committed row names it) moved to %s", relative, target)
+    return moved
+
+
+def move_to_lost_found(root: Path, relative: str) -> str | None:
+    """Move a file to lost+found/ at the same relative path (a new suffix if taken); where it went, relative to the
+    data folder, or None if it is gone already."""
+    target = f"{LOST_AND_FOUND}/{relative}"
+    (root / target).parent.mkdir(parents=True, exist_ok=True)
+    taken = 0
+    while (root / target).exists():
+        taken += 1
+        target = f"{LOST_AND_FOUND}/{relative}.{taken}"
+    try:
+        os.rename(root / relative, root / target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def log_missing(missing: list[StoredFile]) -> None:
+    for stored in missing[:MISSING_LOGGED]:
+        log.error("indexed instance without its file: %s (%s)", uids(stored), stored.file_path)
+    if len(missing) > MISSING_LOGGED:
+        log.error("... and %d more; `dicomweb check` lists them all", len(missing) - MISSING_LOGGED)
+
+
+def uids(stored: StoredFile) -> str:
+    return (
+        f"StudyInstanceUID={stored.study_instance_uid} SeriesInstanceUID={stored.series_instance_uid} "
+        f"SOPInstanceUID={stored.sop_instance_uid}"
+    )
+
+
+async def at_start_supervised(settings: Settings) -> None:
+    """``at_start`` in ``dicomweb serve``'s supervisor, before it starts the workers, over a connection of its own."""
+    storage = FileStorage(settings.data_dir)
+    await asyncio.to_thread(storage.prepare)
+    conn = await outage.connect(settings.database_url)
+    try:
+        await at_start(conn, storage)
+    finally:
+        await conn.close()
+
+
+async def at_start(conn: asyncpg.Connection, storage: FileStorage) -> Findings | None:
+    """Before the server serves (once, in ``dicomweb serve``'s supervisor with several workers): temp files of
+    processes that are gone removed, orphan files moved to lost+found/, missing files logged and counted. A disk
+    error is logged and the server starts all the same (a database error stops the start, as it would anyway)."""
+    started = time.monotonic()
+    try:
+        findings = await scan(conn, storage)
+        await asyncio.to_thread(repair, storage, findings)
+        log_missing(findings.missing_files)
+        await asyncio.to_thread(write_summary, storage.root, findings)
+    except OSError as exc:
+        log.error("the files could not be reconciled with the index (%s); starting all the same", exc)
+        return None
+    log.info(
+        "files reconciled with the index in %.2f s: %d files, %d rows; %d temp file(s) removed, %d orphan file(s) "
+        "moved to %s, %d missing file(s)",
+        time.monotonic() - started,
+        findings.listed,
+        findings.indexed,
+        len(findings.stale_temp_files),
+        len(findings.orphan_files),
+        storage.root / LOST_AND_FOUND,
+        len(findings.missing_files),
+    )
+    return findings
+
+
+def write_summary(data_dir: Path, findings: Findings) -> None:
+    """Record the reconciliation's figures for the server's /metrics and /readyz (every worker reads the file)."""
+    summary = {"finished_at": time.time(), "missing_files": len(findings.missing_files)}
+    temp = data_dir / f".{SUMMARY_FILE}.{uuid.uuid4().hex}"
+    temp.write_text(json.dumps(summary))
+    os.replace(temp, data_dir / SUMMARY_FILE)
+
+
+def read_summary(data_dir: Path) -> Summary | None:
+    """The last reconciliation's figures; None before the first (or for a server started without one)."""
+    try:
+        recorded = json.loads((data_dir / SUMMARY_FILE).read_text())
+        return Summary(float(recorded["finished_at"]), int(recorded["missing_files"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
