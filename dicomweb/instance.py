@@ -16,10 +16,12 @@ Besides its UIDs, what is cheap to check and would make the instance unreadable 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from pydicom import dcmread
@@ -38,6 +40,7 @@ from .uids import is_valid_uid
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 RESERVED_GROUPS = {0x0000: "DIMSE command", 0x0002: "File Meta Information"}  # not in a data set (PS3.5 §7.1)
 MAX_TAGS_NAMED = 5  # reserved-group tags named in a refusal
+IN_MEMORY_PARSE_BYTES = 4 * 1024 * 1024  # files up to this size are read whole and parsed from memory
 # The Image Pixel module attributes a reader needs to cut frames out of Pixel Data and decode them (PS3.3 §C.7.6.3);
 # the Floating Point Image Pixel module needs the same (PS3.3 §C.7.6.24).
 PIXEL_MODULE_NUMBERS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
@@ -59,6 +62,9 @@ class InvalidInstance(Exception):
         self.detail = detail
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
+
+    def __reduce__(self) -> tuple[Any, ...]:  # across processes (``dicomweb import`` parses in a process pool)
+        return (InvalidInstance, (self.reason, self.detail, self.sop_class_uid, self.sop_instance_uid))
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,12 @@ def instance_path(study_instance_uid: str, series_instance_uid: str, sop_instanc
 def read_instance(path: Path, expected_study_instance_uid: str | None = None) -> Instance:
     """Parse the file at ``path``; check it is complete, has valid UIDs and belongs to the expected study."""
     size = path.stat().st_size
+    # A file that is not large is parsed from memory: pydicom asks a file for its position at every element, and each
+    # of those calls lets go of the interpreter lock and waits to take it back, which with other threads busy cost
+    # more than the parse (hundreds of futex calls per instance).
+    source: BinaryIO | Path = io.BytesIO(path.read_bytes()) if size <= IN_MEMORY_PARSE_BYTES else path
     try:
-        ds = dcmread(path, defer_size=BULK_DATA_THRESHOLD)
+        ds = dcmread(source, defer_size=BULK_DATA_THRESHOLD)
     except InvalidDicomError as exc:
         raise InvalidInstance(FailureReason.CANNOT_UNDERSTAND, f"not a DICOM PS3.10 file: {exc}") from None
     except Exception as exc:
@@ -106,8 +116,8 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
     if problem:
         raise fail(FailureReason.CANNOT_UNDERSTAND, problem)
     try:
-        with path.open("rb") as file:  # before anything reads the deferred pixel data
-            index = frame_index(file, ds)
+        with path.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as file:
+            index = frame_index(file, ds)  # before anything reads the deferred pixel data
     except BrokenPixelData as exc:
         raise fail(FailureReason.CANNOT_UNDERSTAND, str(exc)) from None
     uids: dict[str, str] = {}

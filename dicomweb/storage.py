@@ -191,36 +191,30 @@ class FileStorage:
             raise ValueError(f"stored path {relative_path!r} is outside the storage folder")
         return self.root.joinpath(*parts)
 
-    async def place(self, moves: list[tuple[Path, str]]) -> None:
-        """Rename synced temp files to their relative paths, then fsync each folder once so the names are durable."""
-        if moves:
-            await asyncio.to_thread(self._place, [(source, self.absolute(target)) for source, target in moves])
-
-    def _place(self, moves: list[tuple[Path, Path]]) -> None:
-        changed: set[Path] = set()
-        for source, target in moves:
-            series_folder = target.parent
-            if not series_folder.exists():
-                study_folder = series_folder.parent
-                if not study_folder.exists():
-                    changed.add(self.files)
-                changed.add(study_folder)
-                series_folder.mkdir(parents=True, exist_ok=True)
-            os.rename(source, target)
-            changed.add(series_folder)
-        # Deepest first, so a new folder's own entries are durable before the entry that names it.
-        for folder in sorted(changed, key=lambda p: len(p.parts), reverse=True):
-            _fsync_dir(folder)
-
-    async def unplace(self, moves: list[tuple[Path, str]]) -> None:
-        """Undo ``place``: rename files back to their temp paths (those never placed are skipped)."""
-        if moves:
-            await cleanup(self._unplace, [(source, self.absolute(target)) for source, target in moves])
-
-    def _unplace(self, moves: list[tuple[Path, Path]]) -> None:
-        for source, target in moves:
-            if target.exists():
-                os.rename(target, source)
+    def place_now(self, temp: Path, relative_path: str) -> Path:
+        """Rename a received temp file to its place under ``files/`` and make it durable there (blocking; call from a
+        worker thread). The rename comes first and then one fsync of the file: a journaling file system (ext4, XFS)
+        writes the data and the new name in one journal commit, and the folders' fsyncs that follow find nothing left
+        to write. A fsync for the data and another for the name cost two commits, and under concurrent stores each
+        waits for the other stores' commits. On failure the file is gone (the store fails, nothing stays behind)."""
+        target = self.absolute(relative_path)
+        changed: list[Path] = []
+        series_folder = target.parent
+        if not series_folder.exists():
+            study_folder = series_folder.parent
+            if not study_folder.exists():
+                changed.append(self.files)
+            changed.append(study_folder)
+            series_folder.mkdir(parents=True, exist_ok=True)
+        os.rename(temp, target)
+        try:
+            sync(target)
+            for folder in [series_folder, *reversed(changed)]:  # deepest first
+                _fsync_dir(folder)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target
 
     async def remove(self, relative_paths: Iterable[str]) -> None:
         paths = [self.absolute(p) for p in relative_paths]

@@ -104,7 +104,7 @@ async def _store_parts(
                 FailureReason.CANNOT_UNDERSTAND, f"part Content-Type {part.content_type} is not {media.DICOM}"
             )
         async with parses:
-            return await store.prepare(part.file, study_instance_uid)
+            return await store.prepare(archive.storage, part.file, study_instance_uid)
 
     try:
         async for part in parts:
@@ -114,8 +114,9 @@ async def _store_parts(
     except BaseException:
         for task in parsing:
             task.cancel()
-        await asyncio.gather(*parsing, return_exceptions=True)
+        prepared = await asyncio.gather(*parsing, return_exceptions=True)
         await archive.storage.discard(part.file for part in received)
+        await store.discard(archive, prepared)  # parts already in place
         raise
 
     await archive.storage.discard(

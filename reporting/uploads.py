@@ -153,7 +153,7 @@ async def _store(
     archive: Archive, spooled: SpooledFile, study_instance_uid: str, series_instance_uid: str | None
 ) -> store.StoreResult:
     """Validate, check the UIDs against the target, place and index: STOW-RS's path for one instance."""
-    prepared = await store.prepare(spooled, None)
+    prepared = await store.prepare(archive.storage, spooled, None)
     if isinstance(prepared, InvalidInstance):
         await archive.storage.discard([spooled])
         raise BadRequest(f"the DICOM file cannot be stored: {prepared.detail}")
@@ -164,7 +164,7 @@ async def _store(
     elif series_instance_uid is not None and instance.series_instance_uid != series_instance_uid:
         mismatch = f"its SeriesInstanceUID {instance.series_instance_uid} is not {series_instance_uid}"
     if mismatch:
-        await archive.storage.discard([spooled])
+        await store.discard(archive, [prepared])
         raise Conflict(f"the DICOM file belongs elsewhere: {mismatch}; nothing was stored")
     result = (await store.commit(archive, [prepared]))[0]
     if result.failure is None:

@@ -35,7 +35,7 @@ def with_archive(new_database: Any, tmp_path: Path, work: Callable[[Archive], Aw
 
 async def store_bytes(archive: Archive, data: bytes) -> store.StoreResult:
     spooled = await archive.storage.temp_writer().close(data)
-    prepared = await asyncio.to_thread(store.prepare_here, spooled, None)
+    prepared = await asyncio.to_thread(store.prepare_here, archive.storage, spooled, None)
     return await store.store_prepared(archive, spooled, prepared)
 
 

@@ -1,15 +1,17 @@
 """Store received instances: validate each, put the files in place, index them; undo the files if indexing fails.
 
-Shared by STOW-RS, the reporting API's uploads, ``dicomweb import`` and C-STORE. ``commit`` stores a batch (the
-instances of one request) in one database transaction, together with the batches of concurrent requests
-(``group_commit``), in the order and phases ``db.index`` describes: rows first while the files are renamed into place,
-then the aggregates, then COMMIT. If anything fails before the commit, the placed files go back to tmp/ and each
-batch, then each instance, is retried in a transaction of its own, so one bad instance never costs the others. If the
-database is gone, nothing is retried: the files are removed and the error propagates (a 503 for STOW-RS).
+Shared by STOW-RS, the reporting API's uploads, ``dicomweb import`` and C-STORE. ``prepare`` parses a received file
+and puts it in its place under ``files/``, durably, in a worker thread. ``commit`` then indexes a batch (the instances
+of one request) in one database transaction, together with the batches of concurrent requests (``group_commit``), in
+the order and phases ``db.index`` describes: rows first, then the aggregates, then COMMIT. If the transaction fails,
+each batch, then each instance, is retried in a transaction of its own, so one bad instance never costs the others;
+the files of instances that end up not stored are removed. If the database is gone, nothing is retried: the files are
+removed and the error propagates (a 503 for STOW-RS). A file is in place before its row commits, never after: a crash
+in between leaves a file that no row names (moved aside at the next start), never a row without its file.
 
-Duplicates (same SOP Instance UID): identical bytes are a success and nothing is written; different bytes are
-refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which indexes
-the new file in place of the old in one transaction and only then deletes the old file.
+Duplicates (same SOP Instance UID): identical bytes are a success and nothing of the new copy is kept; different
+bytes are refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which
+indexes the new file in place of the old in one transaction and only then deletes the old file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import errno
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -28,7 +31,7 @@ from ..db import index
 from ..db.outage import DATABASE_ERRORS, unreachable
 from ..instance import Instance, InvalidInstance, read_instance
 from ..status import FailureReason
-from ..storage import SpooledFile, sync
+from ..storage import FileStorage, SpooledFile
 
 log = logging.getLogger("dicomweb")
 
@@ -51,26 +54,54 @@ class StoreResult:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A spooled, synced and validated instance, ready to commit."""
+    """A validated instance whose file is durable in its place under ``files/``, waiting for its row. A crash now
+    leaves a file that no row names, which the next start moves to ``lost+found/`` (``reconcile.py``)."""
 
-    file: SpooledFile
+    file: SpooledFile  # the file in its place, its size and SHA-256
+    stored_path: str  # its path relative to the data folder, as the row names it
     instance: Instance
 
 
-async def prepare(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Prepared | InvalidInstance:
-    """Parse and validate a spooled file, and fsync it (so it is durable before its rename), in worker threads.
+def prepare_here(
+    storage: FileStorage, spooled: SpooledFile, expected_study_instance_uid: str | None
+) -> Prepared | InvalidInstance:
+    """Parse and validate a spooled file, then put it in place durably (``FileStorage.place_now``), in the calling
+    thread: off the event loop, in one hand-off per file. Every hand-off to a worker thread is a wake-up and a turn of
+    the interpreter lock, and with many files in flight those turns (futex calls) cost more CPU than the parse."""
+    try:
+        instance = read_instance(spooled.path, expected_study_instance_uid)
+    except InvalidInstance as invalid:
+        return invalid
+    relative_path = storage.new_path(
+        instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
+    )
+    placed = storage.place_now(spooled.path, relative_path)
+    return Prepared(SpooledFile(placed, spooled.size, spooled.sha256), relative_path, instance)
 
-    The fsync waits on the disk without the GIL, so it runs beside the parse rather than after it."""
-    parsing = asyncio.to_thread(read_instance, spooled.path, expected_study_instance_uid)
-    syncing = asyncio.to_thread(sync, spooled.path)
-    instance, synced = await asyncio.gather(parsing, syncing, return_exceptions=True)
-    if isinstance(synced, BaseException) and not isinstance(instance, InvalidInstance):
-        raise synced
-    if isinstance(instance, InvalidInstance):
-        return instance
-    if isinstance(instance, BaseException):
-        raise instance
-    return Prepared(spooled, instance)
+
+async def prepare(
+    storage: FileStorage, spooled: SpooledFile, expected_study_instance_uid: str | None
+) -> Prepared | InvalidInstance:
+    """``prepare_here`` in a worker thread. Should the caller be cancelled meanwhile (the server stopping), the
+    file the thread goes on to place is removed when it has."""
+    work = asyncio.ensure_future(asyncio.to_thread(prepare_here, storage, spooled, expected_study_instance_uid))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        work.add_done_callback(_remove_placed)
+        raise
+
+
+def _remove_placed(work: asyncio.Future[Prepared | InvalidInstance]) -> None:
+    if not work.cancelled() and work.exception() is None:
+        outcome = work.result()
+        if isinstance(outcome, Prepared):
+            outcome.file.path.unlink(missing_ok=True)  # one unlink, on the event loop: the server is stopping
+
+
+async def discard(archive: Archive, outcomes: Iterable[Prepared | InvalidInstance | BaseException]) -> None:
+    """Remove the placed files of prepared instances that will not be committed."""
+    await archive.storage.discard(o.file for o in outcomes if isinstance(o, Prepared))
 
 
 class _Retry(Exception):
@@ -92,7 +123,7 @@ async def _commit_group(archive: Archive, batches: list[list[Prepared]]) -> list
     leftovers = [p.file for p in flat]
     try:
         results = await _commit_with_retries(archive, batches)
-        # Files renamed into place are no longer in tmp/; only the others need removing.
+        # The files of instances stored stay; the others (failed, or stored already) go.
         leftovers = [p.file for p, r in zip(flat, results, strict=True) if r.instance is None or r.already_stored]
     finally:
         await archive.storage.discard(leftovers)
@@ -131,11 +162,8 @@ def _processing_failure(instance: Instance, cause: BaseException | None) -> Stor
 
 
 async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
-    """One transaction for the whole batch; raises _Retry (with nothing stored) if it cannot commit.
-
-    The files are renamed into place (and their folders fsynced) in a worker thread while the rows go in, so the
-    folder's flush and the statements' round trips overlap; an instance that turns out not to be stored (a
-    duplicate, a series of another study) has its file renamed back to tmp/ after the commit."""
+    """One transaction for the whole batch; raises _Retry (with nothing stored) if it cannot commit. The files are in
+    place already (``prepare``); those of instances not stored are removed by ``_commit_group``."""
     storage = archive.storage
     results: dict[int, StoreResult] = {}
     replaced: list[str] = []
@@ -147,16 +175,6 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
             batch[i].instance.sop_instance_uid,
         ),
     )
-    paths = {
-        i: storage.new_path(
-            batch[i].instance.study_instance_uid,
-            batch[i].instance.series_instance_uid,
-            batch[i].instance.sop_instance_uid,
-        )
-        for i in order
-    }
-    moves = [(batch[i].file.path, paths[i]) for i in order]
-    placing = asyncio.create_task(storage.place(moves))
     try:
         async with archive.pool.acquire() as conn, conn.transaction():
             series_refs: dict[str, index.SeriesRef] = {}
@@ -181,7 +199,7 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                     if ref.created:
                         study_counts[instance.study_instance_uid][0] = ref.study_pk
                         study_counts[instance.study_instance_uid][2] += 1
-                path = paths[i]
+                path = prepared.stored_path
                 file = prepared.file
                 pk = await index.insert_instance(conn, ref.series_pk, instance, path, file.size, file.sha256)
                 if pk is None:
@@ -211,25 +229,18 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                 study_counts[instance.study_instance_uid][0] = ref.study_pk
                 study_counts[instance.study_instance_uid][1] += 1
                 results[i] = StoreResult(*uids, instance=instance)
-            # Files durable in place first, then the aggregates: their row locks serialise stores into one series,
-            # so they are taken last and held only for two UPDATEs and the COMMIT.
-            await placing
+            # The aggregates last: their row locks serialise stores into one series, so they are held only for two
+            # UPDATEs and the COMMIT.
             await index.add_counts(
                 conn,
                 {uid: (pk, n) for uid, (pk, n) in series_counts.items()},
                 {uid: (pk, n, s) for uid, (pk, n, s) in study_counts.items()},
             )
-    except BaseException as exc:
-        # Back to tmp/, not deleted: the retry places them again, or ``commit`` discards them.
-        await asyncio.gather(placing, return_exceptions=True)
-        await storage.unplace(moves)
-        if not isinstance(exc, (OSError, *DATABASE_ERRORS)) or unreachable(exc):
+    except (OSError, *DATABASE_ERRORS) as exc:
+        if unreachable(exc):
             raise  # the database is gone: no instance can be stored now, the request is a 503 (errors.py)
         log.warning("storing a batch of %d instances failed (%r); retrying in smaller ones", len(batch), exc)
         raise _Retry from exc
-    unstored = [(batch[i].file.path, paths[i]) for i in order if not results[i].instance or results[i].already_stored]
-    if unstored:
-        await storage.unplace(unstored)
     if replaced:
         await storage.remove(replaced)
     return [results[i] for i in range(len(batch))]
@@ -241,22 +252,8 @@ async def _overwrite(conn: asyncpg.Connection, existing: index.StoredInstance, i
     await index.delete_instance(conn, existing.pk)
 
 
-def prepare_here(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Prepared | InvalidInstance:
-    """``prepare`` in the calling thread, the parse and then the fsync: for callers that are off the event loop
-    already and have many files to store (``dicomweb import``'s worker threads, C-STORE's association threads). One
-    hand-off per file instead of three costs them less than the overlap of the fsync with the parse gains: every
-    hand-off is a wake-up of a thread and a turn of the interpreter lock, and with many files in flight those turns
-    (futex calls) took more CPU than the parsing."""
-    try:
-        instance = read_instance(spooled.path, expected_study_instance_uid)
-    except InvalidInstance as invalid:
-        return invalid
-    sync(spooled.path)
-    return Prepared(spooled, instance)
-
-
 async def store_prepared(archive: Archive, spooled: SpooledFile, prepared: Prepared | InvalidInstance) -> StoreResult:
-    """Place and index what ``prepare_here`` made of ``spooled``; a file refused is removed."""
+    """Index what ``prepare_here`` made of ``spooled``; a file refused is removed."""
     if isinstance(prepared, InvalidInstance):
         await archive.storage.discard([spooled])
         return StoreResult.failed(prepared)
