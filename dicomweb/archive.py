@@ -20,6 +20,7 @@ import asyncpg
 from .config import Settings
 from .db.audit import AuditWriter
 from .db.embedded import EmbeddedPostgres
+from .db.index import KnownSeries
 from .db.outage import DatabaseMonitor
 from .db.pool import create_pool, ensure_schema
 from .services.group_commit import GroupCommit
@@ -59,6 +60,8 @@ class Archive:
     locations: Locations = field(compare=False, repr=False)
     # The store batches of concurrent requests, committed together (services/store.py).
     stores: GroupCommit[Prepared, StoreResult] = field(default_factory=GroupCommit, compare=False, repr=False)
+    # The series stored into lately, so that a store into one costs no query for it (db/index.py).
+    known_series: KnownSeries = field(default_factory=KnownSeries, compare=False, repr=False)
 
     async def in_process(self, function: Callable[..., T], *args: Any) -> T:
         """Run a picklable top-level function in the CPU process pool."""

@@ -162,7 +162,7 @@ def serve(settings: Settings) -> int:
     from .reconcile import at_start_supervised
     from .zerocopy import HTTP_PROTOCOL
 
-    workers = settings.workers or os.cpu_count() or 1
+    workers = settings.workers or 2 * (os.cpu_count() or 1)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

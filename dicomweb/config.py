@@ -89,7 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         "0",
         "Server processes. Each runs its own event loop and connection pool over the same "
-        "database and files; 0 means one per CPU core.",
+        "database and files; 0 means two per CPU core (a worker spends much of a store waiting on "
+        "the disk and the database).",
     ),
     Setting("dimse_port", "11112", "TCP port of the DICOM (DIMSE) listener, on the same host as HTTP; 0 turns it off."),
     Setting("dimse_aet", "DICOMWEB", "The archive's AE title: associations calling another one are rejected."),

@@ -196,3 +196,22 @@ class TestConcurrentRequests:
         assert server.db.value("SELECT count(*) FROM instance") == 2
         assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 2
         assert not temp_files(server)
+
+
+class TestKnownSeries:
+    """A series remembered by the store (no query for it) that another process deleted meanwhile."""
+
+    def test_series_deleted_elsewhere(self, server_factory: Any) -> None:
+        """The series' rows go behind the store's back (as another worker's delete would): the next store into that
+        series still succeeds, its series created anew with exact counts."""
+        server = server_factory()
+        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        assert post(server, multipart([ct_instance(study, series)])).status_code == 200
+        assert post(server, multipart([ct_instance(study, series)])).status_code == 200  # the series is known now
+        server.db.fetch("WITH i AS (DELETE FROM instance), s AS (DELETE FROM series) SELECT 1")
+        server.db.fetch("DELETE FROM study")
+        response = post(server, multipart([ct_instance(study, series) for _ in range(2)]))
+        assert response.status_code == 200, response.text
+        assert server.db.value("SELECT number_of_series_related_instances FROM series") == 2
+        assert server.db.value("SELECT number_of_study_related_instances FROM study") == 2
+        assert server.db.value("SELECT count(*) FROM instance") == 2

@@ -15,6 +15,7 @@ deadlock and the aggregates stay exact:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,23 +92,71 @@ UPDATE study SET number_of_study_related_instances = number_of_study_related_ins
                      ORDER BY modality) END,
                  updated_at = now()
 WHERE pk = $1 RETURNING number_of_study_related_instances"""
+# Both in one statement, the series row first (as COUNT_SERIES then COUNT_STUDY): the condition on ``counted`` makes
+# the series UPDATE run before the study row is updated, so every transaction takes the two locks in the same order.
+COUNT_SERIES_AND_STUDY = """
+WITH counted AS (
+    UPDATE series SET number_of_series_related_instances = number_of_series_related_instances + $2, updated_at = now()
+    WHERE pk = $1 RETURNING pk)
+UPDATE study SET number_of_study_related_instances = number_of_study_related_instances + $4,
+                 number_of_study_related_series = number_of_study_related_series + $5,
+                 modalities_in_study = CASE WHEN $5 = 0 THEN modalities_in_study ELSE ARRAY(
+                     SELECT DISTINCT modality FROM series WHERE study_pk = $3 AND modality IS NOT NULL
+                     ORDER BY modality) END,
+                 updated_at = now()
+WHERE pk = $3 AND EXISTS (SELECT 1 FROM counted)"""
 
 
-async def resolve_series(conn: asyncpg.Connection, instance: Instance) -> SeriesRef:
+class KnownSeries:
+    """The rows of the series stored into lately (SeriesInstanceUID to series pk, study pk and StudyInstanceUID), so
+    that a store into a series already known costs no query for it. A row deleted since (by a delete, or by another
+    worker process) makes the instance's INSERT fail on its foreign key: the store then ``forget``s them all and
+    retries, and the series is looked up again."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.rows: OrderedDict[str, tuple[int, int, str]] = OrderedDict()
+
+    def get(self, series_instance_uid: str) -> tuple[int, int, str] | None:
+        row = self.rows.get(series_instance_uid)
+        if row is not None:
+            self.rows.move_to_end(series_instance_uid)
+        return row
+
+    def put(self, series_instance_uid: str, row: tuple[int, int, str]) -> None:
+        self.rows[series_instance_uid] = row
+        self.rows.move_to_end(series_instance_uid)
+        if len(self.rows) > self.SIZE:
+            self.rows.popitem(last=False)
+
+    def forget(self) -> None:
+        self.rows.clear()
+
+
+async def resolve_series(conn: asyncpg.Connection, instance: Instance, known: KnownSeries | None = None) -> SeriesRef:
     """The series row of ``instance`` (with its study and patient), created if it is new."""
-    row = await conn.fetchrow(SELECT_SERIES, instance.series_instance_uid)
-    if row is None:
-        study_pk = await conn.fetchval(SELECT_STUDY, instance.study_instance_uid)
-        if study_pk is None:
-            study_pk = await _create_study(conn, instance)
-        series = instance.columns[Level.SERIES]
-        series_pk = await conn.fetchval(INSERT_SERIES, study_pk, *(series[c] for c in _SERIES))
-        if series_pk is not None:
-            return SeriesRef(series_pk, study_pk, created=True)
-        row = await conn.fetchrow(SELECT_SERIES, instance.series_instance_uid)  # created meanwhile
-    if row["study_instance_uid"] != instance.study_instance_uid:
+    cached = known.get(instance.series_instance_uid) if known is not None else None
+    if cached is not None:
+        series_pk, study_pk, study_instance_uid = cached
+    else:
+        row = await conn.fetchrow(SELECT_SERIES, instance.series_instance_uid)
+        if row is None:
+            study_pk = await conn.fetchval(SELECT_STUDY, instance.study_instance_uid)
+            if study_pk is None:
+                study_pk = await _create_study(conn, instance)
+            series = instance.columns[Level.SERIES]
+            series_pk = await conn.fetchval(INSERT_SERIES, study_pk, *(series[c] for c in _SERIES))
+            if series_pk is not None:
+                # Not remembered yet: the row is this transaction's until it commits.
+                return SeriesRef(series_pk, study_pk, created=True)
+            row = await conn.fetchrow(SELECT_SERIES, instance.series_instance_uid)  # created meanwhile
+        series_pk, study_pk, study_instance_uid = row["pk"], row["study_pk"], row["study_instance_uid"]
+        if known is not None:
+            known.put(instance.series_instance_uid, (series_pk, study_pk, study_instance_uid))
+    if study_instance_uid != instance.study_instance_uid:
         raise SeriesElsewhere(instance.series_instance_uid)
-    return SeriesRef(row["pk"], row["study_pk"], created=False)
+    return SeriesRef(series_pk, study_pk, created=False)
 
 
 async def insert_instance(
@@ -137,6 +186,11 @@ async def add_counts(
 ) -> None:
     """Add to the aggregates: ``series`` maps SeriesInstanceUID to (pk, new instances), ``studies`` maps
     StudyInstanceUID to (pk, new instances, new series). Row locks are taken in UID order (no deadlocks)."""
+    if len(series) == 1 and len(studies) == 1:  # the common case, in one round trip
+        [(series_pk, series_instances)] = series.values()
+        [(study_pk, study_instances, new_series)] = studies.values()
+        await conn.execute(COUNT_SERIES_AND_STUDY, series_pk, series_instances, study_pk, study_instances, new_series)
+        return
     for _, (pk, instances) in sorted(series.items()):
         await conn.execute(COUNT_SERIES, pk, instances)
     for _, (pk, instances, new_series) in sorted(studies.items()):

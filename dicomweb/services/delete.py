@@ -26,6 +26,7 @@ async def delete_instances(archive: Archive, study: str, series: str | None, sop
         paths = await delete_rows(conn, study, series, sop)
         if not paths:
             raise NotStored(study, series, sop)
+    archive.known_series.forget()  # a series may be gone with its rows
     await remove_files(archive, study, paths)
     log.info("deleted %d instances of study %s", len(paths), study)
     return len(paths)

@@ -187,7 +187,7 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                 ref = series_refs.get(instance.series_instance_uid)
                 if ref is None:
                     try:
-                        ref = await index.resolve_series(conn, instance)
+                        ref = await index.resolve_series(conn, instance, archive.known_series)
                     except index.SeriesElsewhere:
                         results[i] = StoreResult(
                             *uids,
@@ -216,6 +216,7 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                         )
                         continue
                     await _overwrite(conn, existing, instance)
+                    archive.known_series.forget()  # the old row may have taken its series along
                     replaced.append(existing.file_path)
                     ref = await index.resolve_series(conn, instance)  # the old row may have taken its series along
                     if ref.created:
@@ -237,6 +238,7 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                 {uid: (pk, n, s) for uid, (pk, n, s) in study_counts.items()},
             )
     except (OSError, *DATABASE_ERRORS) as exc:
+        archive.known_series.forget()  # a series remembered may be gone (the instance's foreign key failed)
         if unreachable(exc):
             raise  # the database is gone: no instance can be stored now, the request is a 503 (errors.py)
         log.warning("storing a batch of %d instances failed (%r); retrying in smaller ones", len(batch), exc)
