@@ -171,6 +171,7 @@ def _tag(keyword: str) -> BaseTag:
 # Tags looked up once: extract() runs for every stored instance, and Dataset.get(keyword) goes through
 # Dataset.__getattr__ and the keyword dictionary on every call.
 TAGS: dict[str, BaseTag] = {keyword: _tag(keyword) for keyword in [*BY_KEYWORD, "RequestAttributesSequence"]}
+JSON_KEYS: dict[str, str] = {keyword: f"{tag:08X}" for keyword, tag in TAGS.items()}  # DICOM JSON keys (PS3.18 F.2.1)
 
 
 def _value(ds: Dataset, keyword: str) -> Any:
@@ -183,6 +184,41 @@ def _sequence_values(ds: Dataset, keyword: str) -> list[str]:
     values: list[str] = []
     for item in _value(ds, "RequestAttributesSequence") or []:
         value = _text(_value(item, keyword))
+        if value is not None:
+            values.append(value)
+    return values
+
+
+def extract_from_json(metadata: dict[str, Any], ds: Dataset) -> dict[Level, dict[str, Any]]:
+    """``extract(ds)`` read from the instance's DICOM JSON (``dicomjson.dataset_to_json(ds)``), which the store has
+    made already: the values are there without pydicom converting each element again. Person names still come from
+    ``ds``: the JSON drops a name's empty trailing component groups ("Doe^Jane==" is {"Alphabetic": "Doe^Jane"}), the
+    column keeps the name as it was sent."""
+    record: dict[Level, dict[str, Any]] = {level: {} for level in Level}
+    for attribute in ATTRIBUTES:
+        if attribute.kind == "text_list":
+            value: Any = _json_sequence_values(metadata, attribute.keyword)
+        elif attribute.kind == "pn":
+            raw = _value(ds, attribute.keyword)
+            value = CONVERT["pn"](raw[0] if isinstance(raw, MultiValue | list | tuple) and raw else raw or None)
+        else:
+            value = CONVERT[attribute.kind](_json_value(metadata, attribute.keyword))
+        record[attribute.level][attribute.column] = value
+        if attribute.kind == "pn":
+            record[attribute.level][attribute.column + "_folded"] = normalize_name(value) if value else None
+    return record
+
+
+def _json_value(metadata: dict[str, Any], keyword: str) -> Any:
+    """The first value of an element of a DICOM JSON object, or None."""
+    values = (metadata.get(JSON_KEYS[keyword]) or {}).get("Value")
+    return values[0] if values else None
+
+
+def _json_sequence_values(metadata: dict[str, Any], keyword: str) -> list[str]:
+    values: list[str] = []
+    for item in (metadata.get(JSON_KEYS["RequestAttributesSequence"]) or {}).get("Value") or []:
+        value = _text(_json_value(item, keyword))
         if value is not None:
             values.append(value)
     return values

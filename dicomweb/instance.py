@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from .attributes import Level, extract
+from .attributes import Level, extract_from_json
 from .dicomjson import BULK_DATA_THRESHOLD, UNDEFINED_LENGTH, dataset_to_json
 from .frame_index import frame_index
 from .frames import PIXEL_DATA_TAGS, BrokenPixelData
@@ -140,9 +140,10 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None) ->
         raise fail(FailureReason.CANNOT_UNDERSTAND, "File Meta Information has no valid TransferSyntaxUID")
     url_path = instance_path(uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"])
     try:
-        # The JSON first: it reads the elements' bytes as they are, and extract() converts the few it indexes.
-        metadata = orjson.dumps(dataset_to_json(ds, url_path)).decode()
-        columns = extract(ds)
+        # The JSON first, from the elements' bytes as they are; the indexed values are read from it.
+        dicom_json = dataset_to_json(ds, url_path)
+        columns = extract_from_json(dicom_json, ds)
+        metadata = orjson.dumps(dicom_json).decode()
     except Exception as exc:
         raise fail(FailureReason.CANNOT_UNDERSTAND, f"cannot decode the data set: {exc}") from None
     return Instance(

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from dicomweb.attributes import ATTRIBUTES, BY_KEYWORD, Level, columns, extract, normalize_name
+from dicomweb.attributes import ATTRIBUTES, BY_KEYWORD, Level, columns, extract, extract_from_json, normalize_name
+from dicomweb.dicomjson import BULK_DATA_THRESHOLD, dataset_to_json
 
 from .data import CHARSET_FILES, CT
+from .test_dicomjson import READABLE_TEST_FILES
 
 
 def extracted(**values: Any) -> dict[Level, dict[str, Any]]:
-    """extract() of a small in-memory dataset with the given keywords set."""
+    """The indexed values of a small in-memory dataset with the given keywords set, as the store takes them (from its
+    DICOM JSON), checked against extract() of the data set."""
     ds = Dataset()
     for keyword, value in values.items():
         setattr(ds, keyword, value)
-    return extract(ds)
+    from_json = extract_from_json(dataset_to_json(ds, "studies/1/series/2/instances/3"), ds)
+    assert from_json == extract(ds)
+    return from_json
 
 
 class TestAttributeMap:
@@ -223,3 +229,26 @@ class TestValues:
         """Without the sequence the array columns are empty lists."""
         record = extract(pydicom.dcmread(CT))
         assert record[Level.SERIES]["scheduled_procedure_step_ids"] == []
+
+
+class TestFromJson:
+    """The store reads the indexed values from the DICOM JSON it has made (extract_from_json), not from pydicom's
+    elements again: the same values as extract(), on every file pydicom ships and can read."""
+
+    @pytest.mark.parametrize("path", READABLE_TEST_FILES, ids=lambda p: p.name)
+    def test_same_as_from_the_data_set(self, path: Path) -> None:
+        ds = pydicom.dcmread(path, defer_size=BULK_DATA_THRESHOLD)
+        from_json = extract_from_json(dataset_to_json(ds, "studies/1/series/2/instances/3"), ds)
+        assert from_json == extract(pydicom.dcmread(path))
+
+    def test_sequence_values(self) -> None:
+        """RequestAttributesSequence > ScheduledProcedureStepID and RequestedProcedureID, from every item."""
+        ds = Dataset()
+        ds.RequestAttributesSequence = [Dataset(), Dataset(), Dataset()]
+        ds.RequestAttributesSequence[0].ScheduledProcedureStepID = "SPS1"
+        ds.RequestAttributesSequence[0].RequestedProcedureID = "RP1"
+        ds.RequestAttributesSequence[2].ScheduledProcedureStepID = " SPS3 "
+        record = extract_from_json(dataset_to_json(ds, "studies/1/series/2/instances/3"), ds)
+        assert record[Level.SERIES]["scheduled_procedure_step_ids"] == ["SPS1", "SPS3"]
+        assert record[Level.SERIES]["requested_procedure_ids"] == ["RP1"]
+        assert record == extract(ds)
