@@ -4,10 +4,7 @@ that opens the archive (``archive.open_archive``) for the requests to reach in `
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +20,7 @@ from .auth import AuthMiddleware, verifier_for
 from .config import Settings
 from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
+from .lifetime import SUPERVISOR_PID, end_with
 from .metrics import Metrics, MetricsMiddleware
 from .routes import DICOM_NODES, ROUTES
 from .routing import MatchedRouter
@@ -86,19 +84,7 @@ def create_app(settings: Settings, supervised: bool = False, reconcile_at_start:
 
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn's worker processes (``dicomweb serve --workers N``): settings from DICOMWEB_* variables."""
-    end_with_parent()
+    end_with(int(os.environ.get(SUPERVISOR_PID) or os.getppid()))
     settings = Settings.from_env()
     settings.configure_logging()
     return create_app(settings, supervised=True)
-
-
-def end_with_parent() -> None:
-    """Have the kernel send this worker SIGTERM when its supervisor dies, even by SIGKILL (Linux's
-    PR_SET_PDEATHSIG): otherwise the workers would live on as orphans, holding the HTTP and DIMSE ports."""
-    if sys.platform != "linux":
-        return
-    supervisor = os.getppid()
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != supervisor:  # it died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)

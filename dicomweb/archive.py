@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,6 +24,7 @@ from .db.embedded import EmbeddedPostgres
 from .db.index import KnownSeries
 from .db.outage import DatabaseMonitor
 from .db.pool import create_pool, ensure_schema
+from .lifetime import end_with
 from .services.group_commit import GroupCommit
 from .services.retrieve import Locations
 from .storage import FileStorage
@@ -76,7 +78,12 @@ async def open_archive(settings: Settings, schema_checked: bool = False) -> Asyn
     it is unreachable answers 503 until it returns instead of failing its start (which stops uvicorn's supervisor)."""
     async with AsyncExitStack() as stack:
         # "spawn": a forked child would inherit the parent's threads' locks in whatever state they were.
-        cpu = ProcessPoolExecutor(max_workers=CPU_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+        cpu = ProcessPoolExecutor(
+            max_workers=CPU_PROCESSES,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=end_with,
+            initargs=(os.getpid(),),
+        )
         stack.callback(cpu.shutdown, wait=True, cancel_futures=True)
         executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dicomweb-io")
         stack.callback(executor.shutdown, wait=False)  # before the wait for the processes, as a stop always did

@@ -29,6 +29,7 @@ from .dimse.nodes import (
     check_port,
     parse_permissions,
 )
+from .lifetime import SUPERVISOR_PID
 from .permissions import Role
 from .tokens import MAX_QUERY_TOKEN_TTL_SECONDS, create_token, load_or_create_secret
 
@@ -197,6 +198,7 @@ def serve(settings: Settings) -> int:
                 print(f"dicomweb: cannot start: {exc}", file=sys.stderr)
                 return 1
             os.environ.update(settings.replace(workers=1).to_env())
+            os.environ[SUPERVISOR_PID] = str(os.getpid())  # the workers end with this process (lifetime.py)
             # Each worker writes its metrics to files here; a scrape of any worker adds them up (dicomweb/metrics.py).
             metrics_dir = settings.data_dir / "metrics"
             shutil.rmtree(metrics_dir, ignore_errors=True)

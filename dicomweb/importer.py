@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .archive import Archive
 from .db.outage import unreachable
 from .instance import InvalidInstance
+from .lifetime import end_with
 from .services import store
 from .storage import FileStorage, SpooledFile
 
@@ -82,7 +83,8 @@ def _is_dicom(path: Path) -> bool:
 async def import_paths(archive: Archive, paths: list[Path], progress: bool = True) -> ImportReport:
     # The files are copied, parsed and put in place by processes of their own: the parse is CPU work that threads of
     # one process would do one at a time, and this process has the commits to run.
-    with ProcessPoolExecutor(IMPORT_PROCESSES, mp_context=multiprocessing.get_context("spawn")) as processes:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(IMPORT_PROCESSES, spawn, initializer=end_with, initargs=(os.getpid(),)) as processes:
         return await _import_paths(archive, processes, paths, progress)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pydicom
 from pydicom.uid import generate_uid
 
@@ -135,6 +136,36 @@ class TestImport:
         assert len(files) == 4
         stored_ct = [f for f in files if f.name.startswith(pydicom.dcmread(CT).SOPInstanceUID + ".")]
         assert stored_ct[0].read_bytes() == CT.read_bytes()
+
+    def test_killed_import_leaves_no_process(self, new_database: Any, tmp_path: Path) -> None:
+        """``dicomweb import`` killed (SIGKILL) while its processes parse: they end with it, none lives on."""
+        source = tmp_path / "in"
+        source.mkdir()
+        study = pydicom.uid.generate_uid()
+        for i in range(400):
+            (source / f"{i}.dcm").write_bytes(ct_instance(study))
+        env = {**os.environ, "DICOMWEB_DATABASE_URL": new_database().url, "DICOMWEB_DATA_DIR": str(tmp_path / "a")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicomweb", "import", "--quiet", str(source)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            importer = psutil.Process(process.pid)
+            deadline = time.monotonic() + 30
+            parsers: list[psutil.Process] = []
+            while len(parsers) < 2 and time.monotonic() < deadline:
+                parsers = [p for p in importer.children() if "spawn_main" in " ".join(p.cmdline())]
+                time.sleep(0.05)
+            assert len(parsers) >= 2
+        finally:
+            process.kill()
+            process.wait()
+        gone, alive = psutil.wait_procs(parsers, timeout=20)
+        for orphan in alive:
+            orphan.kill()  # so that a failure here leaves nothing running either
+        assert alive == []
 
     def test_progress_bar(self, tmp_path: Path) -> None:
         """Without --quiet a progress bar with count, MB/s and failures is drawn on stderr."""
