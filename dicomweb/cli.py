@@ -33,6 +33,8 @@ from .lifetime import SUPERVISOR_PID
 from .permissions import Role
 from .tokens import MAX_QUERY_TOKEN_TTL_SECONDS, create_token, load_or_create_secret
 
+MAX_DEFAULT_WORKERS = 8  # with DICOMWEB_WORKERS=0; 8 x (pool + audit connections) stays within PostgreSQL's 100
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -163,7 +165,7 @@ def serve(settings: Settings) -> int:
     from .reconcile import at_start_supervised
     from .zerocopy import HTTP_PROTOCOL
 
-    workers = settings.workers or 2 * (os.cpu_count() or 1)
+    workers = settings.workers or min(2 * (os.cpu_count() or 1), MAX_DEFAULT_WORKERS)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

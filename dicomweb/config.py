@@ -89,8 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         "0",
         "Server processes. Each runs its own event loop and connection pool over the same "
-        "database and files; 0 means two per CPU core (a worker spends much of a store waiting on "
-        "the disk and the database).",
+        "database and files; 0 means two per CPU core, at most 8 (a worker spends much of a store "
+        "waiting on the disk and the database; 8 workers' pools stay within PostgreSQL's default 100 "
+        "connections).",
     ),
     Setting("dimse_port", "11112", "TCP port of the DICOM (DIMSE) listener, on the same host as HTTP; 0 turns it off."),
     Setting("dimse_aet", "DICOMWEB", "The archive's AE title: associations calling another one are rejected."),
