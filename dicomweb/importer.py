@@ -11,6 +11,7 @@ a night's migration outlives a restart of the database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -71,15 +72,6 @@ def walk(paths: list[Path]) -> Iterator[Path]:
             raise FileNotFoundError(f"{path} does not exist")
 
 
-def _is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(DICM_OFFSET)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 async def import_paths(archive: Archive, paths: list[Path], progress: bool = True) -> ImportReport:
     # The files are copied, parsed and put in place by processes of their own: the parse is CPU work that threads of
     # one process would do one at a time, and this process has the commits to run.
@@ -136,11 +128,14 @@ async def _import_waiting(archive: Archive, processes: Executor, path: Path, rep
 def _spool_and_prepare(storage: FileStorage, path: Path) -> tuple[SpooledFile, store.Prepared | InvalidInstance] | None:
     """The file copied into tmp/, parsed and put in place (blocking; in a pool process); None if it is not a PS3.10
     file."""
-    if not _is_dicom(path):
-        return None
-    spooled = storage.spool_copy(path)
+    with open(path, "rb") as source:  # opened once: the check of its prefix, the copy and (in memory) the parse
+        head = source.read(DICM_OFFSET + 4)
+        if head[DICM_OFFSET:] != b"DICM":
+            return None
+        spooled = storage.spool_copy(source, head)
     try:
-        return spooled, store.prepare_here(storage, spooled, None)
+        outcome = store.prepare_here(storage, spooled, None)
+        return dataclasses.replace(spooled, data=None), outcome  # the bytes stay here, not sent back
     except BaseException:
         spooled.path.unlink(missing_ok=True)
         raise

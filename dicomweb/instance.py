@@ -35,12 +35,12 @@ from .dicomjson import BULK_DATA_THRESHOLD, UNDEFINED_LENGTH, dataset_to_json
 from .frame_index import frame_index
 from .frames import PIXEL_DATA_TAGS, BrokenPixelData
 from .status import FailureReason
+from .storage import IN_MEMORY_BYTES
 from .uids import is_valid_uid
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 RESERVED_GROUPS = {0x0000: "DIMSE command", 0x0002: "File Meta Information"}  # not in a data set (PS3.5 §7.1)
 MAX_TAGS_NAMED = 5  # reserved-group tags named in a refusal
-IN_MEMORY_PARSE_BYTES = 4 * 1024 * 1024  # files up to this size are read whole and parsed from memory
 # The Image Pixel module attributes a reader needs to cut frames out of Pixel Data and decode them (PS3.3 §C.7.6.3);
 # the Floating Point Image Pixel module needs the same (PS3.3 §C.7.6.24).
 PIXEL_MODULE_NUMBERS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
@@ -90,13 +90,16 @@ def instance_path(study_instance_uid: str, series_instance_uid: str, sop_instanc
     return f"studies/{study_instance_uid}/series/{series_instance_uid}/instances/{sop_instance_uid}"
 
 
-def read_instance(path: Path, expected_study_instance_uid: str | None = None) -> Instance:
-    """Parse the file at ``path``; check it is complete, has valid UIDs and belongs to the expected study."""
-    size = path.stat().st_size
+def read_instance(path: Path, expected_study_instance_uid: str | None = None, data: bytes | None = None) -> Instance:
+    """Parse the file at ``path`` (whose bytes are ``data``, when the caller has them); check it is complete, has
+    valid UIDs and belongs to the expected study."""
+    size = path.stat().st_size if data is None else len(data)
     # A file that is not large is parsed from memory: pydicom asks a file for its position at every element, and each
     # of those calls lets go of the interpreter lock and waits to take it back, which with other threads busy cost
     # more than the parse (hundreds of futex calls per instance).
-    source: BinaryIO | Path = io.BytesIO(path.read_bytes()) if size <= IN_MEMORY_PARSE_BYTES else path
+    if data is None and size <= IN_MEMORY_BYTES:
+        data = path.read_bytes()
+    source: BinaryIO | Path = io.BytesIO(data) if data is not None else path
     try:
         ds = dcmread(source, defer_size=BULK_DATA_THRESHOLD)
     except InvalidDicomError as exc:

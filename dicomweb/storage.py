@@ -26,7 +26,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -42,15 +42,18 @@ STALE_TEMP_SECONDS = 6 * 3600
 # live owner from a new process that got a dead one's pid), then a random part.
 TEMP_NAME = re.compile(r"(\d+)-(\d+)-[0-9a-f]{32}" + re.escape(TEMP_SUFFIX))
 CHUNK_BYTES = 1024 * 1024  # bytes read from a stored file per worker-thread call
+IN_MEMORY_BYTES = 4 * 1024 * 1024  # a received file up to this size is parsed from memory (SpooledFile.data)
 
 
 @dataclass(frozen=True)
 class SpooledFile:
-    """A received file in ``tmp/``: where it is, how big, and its SHA-256."""
+    """A received file in ``tmp/``: where it is, how big, and its SHA-256; and its bytes, when it was received in
+    one piece of at most IN_MEMORY_BYTES, so that parsing it needs no second read (``instance.read_instance``)."""
 
     path: Path
     size: int
     sha256: str
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def temp_name() -> str:
@@ -90,10 +93,11 @@ class TempWriter:
         self._hash.update(data)
 
     async def close(self, data: bytes = b"") -> SpooledFile:
-        """Write the last bytes and close; ``sync`` makes the file durable later, off the receiving path."""
+        """Write the last bytes and close; the store makes the file durable later, off the receiving path."""
+        whole = self.size == 0 and len(data) <= IN_MEMORY_BYTES  # nothing written before: ``data`` is all of it
         self.size += len(data)
         await asyncio.to_thread(self._close, data)
-        return SpooledFile(self.path, self.size, self._hash.hexdigest())
+        return SpooledFile(self.path, self.size, self._hash.hexdigest(), data if whole else None)
 
     def _close(self, data: bytes) -> None:
         self._write(data)
@@ -156,25 +160,33 @@ class FileStorage:
     def temp_writer(self) -> TempWriter:
         return TempWriter(self.tmp / temp_name())
 
-    def spool_copy(self, source: Path, head: bytes = b"", start: int = 0) -> SpooledFile:
-        """``head`` and then ``source`` from byte ``start`` on, copied into a new temp file and hashed on the way, as
-        the store needs it (``dicomweb import``'s files; a C-STORE data set behind the archive's File Meta
-        Information). Blocking: call from a worker thread. Nothing is left behind when the copy fails."""
+    def spool_copy(self, source: Path | BinaryIO, head: bytes = b"", start: int = 0) -> SpooledFile:
+        """``head`` and then ``source`` (a path, or a file open at where the copy starts) from byte ``start`` on,
+        copied into a new temp file and hashed on the way, as the store needs it (``dicomweb import``'s files; a
+        C-STORE data set behind the archive's File Meta Information). Blocking: call from a worker thread. Nothing is
+        left behind when the copy fails."""
         target = self.temp_writer().path
         digest = hashlib.sha256(head)
+        parts = [head]
         size = len(head)
         try:
-            with open(source, "rb") as src, open(target, "xb") as dst:
-                src.seek(start)
+            with (
+                open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext(source) as src,
+                open(target, "xb") as dst,
+            ):
+                if start:
+                    src.seek(start)
                 dst.write(head)
                 while chunk := src.read(CHUNK_BYTES):
                     digest.update(chunk)
                     dst.write(chunk)
                     size += len(chunk)
+                    if size <= IN_MEMORY_BYTES:
+                        parts.append(chunk)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
-        return SpooledFile(target, size, digest.hexdigest())
+        return SpooledFile(target, size, digest.hexdigest(), b"".join(parts) if size <= IN_MEMORY_BYTES else None)
 
     def new_path(self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
         """A fresh relative path for an instance file; refuses anything that is not a valid UID."""

@@ -69,7 +69,7 @@ def prepare_here(
     thread: off the event loop, in one hand-off per file. Every hand-off to a worker thread is a wake-up and a turn of
     the interpreter lock, and with many files in flight those turns (futex calls) cost more CPU than the parse."""
     try:
-        instance = read_instance(spooled.path, expected_study_instance_uid)
+        instance = read_instance(spooled.path, expected_study_instance_uid, spooled.data)
     except InvalidInstance as invalid:
         return invalid
     relative_path = storage.new_path(
