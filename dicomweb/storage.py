@@ -47,8 +47,9 @@ IN_MEMORY_BYTES = 4 * 1024 * 1024  # a received file up to this size is parsed f
 
 @dataclass(frozen=True)
 class SpooledFile:
-    """A received file in ``tmp/``: where it is, how big, and its SHA-256; and its bytes, when it was received in
-    one piece of at most IN_MEMORY_BYTES, so that parsing it needs no second read (``instance.read_instance``)."""
+    """A received file in ``tmp/``: where it is, how big, and its SHA-256; and its bytes, when ``spool_copy`` made
+    it from a file of at most IN_MEMORY_BYTES for a caller that parses it at once (``dicomweb import``, C-STORE), so
+    that the parse needs no second read (``instance.read_instance``)."""
 
     path: Path
     size: int
@@ -93,11 +94,12 @@ class TempWriter:
         self._hash.update(data)
 
     async def close(self, data: bytes = b"") -> SpooledFile:
-        """Write the last bytes and close; the store makes the file durable later, off the receiving path."""
-        whole = self.size == 0 and len(data) <= IN_MEMORY_BYTES  # nothing written before: ``data`` is all of it
+        """Write the last bytes and close; the store makes the file durable later, off the receiving path. The
+        bytes are not kept (``SpooledFile.data``): the parts of a request wait for their parse, and their memory
+        would grow with the request."""
         self.size += len(data)
         await asyncio.to_thread(self._close, data)
-        return SpooledFile(self.path, self.size, self._hash.hexdigest(), data if whole else None)
+        return SpooledFile(self.path, self.size, self._hash.hexdigest())
 
     def _close(self, data: bytes) -> None:
         self._write(data)

@@ -17,11 +17,23 @@ INSTANCES = 2000  # 512x512 16-bit CT, ~525 KB each: ~1 GB in one request
 MAX_RSS_INCREASE = 150 * 1024 * 1024
 
 
+def tree_rss(process: psutil.Process) -> int:
+    """The resident memory of the server: the process and its children (the workers of ``dicomweb serve``, which
+    by default runs several: the one that takes the request is one of them, not the supervisor)."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 class TestLargeRequest:
     """One request of 2,000 CT instances against a real server process."""
 
     def test_one_gigabyte_request(self, new_database: Any, tmp_path: Path) -> None:
-        """All 2,000 stored with 200; the server's peak RSS rises by less than 150 MB."""
+        """All 2,000 stored with 200; the server's peak RSS (all its processes) rises by less than 150 MB."""
         db: Database = new_database()
         boundary = "big-request-boundary"
         length, chunks = ct_series_stream(INSTANCES, boundary)
@@ -30,14 +42,14 @@ class TestLargeRequest:
         with serve_subprocess(env, tmp_path / "archive") as server:
             process = psutil.Process(server.process.pid)
             httpx.get(server.url + "/readyz")
-            baseline = process.memory_info().rss
+            baseline = tree_rss(process)
             peak = baseline
             done = threading.Event()
 
             def sample() -> None:
                 nonlocal peak
                 while not done.is_set():
-                    peak = max(peak, process.memory_info().rss)
+                    peak = max(peak, tree_rss(process))
                     time.sleep(0.02)
 
             sampler = threading.Thread(target=sample)
