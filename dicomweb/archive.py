@@ -30,7 +30,7 @@ from .services.retrieve import Locations
 from .storage import FileStorage
 
 if TYPE_CHECKING:
-    from .services.store import Prepared, StoreResult
+    from .services.store import StoreBatch, StoreResult
 
 log = logging.getLogger("dicomweb")
 
@@ -61,7 +61,7 @@ class Archive:
     # Where recently read instances are (services/retrieve.py).
     locations: Locations = field(compare=False, repr=False)
     # The store batches of concurrent requests, committed together (services/store.py).
-    stores: GroupCommit[Prepared, StoreResult] = field(default_factory=GroupCommit, compare=False, repr=False)
+    stores: GroupCommit[StoreBatch, list[StoreResult]] = field(default_factory=GroupCommit, compare=False, repr=False)
     # The series stored into lately, so that a store into one costs no query for it (db/index.py).
     known_series: KnownSeries = field(default_factory=KnownSeries, compare=False, repr=False)
 

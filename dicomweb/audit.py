@@ -47,42 +47,58 @@ def note_study(
     setattr(request.state, AUDIT_SERIES_INSTANCE_UID, series_instance_uid)
 
 
+# Keys of request.state for a handler that commits its request's event with its own changes, in one transaction
+# (STOW-RS: ``services.store``): the builder of the event for a status, and the status of the event it committed.
+AUDIT_EVENT = "audit_event"
+AUDIT_COMMITTED_STATUS = "audit_committed_status"
+
+
 def audited(scope: Scope, send: Send, template: str, action: Action, principal: Principal | None) -> Send:
     """``send`` that writes the audit event before the response starts, and answers 500 if it cannot (503 while the
-    database is gone, for a read)."""
+    database is gone, for a read). A handler may commit the event itself, with the changes it reports (one commit
+    instead of two): it builds it with ``request.state.audit_event(status)`` and sets ``audit_committed_status``;
+    an answer with that status then writes nothing more, any other answer (an error after the commit) its own."""
     # The access log middleware names every request (and returns the id in X-Request-Id); an app without it here.
     request_id = (scope.get("state") or {}).get("request_id") or uuid.uuid4().hex
     failed = False
+
+    def event_for(status: int) -> db.Event:
+        params = scope.get("path_params") or {}
+        # Routes whose path names no UID (the reporting API's ids) name the study they touched in the state.
+        state = scope.get("state") or {}
+        client = scope.get("client")
+        return db.Event(
+            request_id=request_id,
+            subject=principal.subject if principal else None,
+            roles=sorted(principal.roles) if principal else [],
+            action=action.value,
+            method=scope["method"],
+            route=template,
+            path=scope.get("path", ""),
+            query=scope.get("query_string", b"").decode("latin-1") or None,
+            patient_id=state.get(AUDIT_PATIENT_ID),
+            study_instance_uid=params.get("StudyInstanceUID")
+            or state.get(AUDIT_STUDY_INSTANCE_UID)
+            or _param(scope, "studyUID"),
+            series_instance_uid=params.get("SeriesInstanceUID")
+            or state.get(AUDIT_SERIES_INSTANCE_UID)
+            or _param(scope, "seriesUID"),
+            sop_instance_uid=params.get("SOPInstanceUID") or _param(scope, "objectUID"),
+            status=status,
+            client=f"{client[0]}" if client else None,
+        )
+
+    scope.setdefault("state", {})[AUDIT_EVENT] = event_for
 
     async def send_audited(message: Message) -> None:
         nonlocal failed
         if failed:
             return
         if message["type"] == "http.response.start":
-            params = scope.get("path_params") or {}
-            # Routes whose path names no UID (the reporting API's ids) name the study they touched in the state.
-            state = scope.get("state") or {}
-            client = scope.get("client")
-            event = db.Event(
-                request_id=request_id,
-                subject=principal.subject if principal else None,
-                roles=sorted(principal.roles) if principal else [],
-                action=action.value,
-                method=scope["method"],
-                route=template,
-                path=scope.get("path", ""),
-                query=scope.get("query_string", b"").decode("latin-1") or None,
-                patient_id=state.get(AUDIT_PATIENT_ID),
-                study_instance_uid=params.get("StudyInstanceUID")
-                or state.get(AUDIT_STUDY_INSTANCE_UID)
-                or _param(scope, "studyUID"),
-                series_instance_uid=params.get("SeriesInstanceUID")
-                or state.get(AUDIT_SERIES_INSTANCE_UID)
-                or _param(scope, "seriesUID"),
-                sop_instance_uid=params.get("SOPInstanceUID") or _param(scope, "objectUID"),
-                status=int(message["status"]),
-                client=f"{client[0]}" if client else None,
-            )
+            if scope["state"].get(AUDIT_COMMITTED_STATUS) == int(message["status"]):
+                await send(message)  # committed with the request's changes
+                return
+            event = event_for(int(message["status"]))
             writer: db.AuditWriter = scope["state"]["archive"].audit
             try:
                 await writer.write(event)

@@ -12,7 +12,7 @@ Response (PS3.18 §10.5.3, Table 10.5.3-3): RetrieveURL, ReferencedSOPSequence a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from . import media
 from .archive import Archive
-from .audit import note_study
+from .audit import AUDIT_COMMITTED_STATUS, AUDIT_EVENT, note_study
+from .db.audit import Event
 from .errors import PayloadTooLarge
 from .instance import InvalidInstance
 from .metrics import metrics_of
@@ -69,18 +70,32 @@ async def store_instances(request: Request) -> Response:
             max_parts=archive.settings.max_parts,
             max_header_bytes=archive.settings.max_part_header_bytes,
         )
+    base = base_url(request, archive.settings.public_url)
+    event_for = getattr(request.state, AUDIT_EVENT, None)  # an audited route (audit.audited)
+
+    def answer(results: list[store.StoreResult]) -> StoreResponse:
+        response = StoreResponse(base, study_instance_uid)
+        for result in results:
+            response.add(result)
+        if len(response.studies) == 1 and study_instance_uid is None:
+            note_study(request, next(iter(response.studies)))  # the audit event names what the body stored
+        return response
+
+    def audit_event(results: list[store.StoreResult]) -> Event:
+        assert event_for is not None
+        return event_for(answer(results).status)  # type: ignore[no-any-return]
+
     try:
-        results = await _store_parts(archive, parts, study_instance_uid)
+        results, audit = await _store_parts(archive, parts, study_instance_uid, audit_event if event_for else None)
     except ClientDisconnect:
         return Response(status_code=400)  # nobody is listening; nothing was stored
-    response = StoreResponse(base_url(request, archive.settings.public_url), study_instance_uid)
+    response = answer(results)
+    if audit is not None and audit.committed is not None:
+        setattr(request.state, AUDIT_COMMITTED_STATUS, audit.committed.status)
     failures = metrics_of(request).stow_failures
     for result in results:
-        response.add(result)
         if result.failure is not None:
             failures.labels(f"{result.failure:#06x}").inc()
-    if len(response.studies) == 1 and study_instance_uid is None:
-        note_study(request, next(iter(response.studies)))  # the audit event names what the body stored
     return DicomJSONResponse(
         response.dataset(), status_code=response.status, headers=response.warnings(request), media_type=response_type
     )
@@ -91,9 +106,13 @@ async def _one(part: Awaitable[ReceivedPart]) -> AsyncIterator[ReceivedPart]:
 
 
 async def _store_parts(
-    archive: Archive, parts: AsyncIterator[ReceivedPart], study_instance_uid: str | None
-) -> list[store.StoreResult]:
-    """Receive and parse every part, then commit them together; on any receive error nothing is stored."""
+    archive: Archive,
+    parts: AsyncIterator[ReceivedPart],
+    study_instance_uid: str | None,
+    audit_event: Callable[[list[store.StoreResult]], Event] | None,
+) -> tuple[list[store.StoreResult], store.AuditWith | None]:
+    """Receive and parse every part, then commit them together, with the request's audit event (made from all the
+    results: ``audit_event``) when there is one; on any receive error nothing is stored."""
     parses = asyncio.Semaphore(MAX_PARALLEL_PARSES)
     received: list[ReceivedPart] = []
     parsing: list[asyncio.Task[store.Prepared | InvalidInstance]] = []
@@ -123,8 +142,11 @@ async def _store_parts(
         p.file for p, o in zip(received, outcomes, strict=True) if not isinstance(o, store.Prepared)
     )
     batch = [o for o in outcomes if isinstance(o, store.Prepared)]
-    committed = iter(await store.commit(archive, batch) if batch else [])
-    return [next(committed) if isinstance(o, store.Prepared) else store.StoreResult.failed(o) for o in outcomes]
+    refused = [store.StoreResult.failed(o) for o in outcomes if not isinstance(o, store.Prepared)]
+    audit = store.AuditWith(lambda stored: audit_event(refused + stored)) if audit_event else None
+    committed = iter(await store.commit(archive, batch, audit) if batch else [])
+    results = [next(committed) if isinstance(o, store.Prepared) else store.StoreResult.failed(o) for o in outcomes]
+    return results, audit
 
 
 class StoreResponse:

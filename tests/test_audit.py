@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import httpx
+import pydicom
+import pytest
 from pydicom.uid import generate_uid
 
 from dicomweb.permissions import Role
@@ -54,6 +57,54 @@ class TestAuditTrail:
         assert len(page) == 1
         reads = httpx.get(f"{server.url}/api/audit", params={"action": "audit"}, headers=admin).json()
         assert len(reads) >= 4 and {(e["user"], e["route"]) for e in reads} == {("alice", "/api/audit")}
+
+    def test_store_event_commits_with_the_instances(self, server_factory: Any) -> None:
+        """A STOW-RS request's event is written in the transaction that stores its instances (one commit for both),
+        once, with the answer's status: 200, and 202 when one of its parts was refused."""
+        server = server_factory(auth="enabled")
+        admin = bearer(server, Role.ADMIN, "alice")
+        study = str(generate_uid())
+        for parts, status in (([ct_instance(study)], 200), ([ct_instance(study), b"not DICOM"], 202)):
+            stored = httpx.post(
+                f"{server.dicomweb}/studies", content=multipart(parts), headers={**stow_headers(), **admin}
+            )
+            assert stored.status_code == status, stored.text
+            events = server.db.fetch(
+                "SELECT status, study_instance_uid, xmin::text AS tx FROM audit_event WHERE request_id = $1",
+                stored.headers["x-request-id"],
+            )
+            assert [(e["status"], e["study_instance_uid"]) for e in events] == [(status, study)]
+            sop = pydicom.dcmread(io.BytesIO(parts[0])).SOPInstanceUID
+            assert events[0]["tx"] == server.db.value(
+                "SELECT xmin::text FROM instance WHERE sop_instance_uid = $1", sop
+            )
+
+    def test_store_event_when_the_transaction_is_retried(
+        self, server_factory: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The store's first transaction fails and its instances are stored by the retries: the event is written
+        once all the same, after them, with the answer's status."""
+        import asyncpg
+
+        from dicomweb.db import index
+
+        original = index.add_counts
+        calls: list[int] = []
+
+        async def failing_once(*args: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise asyncpg.exceptions.SerializationError("simulated failure of the first transaction")
+            await original(*args)
+
+        monkeypatch.setattr(index, "add_counts", failing_once)
+        server = server_factory(auth="enabled")
+        admin = bearer(server, Role.ADMIN, "alice")
+        body = multipart([ct_instance(), ct_instance()])
+        stored = httpx.post(f"{server.dicomweb}/studies", content=body, headers={**stow_headers(), **admin})
+        assert stored.status_code == 200 and len(calls) == 3
+        events = server.db.fetch("SELECT status FROM audit_event WHERE request_id = $1", stored.headers["x-request-id"])
+        assert [e["status"] for e in events] == [200]
 
     def test_only_managers_read_the_trail(self, server_factory: Any) -> None:
         """A doctor may not read the audit trail: 403; bad filters (a time, an action not in the vocabulary): 400."""

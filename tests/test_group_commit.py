@@ -33,7 +33,7 @@ class TestGroupCommit:
                 await release.wait()
             return [[item.upper() for item in batch] for batch in group]
 
-        queue: GroupCommit[str, str] = GroupCommit()
+        queue: GroupCommit[list[str], list[str]] = GroupCommit()
         first = asyncio.create_task(queue.submit(["a"], run))
         await asyncio.sleep(0)
         others = [asyncio.create_task(queue.submit(batch, run)) for batch in (["b", "c"], ["d"])]
@@ -58,7 +58,7 @@ class TestGroupCommit:
                 raise RuntimeError("the transaction failed")
             return group
 
-        queue: GroupCommit[int, int] = GroupCommit()
+        queue: GroupCommit[list[int], list[int]] = GroupCommit()
         failing = asyncio.create_task(queue.submit([1], run))
         await asyncio.sleep(0)
         later = asyncio.create_task(queue.submit([2], run))
@@ -78,7 +78,7 @@ class TestGroupCommit:
             await release.wait()
             return group
 
-        queue: GroupCommit[int, int] = GroupCommit()
+        queue: GroupCommit[list[int], list[int]] = GroupCommit()
         blocker = asyncio.create_task(queue.submit([0], run))
         await asyncio.sleep(0)
         leaving = asyncio.create_task(queue.submit([1], run))
@@ -104,7 +104,7 @@ class TestGroupCommit:
             await release.wait()
             return group
 
-        queue: GroupCommit[int, int] = GroupCommit()
+        queue: GroupCommit[list[int], list[int]] = GroupCommit()
         tasks = [asyncio.create_task(queue.submit([0], run))]
         await asyncio.sleep(0)
         tasks += [asyncio.create_task(queue.submit(batch, run)) for batch in ([1, 2], [3], [4, 5, 6, 7])]
@@ -123,7 +123,7 @@ class TestConcurrentRequests:
         original = store._commit
         sizes: list[int] = []
 
-        async def commit(archive: Any, batch: list[store.Prepared]) -> list[store.StoreResult]:
+        async def commit(archive: Any, batch: list[store.Prepared], *audited: Any) -> list[store.StoreResult]:
             sizes.append(len(batch))
             if len(sizes) == 1:
                 for _ in range(1000):
@@ -132,7 +132,7 @@ class TestConcurrentRequests:
                     await asyncio.sleep(0.01)
             if fail_first_group and len(sizes) == 2:
                 raise store._Retry from asyncpg.exceptions.SerializationError("simulated failure of the group")
-            return await original(archive, batch)
+            return await original(archive, batch, *audited)
 
         monkeypatch.setattr(store, "_commit", commit)
         return sizes

@@ -10,35 +10,33 @@ the next group. ``services.store`` says what a group does and how a failing grou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from typing import Generic, TypeVar
 
-Item = TypeVar("Item")
+Batch = TypeVar("Batch", bound=Sized)
 Result = TypeVar("Result")
 
 MAX_GROUP_ITEMS = 2000  # a group takes waiting batches up to about this many items; a batch is never split
 
 
-class GroupCommit(Generic[Item, Result]):
+class GroupCommit(Generic[Batch, Result]):
     """Hands waiting batches to ``run`` together, in arrival order; each caller gets its own batch's results."""
 
     def __init__(self) -> None:
-        self.waiting: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
+        self.waiting: list[tuple[Batch, asyncio.Future[Result]]] = []
         self.runner: asyncio.Task[None] | None = None
 
-    async def submit(
-        self, batch: list[Item], run: Callable[[list[list[Item]]], Awaitable[list[list[Result]]]]
-    ) -> list[Result]:
+    async def submit(self, batch: Batch, run: Callable[[list[Batch]], Awaitable[list[Result]]]) -> Result:
         """The results of ``batch`` once its group has run. ``run`` takes a group (a list of batches) and returns
         each batch's results; every caller passes the same ``run``. A caller cancelled while its group runs leaves
         the group running: what it stored stays stored, as if its answer had been lost on the way."""
-        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.waiting.append((batch, future))
         if self.runner is None:
             self.runner = asyncio.create_task(self._drain(run), name="dicomweb-group-commit")
         return await future
 
-    async def _drain(self, run: Callable[[list[list[Item]]], Awaitable[list[list[Result]]]]) -> None:
+    async def _drain(self, run: Callable[[list[Batch]], Awaitable[list[Result]]]) -> None:
         try:
             while self.waiting:
                 group = self._next_group()
@@ -63,7 +61,7 @@ class GroupCommit(Generic[Item, Result]):
                     future.cancel()
             self.waiting = []
 
-    def _next_group(self) -> list[tuple[list[Item], asyncio.Future[list[Result]]]]:
+    def _next_group(self) -> list[tuple[Batch, asyncio.Future[Result]]]:
         taken, items = 0, 0
         for batch, _ in self.waiting:
             if taken and items + len(batch) > MAX_GROUP_ITEMS:

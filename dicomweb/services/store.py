@@ -20,14 +20,16 @@ import asyncio
 import errno
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
 import asyncpg
 
 from ..archive import Archive
+from ..db import audit as audit_db
 from ..db import index
+from ..db.audit import Event
 from ..db.outage import DATABASE_ERRORS, unreachable
 from ..instance import Instance, InvalidInstance, read_instance
 from ..status import FailureReason
@@ -108,21 +110,45 @@ class _Retry(Exception):
     """The transaction failed as a whole; store its instances in smaller transactions."""
 
 
-async def commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
+@dataclass
+class AuditWith:
+    """A request's audit event, committed in the transaction that stores its instances: one commit (one WAL flush)
+    for both, where writing it after the answer's status is known cost a second one (``audit.audited``). Only the
+    first transaction tried holds it; should that fail, the retries do not, and the request writes its event itself."""
+
+    event: Callable[[list[StoreResult]], Event]  # the event, from the batch's results
+    committed: Event | None = None  # set once committed
+
+
+@dataclass
+class StoreBatch:
+    """One request's instances and its audit event, as the group commit takes them."""
+
+    instances: list[Prepared]
+    audit: AuditWith | None
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+
+async def commit(archive: Archive, batch: list[Prepared], audit: AuditWith | None = None) -> list[StoreResult]:
     """Store a batch; results in the batch's order. The temp files are gone afterwards in every case.
 
     Batches of concurrent requests are committed together (``group_commit``)."""
     if not batch:
         return []
-    return await archive.stores.submit(batch, partial(_commit_group, archive))
+    return await archive.stores.submit(StoreBatch(batch, audit), partial(_commit_group, archive))
 
 
-async def _commit_group(archive: Archive, batches: list[list[Prepared]]) -> list[list[StoreResult]]:
+async def _commit_group(archive: Archive, batches: list[StoreBatch]) -> list[list[StoreResult]]:
     """Commit the batches of concurrent requests in one transaction; each batch's results, in its order."""
-    flat = [prepared for batch in batches for prepared in batch]
+    flat = [prepared for batch in batches for prepared in batch.instances]
     leftovers = [p.file for p in flat]
     try:
-        results = await _commit_with_retries(archive, batches)
+        try:
+            results = await _commit(archive, flat, batches)
+        except _Retry as failed:
+            results = await _retry(archive, [batch.instances for batch in batches], failed)
         # The files of instances stored stay; the others (failed, or stored already) go.
         leftovers = [p.file for p, r in zip(flat, results, strict=True) if r.instance is None or r.already_stored]
     finally:
@@ -141,13 +167,18 @@ async def _commit_with_retries(archive: Archive, batches: list[list[Prepared]]) 
     try:
         return await _commit(archive, flat)
     except _Retry as failed:
-        if len(flat) == 1:
-            return [_processing_failure(flat[0].instance, failed.__cause__)]
-        smaller = batches if len(batches) > 1 else [[prepared] for prepared in flat]
-        results: list[StoreResult] = []
-        for batch in smaller:
-            results.extend(await _commit_with_retries(archive, [batch]))
-        return results
+        return await _retry(archive, batches, failed)
+
+
+async def _retry(archive: Archive, batches: list[list[Prepared]], failed: _Retry) -> list[StoreResult]:
+    flat = [prepared for batch in batches for prepared in batch]
+    if len(flat) == 1:
+        return [_processing_failure(flat[0].instance, failed.__cause__)]
+    smaller = batches if len(batches) > 1 else [[prepared] for prepared in flat]
+    results: list[StoreResult] = []
+    for batch in smaller:
+        results.extend(await _commit_with_retries(archive, [batch]))
+    return results
 
 
 def _processing_failure(instance: Instance, cause: BaseException | None) -> StoreResult:
@@ -161,7 +192,9 @@ def _processing_failure(instance: Instance, cause: BaseException | None) -> Stor
     return StoreResult(instance.sop_class_uid, instance.sop_instance_uid, failure=reason, detail=detail)
 
 
-async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
+async def _commit(
+    archive: Archive, batch: list[Prepared], audited: list[StoreBatch] | None = None
+) -> list[StoreResult]:
     """One transaction for the whole batch; raises _Retry (with nothing stored) if it cannot commit. The files are in
     place already (``prepare``); those of instances not stored are removed by ``_commit_group``."""
     storage = archive.storage
@@ -230,6 +263,9 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
                 study_counts[instance.study_instance_uid][0] = ref.study_pk
                 study_counts[instance.study_instance_uid][1] += 1
                 results[i] = StoreResult(*uids, instance=instance)
+            events = _audit_events(audited, [results[i] for i in range(len(batch))]) if audited else []
+            if events:
+                await audit_db.record_many(conn, [event for _, event in events])
             # The aggregates last: their row locks serialise stores into one series, so they are held only for two
             # UPDATEs and the COMMIT.
             await index.add_counts(
@@ -243,9 +279,22 @@ async def _commit(archive: Archive, batch: list[Prepared]) -> list[StoreResult]:
             raise  # the database is gone: no instance can be stored now, the request is a 503 (errors.py)
         log.warning("storing a batch of %d instances failed (%r); retrying in smaller ones", len(batch), exc)
         raise _Retry from exc
+    for request_audit, event in events:
+        request_audit.committed = event
     if replaced:
         await storage.remove(replaced)
     return [results[i] for i in range(len(batch))]
+
+
+def _audit_events(batches: list[StoreBatch], results: list[StoreResult]) -> list[tuple[AuditWith, Event]]:
+    """The audit events of the batches that carry one, each from its own results (``results`` is the group's)."""
+    events: list[tuple[AuditWith, Event]] = []
+    start = 0
+    for batch in batches:
+        if batch.audit is not None:
+            events.append((batch.audit, batch.audit.event(results[start : start + len(batch)])))
+        start += len(batch)
+    return events
 
 
 async def _overwrite(conn: asyncpg.Connection, existing: index.StoredInstance, instance: Instance) -> None:
