@@ -1,11 +1,11 @@
 """Bulk import: store every DICOM file under some paths through the same path as STOW-RS (``services.store``).
 
-Files are copied into the archive's temp folder (hashed on the way), validated and put in place durably in one worker
-thread hand-off each (``store.prepare_here``), then indexed, the files in flight together (group commit). A
-file already stored with the same bytes counts as "already stored", so re-running an import stores nothing twice.
-Files without the PS3.10 "DICM" prefix are skipped, not failed. While the database is gone (an embedded PostgreSQL
-being restarted, an external one down), each file is tried again until it is back, for up to DATABASE_WAIT_SECONDS:
-a night's migration outlives a restart of the database.
+Each file is read once, copied into the archive's temp folder (hashed on the way), validated and put in place durably
+by a pool of processes (``store.prepare_here``), then indexed by this one, the files in flight together (group
+commit). A file already stored with the same bytes counts as "already stored", so re-running an import stores nothing
+twice. Files without the PS3.10 "DICM" prefix are skipped, not failed. While the database is gone (an embedded
+PostgreSQL being restarted, an external one down), each file is tried again until it is back, for up to
+DATABASE_WAIT_SECONDS: a night's migration outlives a restart of the database.
 """
 
 from __future__ import annotations

@@ -139,9 +139,8 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         received = event.dataset_path
         spooled = bridge.archive.storage.spool_copy(received, _encoded_meta(meta), _data_set_start(received))
         try:
-            prepared = store.prepare_here(
-                bridge.archive.storage, spooled, None
-            )  # in this association's thread: off the event loop
+            # Parsed and put in place in this association's thread: off the event loop, with no hand-off.
+            prepared = store.prepare_here(bridge.archive.storage, spooled, None)
         except BaseException:
             spooled.path.unlink(missing_ok=True)
             raise
