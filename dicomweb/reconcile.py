@@ -1,8 +1,9 @@
 """The files and the index made to agree again after a crash: at every start of the server, and on demand with
 ``dicomweb check``.
 
-A store inserts its rows, renames its files into place, then commits (``services/store.py``); a deletion commits,
-then unlinks. A crash (SIGKILL, power cut, the kernel's OOM killer) in between leaves:
+A store puts its files in place, once its request's body is complete, then commits their rows in a transaction
+(``services/store.py``); a deletion commits, then unlinks. A crash (SIGKILL, power cut, the kernel's OOM killer) in
+between leaves:
 
 - temp files in ``tmp/`` of processes that are gone (each name carries its owner's pid and start time,
   ``storage.temp_name``): removed. A live process's temp files are never touched, whatever their age, so a start
@@ -20,10 +21,11 @@ against the row's ``file_sha256`` (a stored file's name carries a random part, n
 record of what was received).
 
 A start reads no file: it lists the folders and reads every row's path in one query (about 0.1 s for 20,000
-instances). The files are listed first; then the transactions in progress are waited for (a store in flight has
-its rows inserted before it places its files, so its transaction is one of them) and only then are the rows read:
-a file placed by a store whose COMMIT is pending is never taken for an orphan, which makes the same reconciliation
-safe beside a running server.
+instances). The files are listed first; then the transactions in progress are waited for, and only then are the rows
+read: a file whose store's COMMIT is pending is not taken for an orphan. A store places its files a moment before its
+transaction begins (milliseconds: its rows go in as soon as its files are in place), which that wait cannot see: at
+a start nothing of the server's own is in flight, and ``dicomweb check``, which runs beside a server, leaves files
+younger than some minutes alone.
 """
 
 from __future__ import annotations

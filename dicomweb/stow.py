@@ -115,37 +115,37 @@ async def _store_parts(
     results: ``audit_event``) when there is one; on any receive error nothing is stored."""
     parses = asyncio.Semaphore(MAX_PARALLEL_PARSES)
     received: list[ReceivedPart] = []
-    parsing: list[asyncio.Task[store.Prepared | InvalidInstance]] = []
+    parsing: list[asyncio.Task[store.Parsed | InvalidInstance]] = []
 
-    async def parse(part: ReceivedPart) -> store.Prepared | InvalidInstance:
+    async def parse(part: ReceivedPart) -> store.Parsed | InvalidInstance:
         if not media.check_part_type(part.content_type):
             return InvalidInstance(
                 FailureReason.CANNOT_UNDERSTAND, f"part Content-Type {part.content_type} is not {media.DICOM}"
             )
         async with parses:
-            return await store.prepare(archive.storage, part.file, study_instance_uid)
+            return await store.parse(part.file, study_instance_uid)
 
     try:
         async for part in parts:
             received.append(part)
             parsing.append(asyncio.create_task(parse(part)))
         outcomes = await asyncio.gather(*parsing)
+        # The body is complete: the files go in place now, right before their commit.
+        batch = await store.place(archive.storage, [o for o in outcomes if isinstance(o, store.Parsed)])
     except BaseException:
         for task in parsing:
             task.cancel()
-        prepared = await asyncio.gather(*parsing, return_exceptions=True)
+        await asyncio.gather(*parsing, return_exceptions=True)
         await archive.storage.discard(part.file for part in received)
-        await store.discard(archive, prepared)  # parts already in place
         raise
 
     await archive.storage.discard(
-        p.file for p, o in zip(received, outcomes, strict=True) if not isinstance(o, store.Prepared)
+        p.file for p, o in zip(received, outcomes, strict=True) if not isinstance(o, store.Parsed)
     )
-    batch = [o for o in outcomes if isinstance(o, store.Prepared)]
-    refused = [store.StoreResult.failed(o) for o in outcomes if not isinstance(o, store.Prepared)]
+    refused = [store.StoreResult.failed(o) for o in outcomes if not isinstance(o, store.Parsed)]
     audit = store.AuditWith(lambda stored: audit_event(refused + stored)) if audit_event else None
     committed = iter(await store.commit(archive, batch, audit) if batch else [])
-    results = [next(committed) if isinstance(o, store.Prepared) else store.StoreResult.failed(o) for o in outcomes]
+    results = [next(committed) if isinstance(o, store.Parsed) else store.StoreResult.failed(o) for o in outcomes]
     return results, audit
 
 

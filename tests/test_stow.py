@@ -477,6 +477,34 @@ class TestRequestLimits:
         assert not list((server.data_dir / "files").rglob("*.dcm"))
 
 
+class TestPlacement:
+    """A request's files go into files/ only once its body is complete, right before their commit."""
+
+    def test_no_file_in_place_while_the_body_arrives(self, server_factory: Any) -> None:
+        """The first part is received and parsed while the second is still on its way: nothing of the request is in
+        files/ yet (so ``dicomweb check`` beside the server can never take it for an orphan); the end of the body
+        stores both."""
+        import time
+
+        server = server_factory()
+        body = multipart([ct_instance(size=256), ct_instance(size=256)])
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            head = (
+                f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Content-Type: {stow_headers()['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body[: len(body) * 3 // 4])
+            time.sleep(1.0)  # the first part arrived whole: spooled and parsed
+            assert list((server.data_dir / "tmp").glob("*.part"))
+            assert not list((server.data_dir / "files").rglob("*.dcm"))
+            sock.sendall(body[len(body) * 3 // 4 :])
+            answer = sock.recv(65536).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 200"), answer[:200]
+        assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 2
+        assert server.db.value("SELECT count(*) FROM instance") == 2
+
+
 class TestConcurrency:
     """Concurrent stores into one new study and series keep one row each and exact counts."""
 

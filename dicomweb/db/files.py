@@ -67,9 +67,9 @@ async def wait_for_transactions(conn: asyncpg.Connection, timeout: float) -> int
     """Wait until every transaction of this database that has written something and is in progress now has ended;
     how many are still in progress after ``timeout`` seconds (0: all ended).
 
-    A store inserts its rows before it places its files, so a file placed by a store whose COMMIT is still to come
-    belongs to one of these: once they have ended, every such file is either named by a committed row or was put
-    back into tmp/ by the store's rollback (or its process is gone)."""
+    A file placed by a store whose transaction has begun belongs to one of these: once they have ended, every such
+    file is either named by a committed row or was removed after the rollback (or its process is gone). A store
+    places its files a few milliseconds before its transaction begins: ``reconcile.py`` says why that is safe."""
     xids = await conn.fetchval(WRITING)
     deadline = time.monotonic() + timeout
     pending = len(xids or [])

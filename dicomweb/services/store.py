@@ -64,28 +64,48 @@ class Prepared:
     instance: Instance
 
 
-def prepare_here(
-    storage: FileStorage, spooled: SpooledFile, expected_study_instance_uid: str | None
-) -> Prepared | InvalidInstance:
-    """Parse and validate a spooled file, then put it in place durably (``FileStorage.place_now``), in the calling
-    thread: off the event loop, in one hand-off per file. Every hand-off to a worker thread is a wake-up and a turn of
-    the interpreter lock, and with many files in flight those turns (futex calls) cost more CPU than the parse."""
+@dataclass(frozen=True)
+class Parsed:
+    """A validated instance whose file is still in ``tmp/``."""
+
+    file: SpooledFile
+    instance: Instance
+
+
+def parse_here(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Parsed | InvalidInstance:
+    """Parse and validate a spooled file (blocking)."""
     try:
-        instance = read_instance(spooled.path, expected_study_instance_uid, spooled.data)
+        return Parsed(spooled, read_instance(spooled.path, expected_study_instance_uid, spooled.data))
     except InvalidInstance as invalid:
         return invalid
+
+
+def place_here(storage: FileStorage, parsed: Parsed) -> Prepared:
+    """Put a parsed file in its place durably (``FileStorage.place_now``; blocking)."""
+    instance = parsed.instance
     relative_path = storage.new_path(
         instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
     )
-    placed = storage.place_now(spooled.path, relative_path)
-    return Prepared(SpooledFile(placed, spooled.size, spooled.sha256), relative_path, instance)
+    placed = storage.place_now(parsed.file.path, relative_path)
+    return Prepared(SpooledFile(placed, parsed.file.size, parsed.file.sha256), relative_path, instance)
+
+
+def prepare_here(
+    storage: FileStorage, spooled: SpooledFile, expected_study_instance_uid: str | None
+) -> Prepared | InvalidInstance:
+    """Parse and validate a spooled file, then put it in place durably, in the calling thread: off the event loop, in
+    one hand-off per file, for a caller that commits it at once. Every hand-off to a worker thread is a wake-up and a
+    turn of the interpreter lock, and with many files in flight those turns (futex calls) cost more CPU than the
+    parse."""
+    parsed = parse_here(spooled, expected_study_instance_uid)
+    return parsed if isinstance(parsed, InvalidInstance) else place_here(storage, parsed)
 
 
 async def prepare(
     storage: FileStorage, spooled: SpooledFile, expected_study_instance_uid: str | None
 ) -> Prepared | InvalidInstance:
-    """``prepare_here`` in a worker thread. Should the caller be cancelled meanwhile (the server stopping), the
-    file the thread goes on to place is removed when it has."""
+    """``prepare_here`` in a worker thread, for a caller that commits at once. Should the caller be cancelled
+    meanwhile (the server stopping), the file the thread goes on to place is removed when it has."""
     work = asyncio.ensure_future(asyncio.to_thread(prepare_here, storage, spooled, expected_study_instance_uid))
     try:
         return await asyncio.shield(work)
@@ -99,6 +119,38 @@ def _remove_placed(work: asyncio.Future[Prepared | InvalidInstance]) -> None:
         outcome = work.result()
         if isinstance(outcome, Prepared):
             outcome.file.path.unlink(missing_ok=True)  # one unlink, on the event loop: the server is stopping
+
+
+async def parse(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Parsed | InvalidInstance:
+    """``parse_here`` in a worker thread: a STOW-RS part while the rest of the body arrives."""
+    return await asyncio.to_thread(parse_here, spooled, expected_study_instance_uid)
+
+
+async def place(storage: FileStorage, parsed: list[Parsed]) -> list[Prepared]:
+    """Put parsed files in place, in worker threads, once a request's body is complete and just before its commit:
+    a file is in place only for as long as its commit takes, never while the rest of a long body arrives, so that
+    ``dicomweb check`` beside a running server (which leaves files younger than some minutes alone) never takes one
+    for an orphan. If one fails, or the caller is cancelled, those placed are removed and the files stay in tmp/."""
+    work = asyncio.ensure_future(
+        asyncio.gather(*(asyncio.to_thread(place_here, storage, p) for p in parsed), return_exceptions=True)
+    )
+    try:
+        outcomes = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        work.add_done_callback(_remove_all_placed)
+        raise
+    failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if failure is not None:
+        await storage.discard(o.file for o in outcomes if isinstance(o, Prepared))
+        raise failure
+    return [o for o in outcomes if isinstance(o, Prepared)]
+
+
+def _remove_all_placed(work: asyncio.Future[list[Prepared | BaseException]]) -> None:
+    if not work.cancelled() and work.exception() is None:
+        for outcome in work.result():
+            if isinstance(outcome, Prepared):
+                outcome.file.path.unlink(missing_ok=True)
 
 
 async def discard(archive: Archive, outcomes: Iterable[Prepared | InvalidInstance | BaseException]) -> None:
