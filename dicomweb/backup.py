@@ -49,6 +49,7 @@ import orjson
 from . import __version__
 from .config import Settings
 from .db import outage
+from .storage import sync, sync_folder
 from .tokens import SECRET_FILE
 
 MANIFEST = "manifest.json"
@@ -144,7 +145,7 @@ class Mirror:
             shutil.copyfile(source, part)
         except FileNotFoundError:
             return False
-        sync_file(part)
+        sync(part)
         os.rename(part, target)
         self.copied += 1
         self._changed.add(target.parent)
@@ -378,22 +379,6 @@ def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(file.fileno())
     os.rename(part, path)
     sync_folder(path.parent)
-
-
-def sync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def backup_command(settings: Settings, dest: Path, copy: bool) -> int:

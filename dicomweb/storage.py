@@ -224,7 +224,7 @@ class FileStorage:
         try:
             sync(target)
             for folder in [series_folder, *reversed(changed)]:  # deepest first
-                _fsync_dir(folder)
+                sync_folder(folder)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
@@ -255,7 +255,8 @@ def _unlink_all(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def sync_folder(path: Path) -> None:
+    """fsync a folder, so that the names made or changed in it are durable (blocking)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -4,7 +4,6 @@ and a group that fails is retried batch by batch, so one request's bad instance 
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import asyncpg
@@ -15,7 +14,7 @@ from dicomweb.services import store
 from dicomweb.services.group_commit import GroupCommit
 
 from .data import ct_instance, multipart
-from .test_stow import post, temp_files
+from .test_stow import post, post_together, temp_files
 
 
 class TestGroupCommit:
@@ -139,21 +138,6 @@ class TestConcurrentRequests:
         monkeypatch.setattr(store, "_commit", commit)
         return sizes
 
-    def _post_together(self, server: Any, bodies: list[bytes]) -> list[int]:
-        barrier = threading.Barrier(len(bodies))
-        statuses: list[int] = []
-
-        def client(body: bytes) -> None:
-            barrier.wait()
-            statuses.append(post(server, body).status_code)
-
-        threads = [threading.Thread(target=client, args=(body,)) for body in bodies]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return statuses
-
     def test_one_transaction_for_the_requests_waiting(
         self, server_factory: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -163,7 +147,7 @@ class TestConcurrentRequests:
         server = server_factory()
         study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
         bodies = [multipart([ct_instance(study, series) for _ in range(2)]) for _ in range(6)]
-        assert self._post_together(server, bodies) == [200] * 6
+        assert post_together(server, bodies) == [200] * 6
         assert len(sizes) == 2 and sum(sizes) == 12 and sizes[1] >= 2  # two transactions, the second for several
         rows = server.db.fetch("SELECT file_path FROM instance")
         assert len(rows) == 12 and all((server.data_dir / r[0]).is_file() for r in rows)
@@ -180,7 +164,7 @@ class TestConcurrentRequests:
         server = server_factory()
         study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
         bodies = [multipart([ct_instance(study, series) for _ in range(2)]) for _ in range(4)]
-        assert self._post_together(server, bodies) == [200] * 4
+        assert post_together(server, bodies) == [200] * 4
         failed_at = next(i for i, size in enumerate(sizes) if size >= 4)
         failed = sizes[failed_at]
         assert sizes[failed_at + 1 : failed_at + 1 + failed // 2] == [2] * (failed // 2)  # then request by request
@@ -197,7 +181,7 @@ class TestConcurrentRequests:
         study = pydicom.uid.generate_uid()
         same = ct_instance(study)
         bodies = [multipart([ct_instance(study)]), multipart([same]), multipart([same])]
-        assert self._post_together(server, bodies) == [200] * 3
+        assert post_together(server, bodies) == [200] * 3
         assert server.db.value("SELECT count(*) FROM instance") == 2
         assert len(list((server.data_dir / "files").rglob("*.dcm"))) == 2
         assert not temp_files(server)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,36 @@ def failures(response: httpx.Response) -> list[tuple[str | None, int]]:
 
 def stored(response: httpx.Response) -> list[str]:
     return [i[SOP_INSTANCE]["Value"][0] for i in response.json().get(REFERENCED, {}).get("Value", [])]
+
+
+def post_together(server: LiveServer, bodies: list[bytes]) -> list[int]:
+    """POST each body from a thread of its own, all released at the same moment; the statuses."""
+    barrier = threading.Barrier(len(bodies))
+    statuses: list[int] = []
+
+    def client(body: bytes) -> None:
+        barrier.wait()
+        statuses.append(post(server, body).status_code)
+
+    threads = [threading.Thread(target=client, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+@contextmanager
+def partly_sent(server: LiveServer, body: bytes, sent: int) -> Iterator[socket.socket]:
+    """A STOW-RS request on a raw socket that declares all of ``body`` and has sent its first ``sent`` bytes."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        head = (
+            f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: {stow_headers()['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body[:sent])
+        yield sock
 
 
 def temp_files(server: LiveServer) -> list[Path]:
@@ -461,13 +493,7 @@ class TestRequestLimits:
 
         server = server_factory()
         body = multipart([ct_instance(size=256), ct_instance(size=256)])
-        host, port = server.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port))) as sock:
-            head = (
-                f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                f"Content-Type: {stow_headers()['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body[: len(body) * 3 // 4])
+        with partly_sent(server, body, len(body) * 3 // 4):
             time.sleep(0.5)
         deadline = time.monotonic() + 10
         while temp_files(server) and time.monotonic() < deadline:
@@ -488,13 +514,7 @@ class TestPlacement:
 
         server = server_factory()
         body = multipart([ct_instance(size=256), ct_instance(size=256)])
-        host, port = server.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port))) as sock:
-            head = (
-                f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                f"Content-Type: {stow_headers()['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body[: len(body) * 3 // 4])
+        with partly_sent(server, body, len(body) * 3 // 4) as sock:
             time.sleep(1.0)  # the first part arrived whole: spooled and parsed
             assert list((server.data_dir / "tmp").glob("*.part"))
             assert not list((server.data_dir / "files").rglob("*.dcm"))
@@ -513,19 +533,7 @@ class TestConcurrency:
         server = server_factory()
         study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
         bodies = [multipart([ct_instance(study, series) for _ in range(5)]) for _ in range(8)]
-        barrier = threading.Barrier(8)
-        statuses: list[int] = []
-
-        def client(body: bytes) -> None:
-            barrier.wait()
-            statuses.append(post(server, body).status_code)
-
-        threads = [threading.Thread(target=client, args=(b,)) for b in bodies]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert statuses == [200] * 8
+        assert post_together(server, bodies) == [200] * 8
         assert server.db.value("SELECT count(*) FROM patient") == 1
         assert server.db.value("SELECT count(*) FROM study") == 1
         assert server.db.value("SELECT count(*) FROM series") == 1
