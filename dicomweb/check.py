@@ -13,9 +13,10 @@ from .reconcile import LOST_AND_FOUND, Findings, repair, scan, uids, write_summa
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 # A temp file of a process that is gone, or a file no row names, counts only once last written this long ago
-# (seconds). Beside a running server, a file being put back into tmp/ by a store whose transaction has just failed
-# is not taken for an orphan (such a file was written seconds ago), nor is a live upload seen from outside the
-# server's container (another PID namespace, where its process cannot be seen) taken for a crash's leftover.
+# (seconds). Beside a running server, a file that a store has just put in place and is committing (its request's
+# body complete, its transaction about to begin: written seconds ago) is not taken for an orphan, nor is a live upload
+# seen from outside the server's container (another PID namespace, where its process cannot be seen) taken for a
+# crash's leftover.
 CHECK_MIN_AGE_SECONDS = 600
 
 
