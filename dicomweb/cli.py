@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -284,9 +285,16 @@ async def import_command(settings: Settings, paths: list[Path], progress: bool) 
     from .db.outage import unreachable
     from .importer import DatabaseGone, import_paths
 
+    # A stop (kill, systemd) unwinds the import as Ctrl-C does: the embedded PostgreSQL is stopped, not left running.
+    importing = asyncio.current_task()
+    assert importing is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, importing.cancel)
     try:
         async with open_archive(settings) as archive:
             report = await import_paths(archive, paths, progress=progress)
+    except asyncio.CancelledError:
+        print("dicomweb: import stopped (SIGTERM); run it again to go on where it stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as exc:
         if not (isinstance(exc, DatabaseGone) or unreachable(exc)):
             raise

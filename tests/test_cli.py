@@ -167,6 +167,42 @@ class TestImport:
             orphan.kill()  # so that a failure here leaves nothing running either
         assert alive == []
 
+    def test_stopped_import_stops_its_database(self, tmp_path: Path) -> None:
+        """``dicomweb import`` stopped with SIGTERM (kill, systemd) while it stores: it ends with 143 and says so, its
+        processes end and the embedded PostgreSQL it started is stopped, not left running."""
+        source = tmp_path / "in"
+        source.mkdir()
+        study = pydicom.uid.generate_uid()
+        for i in range(400):
+            (source / f"{i}.dcm").write_bytes(ct_instance(study))
+        data_dir = tmp_path / "a"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicomweb", "import", "--quiet", "--data-dir", str(data_dir), str(source)],
+            env={**os.environ, **EMBEDDED},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            importer = psutil.Process(process.pid)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                "spawn_main" in " ".join(p.cmdline()) for p in importer.children()
+            ):
+                time.sleep(0.05)
+            children = importer.children(recursive=True)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 143, stderr
+        assert "import stopped" in stderr
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        for orphan in alive:
+            orphan.kill()
+        assert alive == []
+        assert not postgres_running(data_dir)
+
     def test_progress_bar(self, tmp_path: Path) -> None:
         """Without --quiet a progress bar with count, MB/s and failures is drawn on stderr."""
         source = tmp_path / "in"
