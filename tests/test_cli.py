@@ -102,6 +102,18 @@ class TestServe:
         assert {"time", "level", "message", "duration_ms", "client"} <= set(requests["trace-42"])
 
 
+def parsing_processes(importer: psutil.Process) -> list[psutil.Process]:
+    """The import's pool processes started so far (its other children, PostgreSQL's start among them, come and go)."""
+    found = []
+    for child in importer.children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # gone, or a zombie, between the listing and the look
+            continue
+    return found
+
+
 class TestImport:
     """``dicomweb import`` stores files through the same path as STOW-RS."""
 
@@ -156,7 +168,7 @@ class TestImport:
             deadline = time.monotonic() + 30
             parsers: list[psutil.Process] = []
             while len(parsers) < 2 and time.monotonic() < deadline:
-                parsers = [p for p in importer.children() if "spawn_main" in " ".join(p.cmdline())]
+                parsers = parsing_processes(importer)
                 time.sleep(0.05)
             assert len(parsers) >= 2
         finally:
@@ -186,15 +198,14 @@ class TestImport:
         try:
             importer = psutil.Process(process.pid)
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(
-                "spawn_main" in " ".join(p.cmdline()) for p in importer.children()
-            ):
+            while time.monotonic() < deadline and not parsing_processes(importer):
                 time.sleep(0.05)
             children = importer.children(recursive=True)
             process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=60)
         finally:
             process.kill()
+            process.wait()
         assert process.returncode == 143, stderr
         assert "import stopped" in stderr
         gone, alive = psutil.wait_procs(children, timeout=20)
