@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 5
+-- schema_version: 6
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -382,3 +382,18 @@ CREATE TABLE performed_procedure_step (
 CREATE INDEX performed_procedure_step_study ON performed_procedure_step (study_id);
 
 INSERT INTO schema_version (version) VALUES (5);
+
+-- migrate to version 6
+-- Annotations as DICOM Structured Reports carry them (TID 1500 measurement groups, PS3.16): the measured value and its
+-- UCUM unit (a length in mm), the SR an annotation was imported from (NULL: made through the API) and the group's
+-- Tracking Unique Identifier (112039/112040). An annotation made through the API has none until it is exported; it
+-- is then exported as 2.25.<its id as an integer> (PS3.5 §B.2), so the archive knows its own exports when they come back.
+ALTER TABLE radiology_annotation
+    ADD COLUMN value                    double precision,
+    ADD COLUMN unit                     text,
+    ADD COLUMN source_sop_instance_uid  text,
+    ADD COLUMN tracking_uid             text UNIQUE;
+CREATE INDEX radiology_annotation_source ON radiology_annotation (source_sop_instance_uid)
+    WHERE source_sop_instance_uid IS NOT NULL;
+
+INSERT INTO schema_version (version) VALUES (6);

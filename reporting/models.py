@@ -370,6 +370,12 @@ class Annotation(ResponseModel):
     coordinates: PointsShape | CircleShape
     label: str | None
     color: str | None
+    value: float | None = Field(description="the measured value (a length in mm), when the annotation has one")
+    unit: str | None = Field(description="the value's UCUM unit, e.g. mm")
+    source_sop_instance_uid: str | None = Field(
+        description="the Structured Report the annotation was imported from; null if made through this API"
+    )
+    tracking_uid: str | None = Field(description="the Tracking Unique Identifier of its SR measurement group")
     created_by: str
     created_at: datetime.datetime
     updated_at: datetime.datetime

@@ -14,7 +14,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-_COLUMNS = "id, sop_instance_uid, frame_number, type, coordinates, label, color, created_by, created_at, updated_at"
+_COLUMNS = (
+    "id, sop_instance_uid, frame_number, type, coordinates, label, color, value, unit, source_sop_instance_uid, "
+    "tracking_uid, created_by, created_at, updated_at"
+)
 
 
 @dataclass(frozen=True)
