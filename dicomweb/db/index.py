@@ -81,30 +81,36 @@ SELECT s.pk, s.study_pk, st.study_instance_uid FROM series s JOIN study st ON st
 WHERE s.series_instance_uid = $1"""
 INSERT_INSTANCE = _insert("instance", ["series_pk", *_INSTANCE], "(sop_instance_uid)")
 SELECT_INSTANCE = "SELECT pk, file_path, file_sha256 FROM instance WHERE sop_instance_uid = $1"
-COUNT_SERIES = """
-UPDATE series SET number_of_series_related_instances = number_of_series_related_instances + $2, updated_at = now()
-WHERE pk = $1 RETURNING number_of_series_related_instances"""
-COUNT_STUDY = """
-UPDATE study SET number_of_study_related_instances = number_of_study_related_instances + $2,
-                 number_of_study_related_series = number_of_study_related_series + $3,
-                 modalities_in_study = CASE WHEN $3 = 0 THEN modalities_in_study ELSE ARRAY(
-                     SELECT DISTINCT modality FROM series WHERE study_pk = $1 AND modality IS NOT NULL
+
+
+def _series_counted(pk: str, instances: str) -> str:
+    """The UPDATE adding ``instances`` to a series' count (negative when removed); arguments are parameter names."""
+    return f"""
+UPDATE series SET number_of_series_related_instances = number_of_series_related_instances + {instances},
+                  updated_at = now()
+WHERE pk = {pk}"""
+
+
+def _study_counted(pk: str, instances: str, series: str) -> str:
+    """The UPDATE adding instances and series to a study's counts; its modalities are recounted only when its
+    series change."""
+    return f"""
+UPDATE study SET number_of_study_related_instances = number_of_study_related_instances + {instances},
+                 number_of_study_related_series = number_of_study_related_series + {series},
+                 modalities_in_study = CASE WHEN {series} = 0 THEN modalities_in_study ELSE ARRAY(
+                     SELECT DISTINCT modality FROM series WHERE study_pk = {pk} AND modality IS NOT NULL
                      ORDER BY modality) END,
                  updated_at = now()
-WHERE pk = $1 RETURNING number_of_study_related_instances"""
+WHERE pk = {pk}"""
+
+
+COUNT_SERIES = _series_counted("$1", "$2") + " RETURNING number_of_series_related_instances"
+COUNT_STUDY = _study_counted("$1", "$2", "$3") + " RETURNING number_of_study_related_instances"
 # Both in one statement, the series row first (as COUNT_SERIES then COUNT_STUDY): the condition on ``counted`` makes
 # the series UPDATE run before the study row is updated, so every transaction takes the two locks in the same order.
-COUNT_SERIES_AND_STUDY = """
-WITH counted AS (
-    UPDATE series SET number_of_series_related_instances = number_of_series_related_instances + $2, updated_at = now()
-    WHERE pk = $1 RETURNING pk)
-UPDATE study SET number_of_study_related_instances = number_of_study_related_instances + $4,
-                 number_of_study_related_series = number_of_study_related_series + $5,
-                 modalities_in_study = CASE WHEN $5 = 0 THEN modalities_in_study ELSE ARRAY(
-                     SELECT DISTINCT modality FROM series WHERE study_pk = $3 AND modality IS NOT NULL
-                     ORDER BY modality) END,
-                 updated_at = now()
-WHERE pk = $3 AND EXISTS (SELECT 1 FROM counted)"""
+COUNT_SERIES_AND_STUDY = f"""
+WITH counted AS ({_series_counted("$1", "$2")} RETURNING pk)
+{_study_counted("$3", "$4", "$5")} AND EXISTS (SELECT 1 FROM counted)"""
 
 
 class KnownSeries:
