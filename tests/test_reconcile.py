@@ -4,6 +4,7 @@ crashes injected into live servers (SIGKILL, a COMMIT held back by a lock the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import random
@@ -157,6 +158,20 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) ->
 def files_in(data_dir: Path, folder: str = "files") -> set[str]:
     """The files under a folder of the data folder, relative to the data folder."""
     return {p.relative_to(data_dir).as_posix() for p in (data_dir / folder).rglob("*") if p.is_file()}
+
+
+@contextlib.contextmanager
+def commit_held_back(server: LiveServer, held: bytes) -> Iterator[tuple[CommitGate, Background]]:
+    """A running server storing ``held`` with its file in place and its COMMIT held back until ``gate.release()``
+    (as beside a ``dicomweb import`` in flight); yields the gate and the pending STOW-RS request."""
+    stow(server.url, [ct_instance()])  # the schema is there
+    gate = CommitGate(server.db.url, hold=True)
+    try:
+        pending = Background(lambda: stow(server.url, [held]))
+        wait_until(lambda: len(files_in(server.data_dir)) == 2, "the held store's file placed")
+        yield gate, pending
+    finally:
+        gate.close()
 
 
 def sop_instance_uid(instance: bytes) -> str:
@@ -331,18 +346,12 @@ class TestStart:
         file for an orphan; once the COMMIT comes the store is answered 200 and its file is where its row says."""
         server = server_factory()
         held = ct_instance()
-        stow(server.url, [ct_instance()])  # the schema is there
-        gate = CommitGate(server.db.url, hold=True)
-        try:
-            pending = Background(lambda: stow(server.url, [held]))
-            wait_until(lambda: len(files_in(server.data_dir)) == 2, "the held store's file placed")
+        with commit_held_back(server, held) as (gate, pending):
             starting = Background(lambda: asyncio.run(at_start_supervised(server.settings)))
             wait_until(lambda: gate.waiting_check() or not starting.thread.is_alive(), "the start waiting")
             gate.release()
             assert pending.join().status_code == 200
             assert starting.join() is None
-        finally:
-            gate.close()
         path = server.db.value("SELECT file_path FROM instance WHERE sop_instance_uid = $1", sop_instance_uid(held))
         assert (server.data_dir / path).read_bytes() == held
         assert not (server.data_dir / LOST_AND_FOUND).exists()
@@ -459,11 +468,7 @@ class TestCheck:
         check finds nothing (exit 0)."""
         server = server_factory()
         held = ct_instance()
-        stow(server.url, [ct_instance()])  # the schema is there
-        gate = CommitGate(server.db.url, hold=True)
-        try:
-            pending = Background(lambda: stow(server.url, [held]))
-            wait_until(lambda: len(files_in(server.data_dir)) == 2, "the held store's file placed")
+        with commit_held_back(server, held) as (gate, pending):
             checking = dicomweb_check(server.data_dir, server.db.url, "--repair")
             try:
                 wait_until(lambda: gate.waiting_check() or checking.poll() is not None, "the check waiting")
@@ -471,8 +476,6 @@ class TestCheck:
                 assert pending.join().status_code == 200
             finally:
                 out, err = checking.communicate(timeout=60)
-        finally:
-            gate.close()
         assert checking.returncode == EXIT_CLEAN, out + err
         assert "checked 2 files against 2 indexed instances" in out
         path = server.db.value("SELECT file_path FROM instance WHERE sop_instance_uid = $1", sop_instance_uid(held))
