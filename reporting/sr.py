@@ -53,6 +53,8 @@ MM2 = Code("mm2", "UCUM", "mm2")
 PIXEL = Code("{pixel}", "UCUM", "pixel")
 PIXEL2 = Code("{pixel2}", "UCUM", "square pixel")
 ENGLISH = sr.CodedConcept("en-US", "RFC5646", "English (United States)")
+SOURCE = Code("260753009", "SCT", "Source")
+CONTAINS = sr.RelationshipTypeValues.CONTAINS
 
 # TID 2000 (Basic Diagnostic Imaging Report): a section container (CID 7001) holding one TEXT (CID 7002).
 FINDINGS = (codes.DCM.Findings, codes.DCM.Finding)  # 121070, 121071
@@ -225,15 +227,24 @@ def _finish(document: sr.EnhancedSR, where: Document) -> Dataset:
     return document
 
 
-def _describable(image: Dataset) -> bool:
-    """Whether the Image Library (TID 1601) can describe the image: a cross-sectional one needs its plane (Image
-    Orientation and Position (Patient), Pixel Spacing). One that cannot stays out of the library; its measurements
-    still reference it (OHIF reads the library only to list the images)."""
-    try:
-        sr.ImageLibraryEntryDescriptors(image)
-    except (AttributeError, ValueError, TypeError):
-        return False
-    return True
+def image_library(images: Sequence[Dataset]) -> sr.ContainerContentItem:
+    """The Image Library (TID 1600) as OHIF writes it: one group listing the images, without the descriptors of
+    TID 1602 (optional), whose dozen items per image made an export of 50 images' annotations take seconds."""
+    group = sr.ContainerContentItem(name=codes.DCM.ImageLibraryGroup, relationship_type=CONTAINS)
+    group.ContentSequence = sr.ContentSequence(
+        [
+            sr.ImageContentItem(
+                name=SOURCE,
+                referenced_sop_class_uid=image.SOPClassUID,
+                referenced_sop_instance_uid=image.SOPInstanceUID,
+                relationship_type=CONTAINS,
+            )
+            for image in images
+        ]
+    )
+    library = sr.ContainerContentItem(name=codes.DCM.ImageLibrary, relationship_type=CONTAINS)
+    library.ContentSequence = sr.ContentSequence([group])
+    return library
 
 
 def annotation_report(
@@ -242,21 +253,27 @@ def annotation_report(
     """The annotations (each on one of ``images``, by SOPInstanceUID) as one TID 1500 Enhanced SR, as OHIF writes it:
     COMPLETE, UNVERIFIED, an Image Library of the images."""
     groups = [measurement_group(a, images[a["sop_instance_uid"]]) for a in annotations]
-    referenced = [
-        image
-        for image in {a["sop_instance_uid"]: images[a["sop_instance_uid"]] for a in annotations}.values()
-        if _describable(image)
-    ]
+    referenced = list({a["sop_instance_uid"]: images[a["sop_instance_uid"]] for a in annotations}.values())
     report = sr.MeasurementReport(
         observation_context=_observer(author, where.institution_name),
         procedure_reported=IMAGING_PROCEDURE,
         imaging_measurements=groups,
         language_of_content_item_and_descendants=sr.LanguageOfContentItemAndDescendants(ENGLISH),
-        referenced_images=referenced,
     )
+    root = report[0]
+    items = root.ContentSequence  # TID 1500: the library comes before the Imaging Measurements
+    items.insert(len(items) - 1, image_library(referenced))
+    evidence = {ds.SOPInstanceUID for ds in where.evidence}
+    missing = {image.SOPInstanceUID for image in referenced} - evidence
+    if missing:
+        raise ValueError(f"images measured but not in the evidence: {sorted(missing)}")
+    # highdicom deep-copies the content it is given, parses the copy back and walks it thrice to check the evidence
+    # (checked just above): two thirds of an export's CPU for 50 annotations. The document gets the root container
+    # with its first item (the language), then all the items highdicom built for it.
+    root.ContentSequence = sr.ContentSequence(items[:1])
     document = sr.EnhancedSR(
         evidence=where.evidence,
-        content=report[0],
+        content=root,
         series_instance_uid=where.series_instance_uid,
         series_number=where.series_number,
         sop_instance_uid=where.sop_instance_uid,
@@ -266,6 +283,7 @@ def annotation_report(
         is_complete=True,
         previous_versions=list(where.predecessors) or None,
     )
+    document.ContentSequence = items
     return _finish(document, where)
 
 
