@@ -2,7 +2,8 @@
 (``POST /studies/{id}/annotations/sr``), and each report when it is verified (``reports.verify_report``).
 
 An SR takes the patient and study attributes from the archive's stored instances (highdicom's ``evidence``: the
-headers of the annotated images, or of the study's first image and the UIDs of the others), is built and encoded in
+header of the first annotated image, or of the study's first image, and the UIDs of the others; the annotated
+images' headers give their Pixel Spacing and frames), is built and encoded in
 a worker thread (``reporting/sr.py``), and is then stored exactly as an upload or a STOW-RS instance
 (``dicomweb.services.store``: spooled, validated, placed, indexed), so that QIDO-RS lists it, WADO-RS and C-GET/C-MOVE
 retrieve it, and the audit log has it. One SR series per study and kind ("Annotations", "Reports"): the first SR
