@@ -262,6 +262,7 @@ class TestReportSR:
         assert str(ds.VerifyingObserverSequence[0].VerifyingObserverName) == "dr-sr^"
         assert ds.VerifyingObserverSequence[0].VerifyingOrganization
         assert ds.StudyInstanceUID == study["studyInstanceUID"] and ds.SeriesDescription == "Reports"
+        assert (ds.PatientID, str(ds.PatientName)) == ("PAT-1", "Doe^Jane")  # as the archive holds the patient
         assert "PredecessorDocumentsSequence" not in ds
         document = sr.srread(path)
         texts = {item.name.value: item.value for item in _texts(document.content[0])}
@@ -286,6 +287,24 @@ class TestReportSR:
         assert predecessor.ReferencedSOPInstanceUID == original["srSOPInstanceUID"]
         texts = [item.value for item in _texts(sr.srread(path).content[0])]
         assert texts == ["First look.", "Second look."]
+
+    def test_unreadable_image_recorded(self, api: Api, admin: httpx.Client) -> None:
+        """An SR that cannot be written (here: the study's stored file is gone) leaves the report verified, with
+        the reason in srError; nothing half-written is stored."""
+        study = completed_study(admin)
+        data = ct_instance(study_instance_uid=study["studyInstanceUID"])
+        stow(api, data)
+        sop_instance_uid = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+        (stored,) = Path(api.server.settings.data_dir, "files").rglob(f"{sop_instance_uid}*")
+        stored.unlink()
+        report = new_report(admin, study)
+        response = admin.post(f"/reports/{report['id']}/verify")
+        assert response.status_code == 200, response.text
+        signed = response.json()
+        assert signed["status"] == "final" and signed["srSOPInstanceUID"] is None
+        assert "could not be written" in signed["srError"] and sop_instance_uid in signed["srError"]
+        series = admin.get(f"/studies/{study['id']}").json()["series"]
+        assert [s["modality"] for s in series] == ["CT"]
 
     def test_no_image_no_sr(self, admin: httpx.Client) -> None:
         """A study the archive holds no image of: the report verifies; its JSON says why there is no SR."""
