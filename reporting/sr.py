@@ -1,6 +1,7 @@
 """Structured Reports the archive writes: annotations as a TID 1500 Imaging Measurement Report that OHIF loads as
 measurements, and verified reports as a TID 2000 Basic Diagnostic Imaging Report (PS3.16). Pure and blocking (CPU
-work: call from a worker thread); highdicom builds and checks every document, nothing here encodes DICOM by hand.
+work: call from a worker thread); highdicom builds every document and content item, nothing here encodes DICOM
+by hand.
 
 An annotation becomes one TID 1501 measurement group, shaped as OHIF 3.13's Cornerstone3D adapters write and read
 them (``@cornerstonejs/adapters``, dcmjs ``TID300``): a Tracking Identifier naming the tool, a Tracking Unique
@@ -62,10 +63,11 @@ IMPRESSIONS = (Code("121072", "DCM", "Impressions"), codes.DCM.Impression)  # 12
 RECOMMENDATIONS = (Code("121074", "DCM", "Recommendations"), codes.DCM.Recommendation)  # 121074, 121075
 ADDENDUM = codes.DCM.Addendum  # 121078
 
-# Procedure Reported (121058) by the study's modality (CID 100 style, SNOMED CT); others: an imaging procedure.
+# Procedure Reported (121058) by the study's modality (SNOMED CT, as CID 100 codes procedures); others: an imaging
+# procedure.
 PROCEDURES = {
-    "CT": Code("77477000", "SCT", "CT of unspecified body region"),
-    "MR": Code("113091000", "SCT", "MR of unspecified body region"),
+    "CT": Code("77477000", "SCT", "Computerized axial tomography"),
+    "MR": Code("113091000", "SCT", "Magnetic resonance imaging"),
     "US": Code("16310003", "SCT", "Ultrasonography"),
     "CR": Code("363680008", "SCT", "Radiographic imaging procedure"),
     "DX": Code("363680008", "SCT", "Radiographic imaging procedure"),
