@@ -11,9 +11,10 @@ starts it, the next ones join it, each naming the SRs it supersedes in its Prede
 C.17.2.3), so that a viewer that shows the newest SR of a series (OHIF) shows the current one.
 
 Order, and what a crash leaves: a study's exports are serialized by its row lock, held while the SR is built and
-stored; the SR commits (the store's own transaction) before the study records it as its newest export and the
-annotations get their Tracking UIDs (this transaction). A crash in between leaves a stored SR the next export does not
-name as predecessor (it starts a new series); the Tracking UIDs are the same either way (2.25.<annotation id>).
+stored. The annotations' Tracking UIDs commit first (on a connection of their own), then the SR (the store's own
+transaction), then the study's record of it as its newest export (this transaction). A crash after the first leaves
+annotations with the UIDs they will be exported with anyway (2.25.<annotation id>); after the second, a stored SR
+that the next export does not name as predecessor (that one starts a new series).
 """
 
 from __future__ import annotations
@@ -150,6 +151,12 @@ async def export_annotations(request: Request) -> Response:
         for image in images:
             image["study_instance_uid"] = study_instance_uid
         sop_instance_uid = new_uid()
+        # The annotations get their Tracking UIDs committed before the SR is stored, where the SR import looks for
+        # them: it skips the groups of annotations the archive has, so it never imports its own export back.
+        uids = [(a["id"], sr.tracking_uid(a)) for a in annotations if not a["tracking_uid"]]
+        if uids:
+            async with archive.pool.acquire() as other:
+                await db.set_tracking_uids(other, uids)
 
         def build() -> Dataset:
             headers = {image["sop_instance_uid"]: _header(archive.storage, image) for image in images}
@@ -169,7 +176,6 @@ async def export_annotations(request: Request) -> Response:
 
         document = await _store(archive, build, study_instance_uid)
         await db.record_export(conn, study_id, sop_instance_uid, series_instance_uid, author)
-        await db.set_tracking_uids(conn, [(a["id"], sr.tracking_uid(a)) for a in annotations if not a["tracking_uid"]])
     url = f"{base_url(request, archive.settings.public_url)}/studies/{study_instance_uid}/series/{series_instance_uid}"
     url += f"/instances/{sop_instance_uid}"
     body = StructuredReport(
