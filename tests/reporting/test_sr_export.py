@@ -15,10 +15,23 @@ import httpx
 import pydicom
 import pytest
 from highdicom import sr
+from pydicom import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    EnhancedSRStorage,
+)
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
+)
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelGet as StudyRootGet,
+)
 
 from dicomweb.permissions import Role
 
-from ..data import ct_instance
+from ..conftest import free_port
+from ..data import ct_instance, multipart, stow_headers
+from ..test_dimse import CALLING, c_find, register
 from .conftest import Api, new_study
 from .test_reports import completed_study, new_report, stow
 
@@ -236,6 +249,61 @@ class TestAnnotationExport:
             assert doctor.post(f"/studies/{study['id']}/annotations/sr").status_code == 403
         with api.client(Role.RADIOLOGY_TECH, "tech") as tech:
             assert tech.post(f"/studies/{study['id']}/annotations/sr").status_code == 201
+
+
+class TestOverDimse:
+    """The SR is an instance like any other for DIMSE clients: C-FIND finds it, C-GET retrieves it."""
+
+    def test_find_and_get(self, server_factory: Any) -> None:
+        server = server_factory(dimse_port=free_port())  # authentication disabled: the caller is an anonymous admin
+        register(server, CALLING, "127.0.0.1", 104, ["find", "get"])
+        with httpx.Client(base_url=server.url + "/api/radiology", timeout=60) as client:
+            study = new_study(client)
+            data = ct_instance(study_instance_uid=study["studyInstanceUID"])
+            response = httpx.post(server.dicomweb + "/studies", content=multipart([data]), headers=stow_headers())
+            assert response.status_code == 200, response.text
+            image = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+            annotate(client, image, SHAPES["length"])
+            body = export(client, study)
+        (found,) = c_find(
+            server,
+            StudyRootFind,
+            QueryRetrieveLevel="SERIES",
+            StudyInstanceUID=study["studyInstanceUID"],
+            Modality="SR",
+            SeriesInstanceUID="",
+        )
+        assert found.SeriesInstanceUID == body["seriesInstanceUID"]
+
+        received: list[Dataset] = []
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(StudyRootGet)
+        ae.add_requested_context(EnhancedSRStorage, "1.2.840.10008.1.2.1")
+
+        def store(event: Any) -> int:
+            received.append(event.dataset)
+            return 0x0000
+
+        assoc = ae.associate(
+            "127.0.0.1",
+            server.settings.dimse_port,
+            ae_title="DICOMWEB",
+            ext_neg=[build_role(EnhancedSRStorage, scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, store)],
+        )
+        assert assoc.is_established
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "SERIES"
+        identifier.StudyInstanceUID = study["studyInstanceUID"]
+        identifier.SeriesInstanceUID = body["seriesInstanceUID"]
+        try:
+            final = list(assoc.send_c_get(identifier, StudyRootGet))[-1][0]
+        finally:
+            assoc.release()
+        assert final.Status == 0x0000
+        (sr_document,) = received
+        assert sr_document.SOPInstanceUID == body["sopInstanceUID"]
+        assert sr_document.ContentTemplateSequence[0].TemplateIdentifier == "1500"
 
 
 @pytest.mark.skipif(not Path(DSRDUMP).exists(), reason="DCMTK's dsrdump is not installed")
