@@ -17,13 +17,11 @@ import pytest
 from highdicom import sr
 from pydicom import Dataset
 from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import EnhancedSRStorage  # type: ignore[attr-defined]
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    EnhancedSRStorage,
-)
-from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
 )
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet as StudyRootGet,
 )
 
