@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 6
+-- schema_version: 8
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -397,3 +397,21 @@ CREATE INDEX radiology_annotation_source ON radiology_annotation (source_sop_ins
     WHERE source_sop_instance_uid IS NOT NULL;
 
 INSERT INTO schema_version (version) VALUES (6);
+
+-- migrate to version 8
+-- The Structured Reports the archive writes itself (reporting/sr.py), stored as any instance: a study's newest export
+-- of its annotations, which the next export names as its predecessor (PS3.3 C.17.2.3), and a verified report's SR,
+-- or why none could be written (the study had no instance to take the patient and study attributes from).
+CREATE TABLE radiology_annotation_export (
+    study_id                uuid PRIMARY KEY REFERENCES radiology_study (id) ON DELETE CASCADE,
+    sop_instance_uid        text NOT NULL,
+    series_instance_uid     text NOT NULL,
+    exported_by             text NOT NULL,
+    exported_at             timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE radiology_report
+    ADD COLUMN sr_sop_instance_uid      text,
+    ADD COLUMN sr_series_instance_uid   text,
+    ADD COLUMN sr_error                 text;
+
+INSERT INTO schema_version (version) VALUES (8);

@@ -146,6 +146,12 @@ SETTINGS: tuple[Setting, ...] = (
         "realm_access.roles (Keycloak) reads a nested claim.",
     ),
     Setting(
+        "institution_name",
+        "",
+        "The institution named in the Structured Reports the archive writes (Institution Name; the verifying "
+        "organization of a verified report's SR). Empty: the DIMSE AE title.",
+    ),
+    Setting(
         "cors_origins",
         "",
         "Comma-separated origins allowed to call the server from a browser (e.g. https://viewer.example.org); "
@@ -182,6 +188,7 @@ class Settings:
     jwt_public_key: str = ""
     jwt_jwks_file: str = ""
     jwt_roles_claim: str = "roles"
+    institution_name: str = ""
     cors_origins: str = ""
 
     @property

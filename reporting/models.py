@@ -263,6 +263,18 @@ class Image(ResponseModel):
     links: ImageLinks
 
 
+class StructuredReport(ResponseModel):
+    """An SR document the archive wrote and stored in the study (retrieve it by DICOMweb or DIMSE)."""
+
+    study_instance_uid: str = Field(alias="studyInstanceUID")
+    series_instance_uid: str = Field(alias="seriesInstanceUID")
+    sop_instance_uid: str = Field(alias="sopInstanceUID")
+    sop_class_uid: str = Field(alias="sopClassUID")
+    retrieve_url: str = Field(alias="retrieveURL", description="the instance's WADO-RS URL")
+    annotations: int = Field(description="the measurement groups it holds: one per annotation")
+    predecessor: str | None = Field(description="the SOPInstanceUID of the earlier export it supersedes, if any")
+
+
 class UploadResult(ResponseModel):
     image: Image
     converted_from: Literal["image/jpeg", "image/png"] | None = Field(
@@ -438,6 +450,14 @@ class Report(ResponseModel):
     version: int
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    sr_series_instance_uid: str | None = Field(
+        alias="srSeriesInstanceUID", description="the series of the SR document written when the report was verified"
+    )
+    sr_sop_instance_uid: str | None = Field(
+        alias="srSOPInstanceUID",
+        description="the SR document written when the report was verified (in the report's study); null: none (yet)",
+    )
+    sr_error: str | None = Field(description="why no SR document was written for the verified report, if none was")
 
 
 class ReportDetail(Report):

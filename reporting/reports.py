@@ -27,6 +27,7 @@ from .db import studies as studies_db
 from .db import templates as templates_db
 from .lookup import load_study
 from .models import AddendumCreate, Report, ReportCreate, ReportDetail, ReportUpdate, ReportVersion
+from .sr_export import report_sr_after_verification
 from .workflow import (
     ReportStatus,
     ReportType,
@@ -218,7 +219,9 @@ async def verify_report(request: Request) -> Response:
     """POST /api/radiology/reports/{id}/verify: sign the report as final; a completed study becomes reported.
 
     The study and the report are locked in that order (as deleting a study does), so that the study's status that
-    allowed the signature holds until the signature commits, with no deadlock between the two.
+    allowed the signature holds until the signature commits, with no deadlock between the two. The report is then
+    written as an SR document in the study (``sr_export.write_report_sr``), after the signature commits: a crash in
+    between leaves a verified report without SR (``srSOPInstanceUID`` null), never an SR of an unsigned report.
     """
     report_id = http.path_id(request, "id", "radiology report")
     expected = if_match(request)
@@ -239,6 +242,8 @@ async def verify_report(request: Request) -> Response:
         if study_status is StudyStatus.COMPLETED:
             check_study_transition(study_status, StudyStatus.REPORTED)
             await studies_db.set_status(conn, study["id"], StudyStatus.REPORTED)
+    # The signature has committed; its SR document follows (sr_export: written and recorded, or why not recorded).
+    signed = await report_sr_after_verification(archive_of(request), signed)
     return _answer(signed)
 
 

@@ -9,7 +9,7 @@ from dicomweb.jsonapi import Endpoint, EndpointTable
 from dicomweb.permissions import Permission
 
 from . import annotations as annotation_endpoints  # "annotations" is taken by the __future__ import
-from . import images, models, reports, studies, templates, uploads
+from . import images, models, reports, sr_export, studies, templates, uploads
 
 API_ROOT = "/api/radiology"
 ERRORS = (400, 401, 403, 404, 409)  # what any reporting operation may answer besides success
@@ -109,6 +109,19 @@ ENDPOINTS: list[Endpoint] = [
         permission=Permission.VIEW,
         action=Action.READ,
     ),
+    Endpoint(
+        "POST",
+        "/studies/{id}/annotations/sr",
+        sr_export.export_annotations,
+        "Export the annotations on the study's images as a DICOM Structured Report (TID 1500 Imaging Measurement "
+        "Report, Enhanced SR) in the study's Annotations series, with the tracking identifiers OHIF loads as "
+        "measurements; a later export supersedes the earlier (Predecessor Documents Sequence). 409: no annotations",
+        None,
+        models.StructuredReport,
+        status=201,
+        permission=Permission.ANNOTATE,
+        action=Action.CREATE,
+    ),
     # Reports: written, edited under If-Match (428 without, 409 when stale), signed, amended by addenda
     Endpoint(
         "POST",
@@ -155,7 +168,8 @@ ENDPOINTS: list[Endpoint] = [
         "POST",
         "/reports/{id}/verify",
         reports.verify_report,
-        "Sign the report as final (the completed study becomes reported)",
+        "Sign the report as final (the completed study becomes reported); it is written as an SR document in the "
+        "study (srSOPInstanceUID; srError says why not when the archive holds no image of the study)",
         None,
         models.Report,
         permission=Permission.VERIFY,

@@ -591,3 +591,72 @@ class TestOhif:
                 f"after the first image; frame requests median {np.median(latencies):.0f} ms, "
                 f"p95 {np.percentile(latencies, 95):.0f} ms"
             )
+
+
+# --- the archive's own Structured Report in the viewer (issue 17) ------------------------------------------------
+
+DRIVER_SR = E2E / "ohif_sr.mjs"
+SR_SLICES = 5
+SR_MEASURED = (64.0, 64.0), (192.0, 160.0)  # a length across the middle slice, in pixels
+SR_SPACING = 204.8 / CT_SIZE  # mm per pixel of ct_slice's images
+
+
+def test_exported_annotation_sr_shown(stack: Stack) -> None:
+    """A length annotated through the API on a CT slice and exported as an SR (POST .../annotations/sr): OHIF lists
+    the SR series in the study browser; opened, it shows the measured slice and offers to track the SR's
+    measurements; accepted, the length is an editable OHIF Length on that slice, drawn and labelled with its value in
+    mm (screenshots study-opened.png, sr-viewport.png and hydrated.png in the artifacts)."""
+    study_instance_uid = generate_uid()
+    api = httpx.Client(
+        base_url=stack.server.url + "/api/radiology",
+        headers={"authorization": f"Bearer {stack.upload_token}"},  # a technologist: creates, uploads, annotates
+        timeout=60,
+    )
+    with api:
+        response = api.post(
+            "/studies", json={"patientId": PATIENT_ID, "modality": "CT", "studyInstanceUID": study_instance_uid}
+        )
+        assert response.status_code == 201, response.text
+        study = response.json()
+        series_instance_uid, parts = ct_series(SR_SLICES, study_instance_uid)
+        stack.store(parts)
+        measured = pydicom.dcmread(io.BytesIO(parts[SR_SLICES // 2]), stop_before_pixels=True).SOPInstanceUID
+        points = [{"x": x, "y": y} for x, y in SR_MEASURED]
+        response = api.post(
+            f"/images/{measured}/annotations", json={"type": "measurement", "coordinates": {"points": points}}
+        )
+        assert response.status_code == 201, response.text
+        response = api.post(f"/studies/{study['id']}/annotations/sr")
+        assert response.status_code == 201, response.text
+        exported = response.json()
+    (a, b) = SR_MEASURED
+    length = float(np.hypot(b[0] - a[0], b[1] - a[1]) * SR_SPACING)
+    expected = f"{length:.2f} mm"  # as OHIF labels an SR's NUM (two decimals and the unit's code)
+    job = {
+        "scenario": "sr",
+        "viewer": stack.viewer,
+        "server": stack.server.url,
+        "artifacts": str(stack.artifacts),
+        "studyInstanceUID": study_instance_uid,
+        "ctSeriesInstanceUID": series_instance_uid,
+        "srSeriesDescription": "Annotations",
+        "measuredSOPInstanceUID": measured,
+        "expectedText": expected,
+    }
+    report = browser.drive(DRIVER_SR, job, stack.artifacts, 240)
+    assert_no_errors(stack, report)
+    opened = report["steps"]["study-opened"]["body"]
+    assert "Annotations" in opened and "SR" in opened, opened
+    # The SR opened: its measured slice, and OHIF's offer to track its measurements, made only when its tools can
+    # take them (cornerstone-dicom-sr isRehydratable). The SR's own drawing of the length (DICOMSRDisplay, labelled
+    # "128.00 mm") is recorded but not required: OHIF 3.13 sometimes leaves it undrawn (a race of its own).
+    (opened_sr,) = [v for v in report["steps"]["sr-viewport"]["viewports"] if measured in (v["imageId"] or "")]
+    assert "continue tracking measurements" in opened_sr["paneText"], opened_sr
+    assert any(exported["seriesInstanceUID"] in r["url"] for r in report["requests"]), "the SR series was not read"
+    # Accepted for tracking, the SR's group becomes an editable Length of OHIF's own, as long as the one exported.
+    hydrated = report["steps"]["hydrated"]
+    (editable,) = hydrated["annotations"]
+    assert measured in editable["imageId"] and editable["unit"] == "mm", editable
+    assert editable["length"] == pytest.approx(length, rel=0.01)
+    (viewport,) = [v for v in hydrated["viewports"] if measured in (v["imageId"] or "")]
+    assert f"{length:.0f} mm" in viewport["svgText"], viewport

@@ -80,6 +80,7 @@ REPORTING = {
     ("POST", _API + "/studies/{studyId}/upload"): (U, Action.STORE),
     ("GET", _API + "/images/{imageId}/file"): (V, Action.READ),
     ("POST", _API + "/images/{imageId}/annotations"): (A, Action.CREATE),
+    ("POST", _API + "/studies/{id}/annotations/sr"): (A, Action.CREATE),
     ("GET", _API + "/images/{imageId}/annotations"): (V, Action.READ),
     ("PUT", _API + "/annotations/{id}"): (A, Action.UPDATE),
     ("DELETE", _API + "/annotations/{id}"): (A, Action.DELETE),
