@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 6
+-- schema_version: 7
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -397,3 +397,20 @@ CREATE INDEX radiology_annotation_source ON radiology_annotation (source_sop_ins
     WHERE source_sop_instance_uid IS NOT NULL;
 
 INSERT INTO schema_version (version) VALUES (6);
+
+-- migrate to version 7
+-- The measurement groups of a stored TID 1500 Structured Report that did not become annotations (reporting/
+-- sr_import.py): the shape is not one the annotations draw, the image it references is not in the archive, or the SR
+-- cannot be read (tracking_uid NULL). Kept so that the study's JSON lists them: nothing is dropped silently. They go
+-- with their SR when a later SR names it as predecessor.
+CREATE TABLE radiology_sr_unimported (
+    source_sop_instance_uid text NOT NULL,
+    study_instance_uid      text NOT NULL,
+    tracking_uid            text,
+    reason                  text NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX radiology_sr_unimported_study ON radiology_sr_unimported (study_instance_uid);
+CREATE INDEX radiology_sr_unimported_source ON radiology_sr_unimported (source_sop_instance_uid);
+
+INSERT INTO schema_version (version) VALUES (7);
