@@ -3,7 +3,9 @@ an upload, ``dicomweb import``, C-STORE), each of its measurement groups becomes
 selects, in the transaction that stores the SR: an SR acknowledged has its annotations, a store that fails leaves none.
 
 The archive runs this as its ``on_store`` hook (``dicomweb/services/on_store.py``; given by ``dicomweb.app``): ``read``
-in the parse phase (``sr_read.py``: highdicom, off the event loop), ``stored`` in the storing transaction. For each SR:
+in the parse phase (``sr_shapes.py``, with highdicom, off the event loop), ``stored`` in the storing transaction.
+
+For each SR:
 
 - Supersession: the annotations and unimported groups of the SRs its Predecessor Documents Sequence names (PS3.3
   C.17.2.3) are replaced by its own; OHIF names the previous report when a report is saved again.
@@ -28,7 +30,7 @@ from dicomweb.instance import Instance
 
 from .db import annotations as annotations_db
 from .db import sr_unimported
-from .sr_read import MeasurementReport, read_report
+from .sr_shapes import ReportShapes, read_report
 
 log = logging.getLogger("dicomweb")
 
@@ -39,15 +41,15 @@ class MeasurementImport:
     """The archive's ``OnStore`` hook for TID 1500 reports (stateless, so it pickles into ``dicomweb import``'s
     processes)."""
 
-    def read(self, ds: Dataset, sop_class_uid: str) -> MeasurementReport | None:
+    def read(self, ds: Dataset, sop_class_uid: str) -> ReportShapes | None:
         return read_report(ds, sop_class_uid)
 
     async def stored(self, conn: asyncpg.Connection, instance: Instance, found: object, stored_by: str) -> None:
-        assert isinstance(found, MeasurementReport)
+        assert isinstance(found, ReportShapes)
         await import_report(conn, instance, found, stored_by or UNKNOWN_AUTHOR)
 
 
-async def import_report(conn: asyncpg.Connection, instance: Instance, report: MeasurementReport, author: str) -> None:
+async def import_report(conn: asyncpg.Connection, instance: Instance, report: ReportShapes, author: str) -> None:
     """Make the report's annotations, replacing those of its predecessors (in the caller's transaction)."""
     sr_uid = instance.sop_instance_uid
     # Its own UID too: an SR stored anew in place of itself (DICOMWEB_DUPLICATES=overwrite) replaces its annotations.

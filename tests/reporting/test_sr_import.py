@@ -147,6 +147,18 @@ class TestShapes:
         for annotation in found.values():  # what the API takes, it gives back
             assert annotation["value"] is None or annotation["type"] == "measurement"
 
+    def test_image_in_the_same_request(self, api: Api) -> None:
+        """An SR sent before its image in one STOW-RS request: the image is stored in the same transaction, and
+        found."""
+        data = ct_instance(generate_uid())
+        image = read(data)
+        workflow_study(api, image.StudyInstanceUID)
+        sr = read(measurement_report([image], [length([(1, 1), (5, 5)], 5.6)]))
+        stored(api, [sr_bytes(sr), data])
+        [found] = annotations_on(api, image.SOPInstanceUID)
+        assert found["sourceSopInstanceUid"] == sr.SOPInstanceUID
+        assert not_imported(api, image.StudyInstanceUID) == []
+
     def test_frame_number(self, api: Api) -> None:
         """A frame named in the Referenced SOP Sequence is the annotation's; one beyond the image's is not imported."""
         image = new_image(api)

@@ -1,8 +1,10 @@
 """Read a TID 1500 Imaging Measurement Report (PS3.16 TID 1500, as OHIF 3.13 writes it) into the annotations its
 measurement groups draw. Pure and blocking: it runs in the store's parse phase (``sr_import.py``), off the event loop.
 
-highdicom reads the document and its measurement groups (TID 1501: tracking identifier and UID, NUM items and the
-SCOORD each is inferred from); this module only decides what each group draws. A group's shape is its one spatial
+highdicom reads the document (its SR classes' ``from_dataset``: the content tree as content items, their value
+types and codes checked, the root as a TID 1500 ``MeasurementReport``); this module picks each Measurement Group's
+TID 1501 items out of it (tracking identifier and UID, finding, NUM items and the SCOORD each is inferred from) and
+decides what the group draws. A group's shape is its one spatial
 coordinate (SCOORD, PS3.3 C.18.6), in the NUM items or directly in the group (dcmjs puts an ArrowAnnotate's and a
 Probe's there); a group with none, or with several (a Bidirectional's two axes), is not imported, with the reason.
 
@@ -87,7 +89,7 @@ class NotDrawn:
 
 
 @dataclass(frozen=True)
-class MeasurementReport:
+class ReportShapes:
     """What an Imaging Measurement Report holds for the annotations (picklable: it crosses ``dicomweb import``'s
     processes). ``unreadable``: why the document could not be read, when it could not (nothing then is imported)."""
 
@@ -108,7 +110,7 @@ def is_measurement_report(ds: Dataset, sop_class_uid: str) -> bool:
         return False
 
 
-def read_report(ds: Dataset, sop_class_uid: str) -> MeasurementReport | None:
+def read_report(ds: Dataset, sop_class_uid: str) -> ReportShapes | None:
     """The report's groups as annotations, or None when the instance is not an Imaging Measurement Report. Never
     raises: a document highdicom cannot read comes back ``unreadable``, with the reason."""
     if not is_measurement_report(ds, sop_class_uid):
@@ -116,15 +118,15 @@ def read_report(ds: Dataset, sop_class_uid: str) -> MeasurementReport | None:
     try:
         predecessors = _predecessors(ds)
     except Exception as exc:
-        return MeasurementReport((), unreadable=f"its Predecessor Documents Sequence cannot be read: {exc}")
+        return ReportShapes((), unreadable=f"its Predecessor Documents Sequence cannot be read: {exc}")
     try:
         # copy=False: the data set is the parse's own, and read last (dicomweb.instance.read_instance).
         document = MEASUREMENT_REPORT_CLASSES[sop_class_uid].from_dataset(ds, copy=False)
         if not isinstance(document.content, hd.sr.MeasurementReport):
-            return MeasurementReport(predecessors, unreadable="its content is not a TID 1500 Measurement Report")
+            return ReportShapes(predecessors, unreadable="its content is not a TID 1500 Measurement Report")
         groups = _measurement_groups(document.content[0])
     except Exception as exc:
-        return MeasurementReport(predecessors, unreadable=f"highdicom cannot read it as TID 1500: {exc}")
+        return ReportShapes(predecessors, unreadable=f"highdicom cannot read it as TID 1500: {exc}")
     drawn: list[Drawn] = []
     not_drawn: list[NotDrawn] = []
     for group in groups:
@@ -138,13 +140,13 @@ def read_report(ds: Dataset, sop_class_uid: str) -> MeasurementReport | None:
             drawn.append(outcome)
         else:
             not_drawn.append(outcome)
-    return MeasurementReport(predecessors, tuple(drawn), tuple(not_drawn))
+    return ReportShapes(predecessors, tuple(drawn), tuple(not_drawn))
 
 
 def _measurement_groups(root: Any) -> list[Any]:
     """The Measurement Group containers (125007) of the Imaging Measurements container (126010), as highdicom read
     them. Not ``MeasurementReport.get_image_measurement_groups()``: it copies and reads every group a second time,
-    which for 50 groups costs twice the first reading (150 ms more, ``benchmarks/sr_import.py``)."""
+    which for 50 groups cost 0.24 s on top of the 0.1 s of the first reading (2-core test machine)."""
     return [
         group
         for container in root.ContentSequence
