@@ -7,7 +7,9 @@ the order and phases ``db.index`` describes: rows first, then the aggregates, th
 each batch, then each instance, is retried in a transaction of its own, so one bad instance never costs the others;
 the files of instances that end up not stored are removed. If the database is gone, nothing is retried: the files are
 removed and the error propagates (a 503 for STOW-RS). A file is in place before its row commits, never after: a crash
-in between leaves a file that no row names (moved aside at the next start), never a row without its file.
+in between leaves a file that no row names (moved aside at the next start), never a row without its file. What the
+archive's ``on_store`` hook makes of a new instance (annotations from a measurement report: ``on_store.py``) is
+written in the same transaction, after the rows and in a savepoint of its own.
 
 Duplicates (same SOP Instance UID): identical bytes are a success and nothing of the new copy is kept; different
 bytes are refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which
