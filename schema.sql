@@ -398,6 +398,23 @@ CREATE INDEX radiology_annotation_source ON radiology_annotation (source_sop_ins
 
 INSERT INTO schema_version (version) VALUES (6);
 
+-- migrate to version 7
+-- The measurement groups of a stored TID 1500 Structured Report that did not become annotations (reporting/
+-- sr_import.py): the shape is not one the annotations draw, the image it references is not in the archive, or the SR
+-- cannot be read (tracking_uid NULL). Kept so that the study's JSON lists them: nothing is dropped silently. They go
+-- with their SR when a later SR names it as predecessor.
+CREATE TABLE radiology_sr_unimported (
+    source_sop_instance_uid text NOT NULL,
+    study_instance_uid      text NOT NULL,
+    tracking_uid            text,
+    reason                  text NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX radiology_sr_unimported_study ON radiology_sr_unimported (study_instance_uid);
+CREATE INDEX radiology_sr_unimported_source ON radiology_sr_unimported (source_sop_instance_uid);
+
+INSERT INTO schema_version (version) VALUES (7);
+
 -- migrate to version 8
 -- The Structured Reports the archive writes itself (reporting/sr.py), stored as any instance: a study's newest export
 -- of its annotations, which the next export names as its predecessor (PS3.3 C.17.2.3), and a verified report's SR,

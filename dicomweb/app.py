@@ -24,6 +24,7 @@ from .lifetime import SUPERVISOR_PID, end_with
 from .metrics import Metrics, MetricsMiddleware
 from .routes import DICOM_NODES, ROUTES
 from .routing import MatchedRouter
+from .services.on_store import OnStore
 from .state import State
 
 
@@ -35,6 +36,15 @@ def all_routes() -> list[BaseRoute]:
     return [*ROUTES, *REPORTING.routes(), *openapi.routes([REPORTING, DICOM_NODES]), *swagger.routes()]
 
 
+def on_store() -> OnStore:
+    """What the archive makes of instances as they are stored, whichever transport stores them: reporting's import of
+    measurement reports into annotations (``reporting/sr_import.py``). Here, beside ``all_routes``: dicomweb/ knows
+    reporting only in its composition root."""
+    from reporting.sr_import import MeasurementImport
+
+    return MeasurementImport()
+
+
 def create_app(settings: Settings, supervised: bool = False, reconcile_at_start: bool = False) -> Starlette:
     """``supervised``: a worker of ``dicomweb serve --workers N``, whose supervisor has checked the schema and holds
     the DIMSE port for the workers to share (``cli.serve``). ``reconcile_at_start``: the one process of ``dicomweb
@@ -43,7 +53,7 @@ def create_app(settings: Settings, supervised: bool = False, reconcile_at_start:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        async with open_archive(settings, schema_checked=supervised) as archive:
+        async with open_archive(settings, schema_checked=supervised, on_store=on_store()) as archive:
             if reconcile_at_start:
                 async with archive.pool.acquire() as conn:
                     await reconcile.at_start(conn, archive.storage)

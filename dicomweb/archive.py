@@ -30,6 +30,7 @@ from .services.retrieve import Locations
 from .storage import FileStorage
 
 if TYPE_CHECKING:
+    from .services.on_store import OnStore
     from .services.store import StoreBatch, StoreResult
 
 log = logging.getLogger("dicomweb")
@@ -64,6 +65,8 @@ class Archive:
     stores: GroupCommit[StoreBatch, list[StoreResult]] = field(default_factory=GroupCommit, compare=False, repr=False)
     # The series stored into lately, so that a store into one costs no query for it (db/index.py).
     known_series: KnownSeries = field(default_factory=KnownSeries, compare=False, repr=False)
+    # What the product makes of instances as they are stored (services/on_store.py): every transport runs it.
+    on_store: OnStore | None = None
 
     async def in_process(self, function: Callable[..., T], *args: Any) -> T:
         """Run a picklable top-level function in the CPU process pool."""
@@ -71,11 +74,14 @@ class Archive:
 
 
 @asynccontextmanager
-async def open_archive(settings: Settings, schema_checked: bool = False) -> AsyncIterator[Archive]:
+async def open_archive(
+    settings: Settings, schema_checked: bool = False, on_store: OnStore | None = None
+) -> AsyncIterator[Archive]:
     """Build the archive's resources, and tear them down in the reverse order when the block ends (also when
     building one of them fails). ``schema_checked``: a supervisor has applied or checked the schema already
     (``db.pool.check_database``), so the archive opens without reaching the database, and a worker that starts while
-    it is unreachable answers 503 until it returns instead of failing its start (which stops uvicorn's supervisor)."""
+    it is unreachable answers 503 until it returns instead of failing its start (which stops uvicorn's supervisor).
+    ``on_store``: what the product makes of instances as they are stored, whichever transport stores them."""
     async with AsyncExitStack() as stack:
         # "spawn": a forked child would inherit the parent's threads' locks in whatever state they were.
         cpu = ProcessPoolExecutor(
@@ -111,7 +117,7 @@ async def open_archive(settings: Settings, schema_checked: bool = False) -> Asyn
         watching = asyncio.create_task(monitor.run(), name="dicomweb-database-monitor")
         stack.push_async_callback(_cancel, watching)
         log.info("archive ready: files in %s", storage.root)
-        yield Archive(settings, pool, storage, cpu, audit, Locations())
+        yield Archive(settings, pool, storage, cpu, audit, Locations(), on_store=on_store)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

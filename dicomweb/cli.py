@@ -281,6 +281,7 @@ def print_token(settings: Settings, subject: str, roles: list[str], ttl: str | N
 
 async def import_command(settings: Settings, paths: list[Path], progress: bool) -> int:
     """``dicomweb import``: the archive opened on its own (no HTTP app), the files stored, a summary on stderr."""
+    from .app import on_store
     from .archive import open_archive
     from .db.outage import unreachable
     from .importer import DatabaseGone, import_paths
@@ -290,7 +291,7 @@ async def import_command(settings: Settings, paths: list[Path], progress: bool) 
     assert importing is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, importing.cancel)
     try:
-        async with open_archive(settings) as archive:
+        async with open_archive(settings, on_store=on_store()) as archive:
             report = await import_paths(archive, paths, progress=progress)
     except asyncio.CancelledError:
         print("dicomweb: import stopped (SIGTERM); run it again to go on where it stopped", file=sys.stderr)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 from pydicom import dcmread
@@ -37,6 +38,11 @@ from .frames import PIXEL_DATA_TAGS, BrokenPixelData
 from .status import FailureReason
 from .storage import IN_MEMORY_BYTES
 from .uids import is_valid_uid
+
+if TYPE_CHECKING:
+    from .services.on_store import OnStore
+
+log = logging.getLogger("dicomweb")
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 RESERVED_GROUPS = {0x0000: "DIMSE command", 0x0002: "File Meta Information"}  # not in a data set (PS3.5 §7.1)
@@ -79,6 +85,7 @@ class Instance:
     columns: dict[Level, dict[str, Any]]
     metadata: str  # DICOM JSON text (PS3.18 Annex F), as stored in the database
     frame_index: str | None = None  # JSON: the byte ranges of each frame in the file (frame_index.py)
+    found: object | None = None  # what the archive's OnStore hook read of it, if anything (services/on_store.py)
 
     @property
     def path(self) -> str:
@@ -90,9 +97,14 @@ def instance_path(study_instance_uid: str, series_instance_uid: str, sop_instanc
     return f"studies/{study_instance_uid}/series/{series_instance_uid}/instances/{sop_instance_uid}"
 
 
-def read_instance(path: Path, expected_study_instance_uid: str | None = None, data: bytes | None = None) -> Instance:
+def read_instance(
+    path: Path,
+    expected_study_instance_uid: str | None = None,
+    data: bytes | None = None,
+    on_store: OnStore | None = None,
+) -> Instance:
     """Parse the file at ``path`` (whose bytes are ``data``, when the caller has them); check it is complete, has
-    valid UIDs and belongs to the expected study."""
+    valid UIDs and belongs to the expected study; let ``on_store`` read what it wants of it, last."""
     size = path.stat().st_size if data is None else len(data)
     # A file that is not large is parsed from memory: pydicom asks a file for its position at every element, and each
     # of those calls lets go of the interpreter lock and waits to take it back, which with other threads busy cost
@@ -158,7 +170,17 @@ def read_instance(path: Path, expected_study_instance_uid: str | None = None, da
         columns=columns,
         metadata=metadata,
         frame_index=orjson.dumps(index).decode() if index is not None else None,
+        found=_read_for_hook(on_store, ds, uids) if on_store is not None else None,
     )
+
+
+def _read_for_hook(on_store: OnStore, ds: Dataset, uids: dict[str, str]) -> object | None:
+    """What the hook reads of the data set; a hook that fails costs its own work, never the instance."""
+    try:
+        return on_store.read(ds, uids["SOPClassUID"])
+    except Exception:
+        log.exception("reading %s for %s failed", uids["SOPInstanceUID"], type(on_store).__name__)
+        return None
 
 
 def _uid(ds: Dataset, keyword: str) -> str | None:

@@ -28,7 +28,7 @@ from .metrics import metrics_of
 from .multipart import ReceivedPart, read_multipart, read_single
 from .responses import DicomJSONResponse, warning_headers
 from .services import store
-from .state import archive_of
+from .state import archive_of, subject_of
 from .status import FailureReason
 from .uids import require_uid
 from .urls import base_url
@@ -86,7 +86,9 @@ async def store_instances(request: Request) -> Response:
         return event_for(answer(results).status)  # type: ignore[no-any-return]
 
     try:
-        results, audit = await _store_parts(archive, parts, study_instance_uid, audit_event if event_for else None)
+        results, audit = await _store_parts(
+            archive, parts, study_instance_uid, audit_event if event_for else None, subject_of(request)
+        )
     except ClientDisconnect:
         return Response(status_code=400)  # nobody is listening; nothing was stored
     response = answer(results)
@@ -110,9 +112,11 @@ async def _store_parts(
     parts: AsyncIterator[ReceivedPart],
     study_instance_uid: str | None,
     audit_event: Callable[[list[store.StoreResult]], Event] | None,
+    stored_by: str,
 ) -> tuple[list[store.StoreResult], store.AuditWith | None]:
     """Receive and parse every part, then commit them together, with the request's audit event (made from all the
-    results: ``audit_event``) when there is one; on any receive error nothing is stored."""
+    results: ``audit_event``) when there is one; on any receive error nothing is stored. ``stored_by``: the caller,
+    the author of what the archive's on_store hook makes of the instances (annotations from an SR)."""
     parses = asyncio.Semaphore(MAX_PARALLEL_PARSES)
     received: list[ReceivedPart] = []
     parsing: list[asyncio.Task[store.Parsed | InvalidInstance]] = []
@@ -123,7 +127,7 @@ async def _store_parts(
                 FailureReason.CANNOT_UNDERSTAND, f"part Content-Type {part.content_type} is not {media.DICOM}"
             )
         async with parses:
-            return await store.parse(part.file, study_instance_uid)
+            return await store.parse(part.file, study_instance_uid, archive.on_store)
 
     try:
         async for part in parts:
@@ -144,7 +148,7 @@ async def _store_parts(
     )
     refused = [store.StoreResult.failed(o) for o in outcomes if not isinstance(o, store.Parsed)]
     audit = store.AuditWith(lambda stored: audit_event(refused + stored)) if audit_event else None
-    committed = iter(await store.commit(archive, batch, audit) if batch else [])
+    committed = iter(await store.commit(archive, batch, audit, stored_by) if batch else [])
     results = [next(committed) if isinstance(o, store.Parsed) else store.StoreResult.failed(o) for o in outcomes]
     return results, audit
 

@@ -15,9 +15,8 @@ from dicomweb.jsonapi import json_body as json_body
 from dicomweb.jsonapi import query as query
 from dicomweb.jsonapi import validate as validate
 from dicomweb.permissions import Role
+from dicomweb.state import ANONYMOUS
 from dicomweb.tokens import Principal
-
-ANONYMOUS = "anonymous"  # the caller's name when authentication is disabled (local demos only)
 
 
 def path_id(request: Request, name: str, what: str) -> uuid.UUID:

@@ -465,10 +465,22 @@ class ReportDetail(Report):
     addenda: list[Report]
 
 
+class MeasurementNotImported(ResponseModel):
+    """A measurement group of a Structured Report stored in the study that did not become an annotation; it stays on
+    the SR (reporting/sr_import.py)."""
+
+    source_sop_instance_uid: str = Field(description="the SR's SOP Instance UID")
+    tracking_uid: str | None = Field(description="the group's Tracking Unique Identifier; null: the whole SR")
+    reason: str
+
+
 class StudyDetail(Study):
     series: list[Series]
     reports: list[Report]
     performed_procedure_steps: list[PerformedProcedureStep]
+    measurements_not_imported: list[MeasurementNotImported] = Field(
+        description="measurement groups of the study's Structured Reports that are not annotations, and why"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- templates

@@ -19,9 +19,11 @@ from dicomweb.state import archive_of
 
 from . import http
 from .db import reports as reports_db
+from .db import sr_unimported
 from .db import studies as db
 from .lookup import image_model, load_study
 from .models import (
+    MeasurementNotImported,
     ModalityInfo,
     Page,
     PerformedProcedureStep,
@@ -116,12 +118,14 @@ async def get_study(request: Request) -> Response:
         series = await db.series(conn, study_id, study["study_instance_uid"])
         reports = await reports_db.for_study(conn, study_id)
         steps = await mpps_db.for_study(conn, study_id)
+        not_imported = await sr_unimported.for_study(conn, study["study_instance_uid"])
     detail = StudyDetail.model_validate(
         {
             **study,
             "series": [Series.model_validate({**s, "id": s["series_instance_uid"]}) for s in series],
             "reports": [Report.model_validate(r) for r in reports],
             "performed_procedure_steps": [PerformedProcedureStep.model_validate(s) for s in steps],
+            "measurements_not_imported": [MeasurementNotImported.model_validate(n) for n in not_imported],
         }
     )
     return http.ModelResponse(detail)

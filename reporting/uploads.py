@@ -40,7 +40,7 @@ from dicomweb.errors import BadRequest, Conflict, DicomwebError, NotFound, Paylo
 from dicomweb.instance import InvalidInstance
 from dicomweb.multipart import ReceivedPart, read_multipart
 from dicomweb.services import store
-from dicomweb.state import archive_of
+from dicomweb.state import archive_of, subject_of
 from dicomweb.status import FailureReason
 from dicomweb.storage import FileStorage, SpooledFile
 
@@ -150,10 +150,11 @@ async def _field_text(part: ReceivedPart, name: str) -> str:
 
 
 async def _store(
-    archive: Archive, spooled: SpooledFile, study_instance_uid: str, series_instance_uid: str | None
+    archive: Archive, spooled: SpooledFile, study_instance_uid: str, series_instance_uid: str | None, stored_by: str
 ) -> store.StoreResult:
-    """Validate, check the UIDs against the target, place and index: STOW-RS's path for one instance."""
-    prepared = await store.prepare(archive.storage, spooled, None)
+    """Validate, check the UIDs against the target, place and index: STOW-RS's path for one instance (an SR's
+    measurements become annotations by ``stored_by``, as through STOW-RS)."""
+    prepared = await store.prepare(archive.storage, spooled, None, archive.on_store)
     if isinstance(prepared, InvalidInstance):
         await archive.storage.discard([spooled])
         raise BadRequest(f"the DICOM file cannot be stored: {prepared.detail}")
@@ -166,7 +167,7 @@ async def _store(
     if mismatch:
         await store.discard(archive, [prepared])
         raise Conflict(f"the DICOM file belongs elsewhere: {mismatch}; nothing was stored")
-    result = (await store.commit(archive, [prepared]))[0]
+    result = (await store.commit(archive, [prepared], stored_by=stored_by))[0]
     if result.failure is None:
         return result
     detail = f"the instance was not stored: {result.detail}"
@@ -310,14 +311,16 @@ async def upload_to_series(request: Request) -> Response:
     try:  # every spooled file is gone afterwards: placed in the archive, or removed
         fields = http.validate(form.fields, _Fields)
         if kind == "application/dicom":
-            result = await _store(archive, form.file, study["study_instance_uid"], series_instance_uid)
+            result = await _store(
+                archive, form.file, study["study_instance_uid"], series_instance_uid, subject_of(request)
+            )
             return await _respond(request, result, None)
         async with archive.pool.acquire() as conn:
             series = await _series(conn, study, found)
             attributes = await _picture_attributes(conn, study, series, fields.instance_number)
         converted = await _convert(archive, form.file, kind, attributes)
         spooled.append(converted)
-        result = await _store(archive, converted, study["study_instance_uid"], series_instance_uid)
+        result = await _store(archive, converted, study["study_instance_uid"], series_instance_uid, subject_of(request))
         return await _respond(request, result, kind)
     finally:
         await archive.storage.discard(spooled)
@@ -335,7 +338,7 @@ async def upload_to_study(request: Request) -> Response:
     try:  # every spooled file is gone afterwards: placed in the archive, or removed
         fields = http.validate(form.fields, _StudyFields)
         if kind == "application/dicom":
-            result = await _store(archive, form.file, study["study_instance_uid"], None)
+            result = await _store(archive, form.file, study["study_instance_uid"], None, subject_of(request))
             return await _respond(request, result, None)
         async with archive.pool.acquire() as conn:
             async with conn.transaction():
@@ -344,7 +347,9 @@ async def upload_to_study(request: Request) -> Response:
             attributes = await _picture_attributes(conn, study, series, fields.instance_number)
         converted = await _convert(archive, form.file, kind, attributes)
         spooled.append(converted)
-        result = await _store(archive, converted, study["study_instance_uid"], series["series_instance_uid"])
+        result = await _store(
+            archive, converted, study["study_instance_uid"], series["series_instance_uid"], subject_of(request)
+        )
         return await _respond(request, result, kind)
     finally:
         await archive.storage.discard(spooled)

@@ -660,3 +660,54 @@ def test_exported_annotation_sr_shown(stack: Stack) -> None:
     assert editable["length"] == pytest.approx(length, rel=0.01)
     (viewport,) = [v for v in hydrated["viewports"] if measured in (v["imageId"] or "")]
     assert f"{length:.0f} mm" in viewport["svgText"], viewport
+
+
+def test_length_saved_in_ohif_becomes_an_annotation(
+    e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """In OHIF's measurement tracking, a Length drawn on a CT slice and the report saved ("Create SR"): the archive
+    answers the STOW with 200, and the slice's annotations then list a measurement of the length OHIF shows (within
+    1%), from the SR OHIF wrote (reporting/sr_import.py).
+
+    The viewer's token holds RADIOLOGIST and RADIOLOGY_TECH: storing an SR needs radiology:upload, which the
+    RADIOLOGIST role alone does not grant (permissions.py)."""
+    ready = prepare(tmp_path, request)
+    secret = load_or_create_secret(ready.data_dir)
+    measuring = create_token(secret, "dr-ohif", [Role.RADIOLOGIST, Role.RADIOLOGY_TECH], 3600, "dicomweb")
+    viewer_port = free_port()
+    env = {
+        "DICOMWEB_AUTH": "enabled",
+        "DICOMWEB_CORS_ORIGINS": f"http://127.0.0.1:{viewer_port}",
+        "DICOMWEB_DATABASE_URL": new_database().url,
+    }
+    with serve_subprocess(env, ready.data_dir) as server:
+        config = app_config(server.url + "/dicomweb", measuring)
+        (ready.artifacts / "app-config.js").write_text(config)
+        with serve_viewer(viewer_port, config) as viewer:
+            stack = Stack(server, viewer, ready.upload_token, ready.artifacts)
+            study_instance_uid = generate_uid()
+            series_instance_uid, parts = ct_series(CT_SLICES, study_instance_uid)
+            stack.store(parts)
+            report = stack.drive(
+                {
+                    "scenario": "measure",
+                    "studyInstanceUID": study_instance_uid,
+                    "ctSeriesInstanceUID": series_instance_uid,
+                    "reportName": "E2E lengths",
+                }
+            )
+            step = report["steps"].get("measure", {})
+            assert report["error"] is None, f"{report['error']}\n{report['pageErrors']}"
+            assert step["stowStatus"] == 200, step["stowBody"]
+            slices = [pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True).SOPInstanceUID for part in parts]
+            [measured] = [uid for uid in slices if uid in step["imageId"]]
+            headers = {"Authorization": f"Bearer {measuring}"}
+            response = httpx.get(f"{server.url}/api/radiology/images/{measured}/annotations", headers=headers)
+        (ready.artifacts / "server.log").write_text(server.log)
+    assert response.status_code == 200, response.text
+    [annotation] = response.json()
+    shown = re.search(r"(\d+(?:\.\d+)?) mm", step["shownText"])
+    assert shown, step["shownText"]
+    assert annotation["type"] == "measurement" and annotation["unit"] == "mm"
+    assert annotation["value"] == pytest.approx(float(shown.group(1)), rel=0.01)
+    assert annotation["createdBy"] == "dr-ohif" and annotation["trackingUid"] and annotation["sourceSopInstanceUid"]

@@ -140,7 +140,7 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         spooled = bridge.archive.storage.spool_copy(received, _encoded_meta(meta), _data_set_start(received))
         try:
             # Parsed and put in place in this association's thread: off the event loop, with no hand-off.
-            prepared = store.prepare_here(bridge.archive.storage, spooled, None)
+            prepared = store.prepare_here(bridge.archive.storage, spooled, None, bridge.archive.on_store)
         except BaseException:
             spooled.path.unlink(missing_ok=True)
             raise
@@ -151,7 +151,7 @@ def handle_store(bridge: Bridge, event: DimseEvent) -> Dataset:
         return _status(FailureReason.OUT_OF_RESOURCES, f"cannot write the data set: {exc.strerror}")
     result: StoreResult | None = None
     try:
-        result = bridge.run(store.store_prepared(bridge.archive, spooled, prepared))
+        result = bridge.run(store.store_prepared(bridge.archive, spooled, prepared, stored_by=calling))
     except Exception as exc:
         spooled.path.unlink(missing_ok=True)
         if not unreachable(exc):

@@ -7,7 +7,9 @@ the order and phases ``db.index`` describes: rows first, then the aggregates, th
 each batch, then each instance, is retried in a transaction of its own, so one bad instance never costs the others;
 the files of instances that end up not stored are removed. If the database is gone, nothing is retried: the files are
 removed and the error propagates (a 503 for STOW-RS). A file is in place before its row commits, never after: a crash
-in between leaves a file that no row names (moved aside at the next start), never a row without its file.
+in between leaves a file that no row names (moved aside at the next start), never a row without its file. What the
+archive's ``on_store`` hook makes of a new instance (annotations from a measurement report: ``on_store.py``) is
+written in the same transaction, after the rows and in a savepoint of its own.
 
 Duplicates (same SOP Instance UID): identical bytes are a success and nothing of the new copy is kept; different
 bytes are refused with FailureReason 0x0111 and the stored copy is kept, unless DICOMWEB_DUPLICATES=overwrite, which
@@ -21,7 +23,7 @@ import errno
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import asyncpg
@@ -34,6 +36,7 @@ from ..db.outage import DATABASE_ERRORS, unreachable
 from ..instance import Instance, InvalidInstance, read_instance
 from ..status import FailureReason
 from ..storage import FileStorage, SpooledFile
+from .on_store import OnStore
 
 log = logging.getLogger("dicomweb")
 
@@ -62,6 +65,7 @@ class Prepared:
     file: SpooledFile  # the file in its place, its size and SHA-256
     stored_path: str  # its path relative to the data folder, as the row names it
     instance: Instance
+    stored_by: str = ""  # who stores it (a token's subject, a calling AE title), for the on_store hook
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,12 @@ class Parsed:
     instance: Instance
 
 
-def parse_here(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Parsed | InvalidInstance:
-    """Parse and validate a spooled file (blocking)."""
+def parse_here(
+    spooled: SpooledFile, expected_study_instance_uid: str | None, on_store: OnStore | None = None
+) -> Parsed | InvalidInstance:
+    """Parse and validate a spooled file, and let the archive's ``on_store`` hook read it (blocking)."""
     try:
-        return Parsed(spooled, read_instance(spooled.path, expected_study_instance_uid, spooled.data))
+        return Parsed(spooled, read_instance(spooled.path, expected_study_instance_uid, spooled.data, on_store))
     except InvalidInstance as invalid:
         return invalid
 
@@ -91,22 +97,30 @@ def place_here(storage: FileStorage, parsed: Parsed) -> Prepared:
 
 
 def prepare_here(
-    storage: FileStorage, spooled: SpooledFile, expected_study_instance_uid: str | None
+    storage: FileStorage,
+    spooled: SpooledFile,
+    expected_study_instance_uid: str | None,
+    on_store: OnStore | None = None,
 ) -> Prepared | InvalidInstance:
     """Parse and validate a spooled file, then put it in place durably, in the calling thread: off the event loop, in
     one hand-off per file, for a caller that commits it at once. Every hand-off to a worker thread is a wake-up and a
     turn of the interpreter lock, and with many files in flight those turns (futex calls) cost more CPU than the
     parse."""
-    parsed = parse_here(spooled, expected_study_instance_uid)
+    parsed = parse_here(spooled, expected_study_instance_uid, on_store)
     return parsed if isinstance(parsed, InvalidInstance) else place_here(storage, parsed)
 
 
 async def prepare(
-    storage: FileStorage, spooled: SpooledFile, expected_study_instance_uid: str | None
+    storage: FileStorage,
+    spooled: SpooledFile,
+    expected_study_instance_uid: str | None,
+    on_store: OnStore | None = None,
 ) -> Prepared | InvalidInstance:
     """``prepare_here`` in a worker thread, for a caller that commits at once. Should the caller be cancelled
     meanwhile (the server stopping), the file the thread goes on to place is removed when it has."""
-    work = asyncio.ensure_future(asyncio.to_thread(prepare_here, storage, spooled, expected_study_instance_uid))
+    work = asyncio.ensure_future(
+        asyncio.to_thread(prepare_here, storage, spooled, expected_study_instance_uid, on_store)
+    )
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -121,9 +135,11 @@ def _remove_placed(work: asyncio.Future[Prepared | InvalidInstance]) -> None:
             outcome.file.path.unlink(missing_ok=True)  # one unlink, on the event loop: the server is stopping
 
 
-async def parse(spooled: SpooledFile, expected_study_instance_uid: str | None) -> Parsed | InvalidInstance:
+async def parse(
+    spooled: SpooledFile, expected_study_instance_uid: str | None, on_store: OnStore | None = None
+) -> Parsed | InvalidInstance:
     """``parse_here`` in a worker thread: a STOW-RS part while the rest of the body arrives."""
-    return await asyncio.to_thread(parse_here, spooled, expected_study_instance_uid)
+    return await asyncio.to_thread(parse_here, spooled, expected_study_instance_uid, on_store)
 
 
 async def place(storage: FileStorage, parsed: list[Parsed]) -> list[Prepared]:
@@ -183,12 +199,17 @@ class StoreBatch:
         return len(self.instances)
 
 
-async def commit(archive: Archive, batch: list[Prepared], audit: AuditWith | None = None) -> list[StoreResult]:
-    """Store a batch; results in the batch's order. The temp files are gone afterwards in every case.
+async def commit(
+    archive: Archive, batch: list[Prepared], audit: AuditWith | None = None, stored_by: str = ""
+) -> list[StoreResult]:
+    """Store a batch; results in the batch's order. The temp files are gone afterwards in every case. ``stored_by``:
+    who stores it (a token's subject, a calling AE title), for what the archive's ``on_store`` hook writes.
 
     Batches of concurrent requests are committed together (``group_commit``)."""
     if not batch:
         return []
+    if stored_by:
+        batch = [replace(prepared, stored_by=stored_by) for prepared in batch]
     return await archive.stores.submit(StoreBatch(batch, audit), partial(_commit_group, archive))
 
 
@@ -265,6 +286,7 @@ async def _commit(
             series_refs: dict[str, index.SeriesRef] = {}
             series_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
             study_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            hooked: list[Prepared] = []  # stored, and read by the on_store hook
             for i in order:
                 prepared = batch[i]
                 instance = prepared.instance
@@ -315,6 +337,12 @@ async def _commit(
                 study_counts[instance.study_instance_uid][0] = ref.study_pk
                 study_counts[instance.study_instance_uid][1] += 1
                 results[i] = StoreResult(*uids, instance=instance)
+                if instance.found is not None:
+                    hooked.append(prepared)
+            # After every row of the transaction, so that what the hook looks up (an image stored together with an
+            # SR) is there; before the aggregates, whose row locks are held until the COMMIT.
+            for prepared in hooked:
+                await _on_store(archive, conn, prepared)
             events = _audit_events(audited, [results[i] for i in range(len(batch))]) if audited else []
             if events:
                 await audit_db.record_many(conn, [event for _, event in events])
@@ -338,6 +366,21 @@ async def _commit(
     return [results[i] for i in range(len(batch))]
 
 
+async def _on_store(archive: Archive, conn: asyncpg.Connection, prepared: Prepared) -> None:
+    """The archive's on_store hook for a newly stored instance, in a savepoint: should it fail (short of losing the
+    database), its writes are undone and logged, and the instance is stored all the same."""
+    if archive.on_store is None:
+        return
+    instance = prepared.instance
+    try:
+        async with conn.transaction():
+            await archive.on_store.stored(conn, instance, instance.found, prepared.stored_by)
+    except Exception as exc:
+        if unreachable(exc):
+            raise
+        log.exception("%s failed for %s; stored without it", type(archive.on_store).__name__, instance.sop_instance_uid)
+
+
 def _audit_events(batches: list[StoreBatch], results: list[StoreResult]) -> list[tuple[AuditWith, Event]]:
     """The audit events of the batches that carry one, each from its own results (``results`` is the group's)."""
     events: list[tuple[AuditWith, Event]] = []
@@ -355,9 +398,11 @@ async def _overwrite(conn: asyncpg.Connection, existing: index.StoredInstance, i
     await index.delete_instance(conn, existing.pk)
 
 
-async def store_prepared(archive: Archive, spooled: SpooledFile, prepared: Prepared | InvalidInstance) -> StoreResult:
+async def store_prepared(
+    archive: Archive, spooled: SpooledFile, prepared: Prepared | InvalidInstance, stored_by: str = ""
+) -> StoreResult:
     """Index what ``prepare_here`` made of ``spooled``; a file refused is removed."""
     if isinstance(prepared, InvalidInstance):
         await archive.storage.discard([spooled])
         return StoreResult.failed(prepared)
-    return (await commit(archive, [prepared]))[0]
+    return (await commit(archive, [prepared], stored_by=stored_by))[0]

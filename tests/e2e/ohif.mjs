@@ -220,6 +220,42 @@ async function timingScenario() {
   await capture('timing-first', { shownAt: firstAt, allLoadedAt, timeOrigin });
 }
 
+async function measureScenario() {
+  // Measurement tracking ("Basic Viewer", OHIF's longitudinal mode): a Length drawn on the CT slice shown, the
+  // series tracked, then the report saved as an SR ("Create SR"), which OHIF stores by STOW-RS.
+  await page.goto(`${job.viewer}/viewer?StudyInstanceUIDs=${job.studyInstanceUID}`);
+  await waitRendered(null, job.ctSeriesInstanceUID);
+  await page.locator('[data-cy="Length"]').first().click();
+  const box = await page.locator('canvas.cornerstone-canvas').first().boundingBox();
+  const [x, y] = [box.x + box.width / 2, box.y + box.height / 2];
+  await page.mouse.move(x - 80, y - 50);
+  await page.mouse.down();
+  for (let i = 1; i <= 20; i++) {
+    await page.mouse.move(x - 80 + 8 * i, y - 50 + 5 * i);
+    await page.waitForTimeout(20);
+  }
+  await page.mouse.up();
+  await page.getByRole('button', { name: 'Yes' }).first().click({ timeout: WAIT });
+  const imageId = await page.evaluate(() => window.__e2e.viewport().getCurrentImageId());
+  await page.locator('[data-cy="trackedMeasurements-btn"]').first().click({ timeout: WAIT }).catch(() => {});
+  // What OHIF shows of the length ("99.2 mm"), by the line or in its measurements panel, whichever comes first.
+  const shown = page.getByText(/\d+(\.\d+)? mm/).first();
+  await shown.waitFor({ timeout: WAIT });
+  const shownText = await shown.textContent(); // an SVG text: the label cornerstone draws by the line
+  await page.screenshot({ path: path.join(job.artifacts, 'measured.png') });
+  await page.getByRole('button', { name: 'Create SR' }).first().click({ timeout: WAIT });
+  await page.locator('input[placeholder="Report name"]').fill(job.reportName);
+  const stored = page.waitForResponse(
+    response => response.request().method() === 'POST' && /\/dicomweb\/studies$/.test(response.url()),
+    { timeout: WAIT },
+  );
+  await page.getByRole('button', { name: 'Save' }).first().click();
+  const response = await stored;
+  await page.waitForTimeout(1000);
+  await page.screenshot({ path: path.join(job.artifacts, 'saved.png') });
+  report.steps.measure = { imageId, shownText, stowStatus: response.status(), stowBody: await response.text() };
+}
+
 try {
   // A deployment whose app-config takes the token from the first URL (deploy/viewer/app-config.js).
   if (job.token) {
@@ -227,6 +263,7 @@ try {
   }
   if (job.scenario === 'viewer') await viewerScenario();
   else if (job.scenario === 'timing') await timingScenario();
+  else if (job.scenario === 'measure') await measureScenario();
   else throw new Error(`unknown scenario ${job.scenario}`);
 } catch (error) {
   report.error = String(error?.stack || error);
