@@ -179,6 +179,10 @@ class TestAnnotationExport:
         # The exported annotations keep the Tracking UIDs they went out with: the import knows its own export.
         listed = radiologist.get(f"/images/{image}/annotations").json()
         assert {a["trackingUid"] for a in listed} == set(uids.values())
+        # Storing the export ran the SR import (sr_import.py) on it: nothing came back as a second annotation, and
+        # no group is listed as not imported.
+        assert len(listed) == len(SHAPES)
+        assert radiologist.get(f"/studies/{study['id']}").json()["measurementsNotImported"] == []
 
     def test_listed_and_retrievable(self, api: Api, admin: httpx.Client) -> None:
         """The SR is a new SR series of the study for QIDO-RS, and WADO-RS retrieves it."""
