@@ -2,29 +2,15 @@
 // It does what a user does (study list, open a study, scroll, pick a series), saves what the viewport's canvas
 // shows (canvas-*.png) and a screenshot of the page (*.png) for each step into job.artifacts, records every
 // request the page made to the archive with its status, and prints one JSON report on stdout. The test judges it.
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { launch } from './chromium.mjs';
 
 const job = JSON.parse(process.argv[2]);
 const WAIT = 60_000; // ms: longest wait for one thing to appear in the viewer
 
 const report = { steps: {}, requests: [], console: [], pageErrors: [], error: null };
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ohif-e2e-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  // Software WebGL2 stays on (OHIF renders nothing without WebGL); the rest keeps Chromium off the network.
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-quic',
-  ],
+const { context, close } = await launch('ohif', {
   viewport: { width: 1280, height: 800 },
   serviceWorkers: 'block',
 });
@@ -269,7 +255,6 @@ try {
   report.error = String(error?.stack || error);
   await page.screenshot({ path: path.join(job.artifacts, 'error.png') }).catch(() => {});
 } finally {
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }
 process.stdout.write(JSON.stringify(report));

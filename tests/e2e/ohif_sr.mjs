@@ -4,28 +4,14 @@
 // thumbnails' text, the SR viewport's image and the measurements drawn on it (their text as cornerstone's SVG
 // layer renders it), and the measurement panel after the SR is loaded into it. Screenshots go to job.artifacts;
 // one JSON report goes to stdout. The test judges it.
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { launch } from './chromium.mjs';
 
 const job = JSON.parse(process.argv[2]);
 const WAIT = 60_000; // ms: longest wait for one thing to appear in the viewer
 
 const report = { steps: {}, requests: [], console: [], pageErrors: [], error: null };
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ohif-sr-e2e-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-quic',
-  ],
+const { context, close } = await launch('ohif-sr', {
   viewport: { width: 1400, height: 900 },
   serviceWorkers: 'block',
 });
@@ -168,7 +154,6 @@ try {
     .catch(() => []);
   report.steps.error = { viewports: await page.evaluate(viewports).catch(() => []), body: await page.locator('body').innerText().catch(() => '') };
 } finally {
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }
 process.stdout.write(JSON.stringify(report));

@@ -3,28 +3,14 @@
 // with the job's token and "Execute" again. It records the response code and body the page shows each time, every
 // request the page made (with its Authorization header), Content-Security-Policy violations and page errors, saves
 // screenshots into job.artifacts and prints one JSON report on stdout. The test judges it.
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { launch } from './chromium.mjs';
 
 const job = JSON.parse(process.argv[2]);
 const WAIT = 30_000; // ms: longest wait for one thing to appear in the page
 
 const report = { steps: {}, requests: [], violations: [], console: [], pageErrors: [], error: null };
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'swagger-e2e-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-quic',
-  ],
+const { context, close } = await launch('swagger', {
   viewport: { width: 1280, height: 900 },
 });
 // What the page's Content-Security-Policy blocked, as the page itself is told of it.
@@ -97,7 +83,6 @@ try {
   await page.screenshot({ path: path.join(job.artifacts, 'error.png'), fullPage: true }).catch(() => {});
 } finally {
   report.violations = await page.evaluate(() => window.__violations).catch(() => ['(not read)']);
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }
 process.stdout.write(JSON.stringify(report));
