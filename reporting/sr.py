@@ -224,6 +224,24 @@ def _observer(subject: str, organization: str | None) -> sr.ObservationContext:
     )
 
 
+def _enhanced_sr(root: Dataset, where: Document, **verification: Any) -> sr.EnhancedSR:
+    """A complete Enhanced SR document of ``root`` where ``where`` puts it, superseding its predecessors, with the
+    archive as its manufacturer; ``verification``: highdicom's is_final, is_verified and verifier arguments."""
+    return sr.EnhancedSR(
+        evidence=where.evidence,
+        content=root,
+        series_instance_uid=where.series_instance_uid,
+        series_number=where.series_number,
+        sop_instance_uid=where.sop_instance_uid,
+        instance_number=where.instance_number,
+        manufacturer=MANUFACTURER,
+        institution_name=where.institution_name,
+        is_complete=True,
+        previous_versions=list(where.predecessors) or None,
+        **verification,
+    )
+
+
 def _finish(document: sr.EnhancedSR, where: Document) -> Dataset:
     document.SeriesDescription = where.series_description[:64]
     return document
@@ -273,18 +291,7 @@ def annotation_report(
     # (checked just above): two thirds of an export's CPU for 50 annotations. The document gets the root container
     # with its first item (the language), then all the items highdicom built for it.
     root.ContentSequence = sr.ContentSequence(items[:1])
-    document = sr.EnhancedSR(
-        evidence=where.evidence,
-        content=root,
-        series_instance_uid=where.series_instance_uid,
-        series_number=where.series_number,
-        sop_instance_uid=where.sop_instance_uid,
-        instance_number=where.instance_number,
-        manufacturer=MANUFACTURER,
-        institution_name=where.institution_name,
-        is_complete=True,
-        previous_versions=list(where.predecessors) or None,
-    )
+    document = _enhanced_sr(root, where)
     document.ContentSequence = items
     return _finish(document, where)
 
@@ -348,21 +355,13 @@ def diagnostic_report(
         section.ContentSequence = sr.ContentSequence(_sections(addendum))
         items.append(section)
     root.ContentSequence = sr.ContentSequence(items, is_root=False)
-    document = sr.EnhancedSR(
-        evidence=where.evidence,
-        content=root,
-        series_instance_uid=where.series_instance_uid,
-        series_number=where.series_number,
-        sop_instance_uid=where.sop_instance_uid,
-        instance_number=where.instance_number,
-        manufacturer=MANUFACTURER,
-        institution_name=where.institution_name,
-        is_complete=True,
+    document = _enhanced_sr(
+        root,
+        where,
         is_final=True,
         is_verified=True,
         verifying_observer_name=person_name(signed.verified_by),
         verifying_organization=signed.organization[:64],
-        previous_versions=list(where.predecessors) or None,
     )
     # highdicom stamps the verification with the time it builds the document; the report's own time is the truth.
     document.VerifyingObserverSequence[0].VerificationDateTime = DT(signed.verified_at)
