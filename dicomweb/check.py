@@ -10,6 +10,7 @@ import sys
 
 from .config import Settings
 from .reconcile import LOST_AND_FOUND, Findings, repair, scan, uids, write_summary
+from .storage import FileStorage
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 # A temp file of a process that is gone, or a file no row names, counts only once last written this long ago
@@ -26,6 +27,13 @@ async def check(settings: Settings, verify: bool, repairing: bool, progress: boo
     from .db.outage import unreachable
     from .db.pool import SchemaError
 
+    if settings.storage != "file":
+        print(
+            f"dicomweb: check is not yet on S3 (DICOMWEB_STORAGE={settings.storage}, bucket {settings.s3_bucket!r}); "
+            "it compares a folder of files with the index",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     if not (settings.data_dir / "files").is_dir():
         print(f"dicomweb: no archive in {settings.data_dir} (no files/ folder)", file=sys.stderr)
         return EXIT_ERROR
@@ -33,6 +41,7 @@ async def check(settings: Settings, verify: bool, repairing: bool, progress: boo
     try:
         async with open_archive(settings) as archive, archive.pool.acquire() as conn:
             storage = archive.storage
+            assert isinstance(storage, FileStorage)  # refused above otherwise
             findings = await scan(
                 conn, storage, sizes=True, verify=verify, min_age=CHECK_MIN_AGE_SECONDS, progress=progress
             )

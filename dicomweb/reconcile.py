@@ -50,7 +50,7 @@ from .config import Settings
 from .db import files as db
 from .db import outage
 from .db.files import StoredFile
-from .storage import CHUNK_BYTES, STALE_TEMP_SECONDS, TEMP_SUFFIX, FileStorage, temp_owner
+from .storage import CHUNK_BYTES, STALE_TEMP_SECONDS, TEMP_SUFFIX, FileStorage, Storage, open_storage, temp_owner
 
 log = logging.getLogger("dicomweb")
 
@@ -159,7 +159,7 @@ def _written_before(root: Path, paths: Iterable[str], cutoff: float) -> list[str
     return found
 
 
-def stale_temp_files(storage: FileStorage, min_age: float = 0.0) -> list[str]:
+def stale_temp_files(storage: Storage, min_age: float = 0.0) -> list[str]:
     """Temp files whose owning process is gone (and at least ``min_age`` seconds old), and temp files of an older
     name form that are ``STALE_TEMP_SECONDS`` old."""
     now = time.time()
@@ -263,6 +263,12 @@ def _sha256(path: Path, bar: tqdm[None]) -> str:
     return digest.hexdigest()
 
 
+def repair_temp(storage: Storage, stale: list[str]) -> None:
+    """Remove the stale temp files (relative to the data folder)."""
+    for relative in stale:
+        (storage.root / relative).unlink(missing_ok=True)
+
+
 def repair(storage: FileStorage, findings: Findings) -> dict[str, str]:
     """What is safe: stale temp files removed, orphan files moved to lost+found/ (each logged); where each orphan
     went. Never a row, never an indexed file."""
@@ -311,7 +317,7 @@ def uids(stored: StoredFile) -> str:
 
 async def at_start_supervised(settings: Settings) -> None:
     """``at_start`` in ``dicomweb serve``'s supervisor, before it starts the workers, over a connection of its own."""
-    storage = FileStorage(settings.data_dir)
+    storage = open_storage(settings)
     await asyncio.to_thread(storage.prepare)
     conn = await outage.connect(settings.database_url)
     try:
@@ -320,11 +326,21 @@ async def at_start_supervised(settings: Settings) -> None:
         await conn.close()
 
 
-async def at_start(conn: asyncpg.Connection, storage: FileStorage) -> Findings | None:
+async def at_start(conn: asyncpg.Connection, storage: Storage) -> Findings | None:
     """Before the server serves (once, in ``dicomweb serve``'s supervisor with several workers): temp files of
     processes that are gone removed, orphan files moved to lost+found/, missing files logged and counted. A disk
-    error is logged and the server starts all the same (a database error stops the start, as it would anyway)."""
+    error is logged and the server starts all the same (a database error stops the start, as it would anyway).
+    On S3 only the local temp files are swept: the bucket is not yet reconciled with the index."""
     started = time.monotonic()
+    if not isinstance(storage, FileStorage):
+        stale = await asyncio.to_thread(stale_temp_files, storage)
+        await asyncio.to_thread(repair_temp, storage, stale)
+        log.warning(
+            "%d temp file(s) removed; the objects of %s are not yet reconciled with the index at start (not yet on S3)",
+            len(stale),
+            storage.describe(),
+        )
+        return None
     try:
         findings = await scan(conn, storage)
         await asyncio.to_thread(repair, storage, findings)
