@@ -279,6 +279,26 @@ class TestGuarantees:
         assert not any(p in objects(server) for p in paths)
         assert httpx.get(f"{server.dicomweb}/studies/{study}").status_code == 404
 
+    def test_ready(self, server: LiveServer) -> None:
+        """/readyz checks the bucket too: 200 while it answers."""
+        assert httpx.get(server.url + "/readyz").status_code == 200
+
+    def test_what_is_not_yet_on_s3_refuses(
+        self, s3_settings: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``dicomweb check``, ``backup`` and ``restore`` say they are not yet on S3 rather than do the wrong thing."""
+        from dicomweb.backup import Refused, backup
+        from dicomweb.check import check
+        from dicomweb.restore import restore
+
+        settings = Settings(data_dir=tmp_path / "data").replace(**s3_settings)
+        assert run(check(settings, verify=True, repairing=False, progress=False)) == 2
+        assert "not yet on S3" in capsys.readouterr().err
+        with pytest.raises(Refused, match="not yet on S3"):
+            run(backup(settings, tmp_path / "backup"))
+        with pytest.raises(Refused, match="not yet on S3"):
+            run(restore(settings, tmp_path / "backup"))
+
     def test_missing_bucket_is_a_clear_error(self, s3_settings: dict[str, Any], tmp_path: Path) -> None:
         """A bucket that does not exist: the start fails naming the bucket and the endpoint."""
         settings = Settings(data_dir=tmp_path).replace(**{**s3_settings, "s3_bucket": "no-such-bucket"})
