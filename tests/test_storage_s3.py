@@ -29,6 +29,7 @@ from dicomweb.storage.s3 import StorageUnavailable
 
 from .conftest import LiveServer, create_bucket, free_port, run, shared_server
 from .data import CT, JPEG2000, MR, MULTIFRAME_US, RT_DOSE, ct_instance, multipart, stow_headers
+from .test_dimse import StorageNode, c_move, register, study_identifier
 
 NATIVE_MULTIFRAME = RT_DOSE  # 15 native frames (implicit VR)
 STORED = (CT, MR, JPEG2000, MULTIFRAME_US, NATIVE_MULTIFRAME)  # (MR_small_RLE.dcm is MR_small.dcm's UID)
@@ -375,4 +376,21 @@ class TestOtherWays:
         assert responses[-1][0].Status == 0x0000
         assert [r.SOPInstanceUID for r in received] == [ds.SOPInstanceUID]
         assert received[0].PixelData == ds.PixelData
+        assert not temp_files(server)
+
+    def test_c_move_to_a_node(self, server: LiveServer) -> None:
+        """C-MOVE sends the study's objects (each from a temp copy) to a registered storage SCP, identical."""
+        study = pydicom.uid.generate_uid()
+        parts = [ct_instance(study) for _ in range(3)]
+        assert stow(server, parts).status_code == 200
+        node = StorageNode("S3MOVESCP")
+        register(server, "S3MOVESCP", "127.0.0.1", node.port, [])
+        try:
+            final = c_move(server, study_identifier(study), "S3MOVESCP")[-1]
+        finally:
+            node.stop()
+        assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 3
+        sent = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(io.BytesIO(part)) for part in parts)}
+        assert sorted(ds.SOPInstanceUID for ds in node.received) == sorted(sent)
+        assert all(ds.PixelData == sent[ds.SOPInstanceUID].PixelData for ds in node.received)
         assert not temp_files(server)
