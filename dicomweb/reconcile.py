@@ -44,6 +44,7 @@ from pathlib import Path
 
 import asyncpg
 import psutil
+from obstore.exceptions import BaseError as ObjectStoreError
 from tqdm import tqdm
 
 from .config import Settings
@@ -51,6 +52,7 @@ from .db import files as db
 from .db import outage
 from .db.files import StoredFile
 from .storage import CHUNK_BYTES, STALE_TEMP_SECONDS, TEMP_SUFFIX, FileStorage, Storage, open_storage, temp_owner
+from .storage.s3 import S3Storage
 
 log = logging.getLogger("dicomweb")
 
@@ -263,6 +265,57 @@ def _sha256(path: Path, bar: tqdm[None]) -> str:
     return digest.hexdigest()
 
 
+async def scan_objects(conn: asyncpg.Connection, storage: S3Storage) -> Findings:
+    """``scan`` for a bucket: its listing under ``files/`` against the committed rows, in the same order (listed
+    first, then the transactions writing now waited for, then the rows read), so an object placed by a store whose
+    COMMIT is still to come is never taken for an orphan; an indexed path not listed is checked once more (HEAD)
+    before it counts as missing, as it may have been placed after the listing."""
+    findings = Findings()
+    findings.stale_temp_files = await asyncio.to_thread(stale_temp_files, storage)
+    listed = {o.relative_path async for o in storage.bucket.listing("files/")}
+    findings.listed = len(listed)
+    still_open = await db.wait_for_transactions(conn, TRANSACTION_WAIT_SECONDS)
+    indexed = await db.file_paths(conn)
+    findings.indexed = len(indexed)
+    unnamed = sorted(listed.difference(indexed))
+    if still_open:
+        findings.unjudged = len(unnamed)
+    else:
+        findings.orphan_files = unnamed
+    gone = [p for p in sorted(indexed.difference(listed)) if await storage.bucket.stat(p) is None]
+    rows = await db.stored_files(conn, gone)
+    findings.missing_files = [rows[p] for p in gone if p in rows]
+    return findings
+
+
+async def objects_at_start(conn: asyncpg.Connection, storage: S3Storage) -> Findings | None:
+    """``at_start`` for a bucket: stale temp files removed, orphan objects moved to ``lost+found/``, missing objects
+    logged and counted; an error of the bucket is logged and the server starts all the same."""
+    started = time.monotonic()
+    try:
+        findings = await scan_objects(conn, storage)
+        await asyncio.to_thread(repair_temp, storage, findings.stale_temp_files)
+        for relative in findings.orphan_files:
+            target = await storage.move_to_lost_found(relative)
+            log.warning("orphan object %s (no committed row names it) moved to %s", relative, target)
+        log_missing(findings.missing_files)
+        await asyncio.to_thread(write_summary, storage.root, findings)
+    except (OSError, ObjectStoreError) as exc:
+        log.error("the objects could not be reconciled with the index (%s); starting all the same", exc)
+        return None
+    log.info(
+        "objects reconciled with the index in %.2f s: %d objects, %d rows; %d temp file(s) removed, %d orphan "
+        "object(s) moved to lost+found/, %d missing object(s)",
+        time.monotonic() - started,
+        findings.listed,
+        findings.indexed,
+        len(findings.stale_temp_files),
+        len(findings.orphan_files),
+        len(findings.missing_files),
+    )
+    return findings
+
+
 def repair_temp(storage: Storage, stale: list[str]) -> None:
     """Remove the stale temp files (relative to the data folder)."""
     for relative in stale:
@@ -330,17 +383,11 @@ async def at_start(conn: asyncpg.Connection, storage: Storage) -> Findings | Non
     """Before the server serves (once, in ``dicomweb serve``'s supervisor with several workers): temp files of
     processes that are gone removed, orphan files moved to lost+found/, missing files logged and counted. A disk
     error is logged and the server starts all the same (a database error stops the start, as it would anyway).
-    On S3 only the local temp files are swept: the bucket is not yet reconciled with the index."""
+    On S3 the bucket's listing is compared with the rows (``objects_at_start``)."""
+    if isinstance(storage, S3Storage):
+        return await objects_at_start(conn, storage)
+    assert isinstance(storage, FileStorage)
     started = time.monotonic()
-    if not isinstance(storage, FileStorage):
-        stale = await asyncio.to_thread(stale_temp_files, storage)
-        await asyncio.to_thread(repair_temp, storage, stale)
-        log.warning(
-            "%d temp file(s) removed; the objects of %s are not yet reconciled with the index at start (not yet on S3)",
-            len(stale),
-            storage.describe(),
-        )
-        return None
     try:
         findings = await scan(conn, storage)
         await asyncio.to_thread(repair, storage, findings)

@@ -300,6 +300,36 @@ class TestGuarantees:
         with pytest.raises(Refused, match="not yet on S3"):
             run(restore(settings, tmp_path / "backup"))
 
+    def test_reconciled_at_start(self, server: LiveServer, tmp_path: Path) -> None:
+        """A start compares the bucket with the index: an object no row names is moved to lost+found/, an indexed
+        instance whose object is gone is reported (and counted in /readyz)."""
+        from dicomweb import reconcile
+
+        study = pydicom.uid.generate_uid()
+        parts = [ct_instance(study) for _ in range(2)]
+        assert stow(server, parts).status_code == 200
+        storage = open_storage(server.settings)
+        missing = path_of(server, uids(parts[0])[2])
+        run(storage.remove([missing]))
+        orphan = f"files/{study}/1.2.3/1.2.3.4.{uuid.uuid4().hex[:16]}.dcm"
+        (tmp_path / "orphan.dcm").write_bytes(parts[1])
+        storage.place_now(tmp_path / "orphan.dcm", orphan)
+
+        async def at_start() -> reconcile.Findings | None:
+            conn = await asyncpg.connect(server.db.url)
+            try:
+                return await reconcile.at_start(conn, storage)
+            finally:
+                await conn.close()
+
+        findings = run(at_start())
+        assert findings is not None
+        assert findings.orphan_files == [orphan]
+        assert [f.file_path for f in findings.missing_files] == [missing]
+        assert orphan not in objects(server)
+        assert objects(server, "lost+found/")[f"lost+found/{orphan}"] == len(parts[1])
+        assert httpx.get(server.url + "/readyz").json()["missing_files"] == 1
+
     def test_missing_bucket_is_a_clear_error(self, s3_settings: dict[str, Any], tmp_path: Path) -> None:
         """A bucket that does not exist: the start fails naming the bucket and the endpoint."""
         settings = Settings(data_dir=tmp_path).replace(**{**s3_settings, "s3_bucket": "no-such-bucket"})

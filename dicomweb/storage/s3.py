@@ -40,6 +40,7 @@ PART_BYTES = 8 * 1024 * 1024
 PARALLEL_PARTS = 4  # parts of one multipart upload in flight: 4 x 8 MiB at the most in memory per upload
 READ_CHUNK_BYTES = 1024 * 1024  # the least a streamed GET hands over at once
 DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit)
+LOST_AND_FOUND = "lost+found"  # the prefix orphan objects are moved under (as reconcile.py's folder)
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,16 @@ class S3Storage(Spool):
             async for stored in self.bucket.listing(folder):
                 present.add(stored.relative_path)
         return [p for p in relative_paths if p not in present]
+
+    async def move_to_lost_found(self, relative_path: str) -> str:
+        """Move an object no row names to ``lost+found/`` at the same relative path (copied, then deleted: S3 has no
+        rename); where it went. Its key has a random part, so the copy replaces nothing but an earlier copy of the
+        same object (a move whose delete failed)."""
+        check_relative(relative_path)
+        target = f"{LOST_AND_FOUND}/{relative_path}"
+        await obstore.copy_async(self._store, relative_path, target)
+        await obstore.delete_async(self._store, relative_path)
+        return target
 
     def check_writable(self) -> None:
         """Raise OSError unless the temp folder takes a file and the bucket answers (for /readyz)."""
