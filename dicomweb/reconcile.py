@@ -31,6 +31,7 @@ younger than some minutes alone.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import logging
@@ -265,27 +266,65 @@ def _sha256(path: Path, bar: tqdm[None]) -> str:
     return digest.hexdigest()
 
 
-async def scan_objects(conn: asyncpg.Connection, storage: S3Storage) -> Findings:
+async def scan_objects(
+    conn: asyncpg.Connection, storage: S3Storage, *, sizes: bool = False, verify: bool = False, min_age: float = 0.0
+) -> Findings:
     """``scan`` for a bucket: its listing under ``files/`` against the committed rows, in the same order (listed
     first, then the transactions writing now waited for, then the rows read), so an object placed by a store whose
     COMMIT is still to come is never taken for an orphan; an indexed path not listed is checked once more (HEAD)
-    before it counts as missing, as it may have been placed after the listing."""
+    before it counts as missing, as it may have been placed after the listing. ``sizes``: each object's listed size
+    against its row; ``verify``: every object streamed and re-hashed too (HASH_THREADS at once); ``min_age``: an
+    object no row names counts only once written this many seconds ago."""
     findings = Findings()
-    findings.stale_temp_files = await asyncio.to_thread(stale_temp_files, storage)
-    listed = {o.relative_path async for o in storage.bucket.listing("files/")}
+    findings.stale_temp_files = await asyncio.to_thread(stale_temp_files, storage, min_age)
+    listed = {o.relative_path: o async for o in storage.bucket.listing("files/")}
     findings.listed = len(listed)
     still_open = await db.wait_for_transactions(conn, TRANSACTION_WAIT_SECONDS)
-    indexed = await db.file_paths(conn)
+    contents: dict[str, tuple[int, str]] = {}
+    if sizes or verify:
+        contents = await db.file_contents(conn)
+        indexed: Collection[str] = contents.keys()
+    else:
+        indexed = await db.file_paths(conn)
     findings.indexed = len(indexed)
-    unnamed = sorted(listed.difference(indexed))
+    unnamed = sorted(p for p in listed if p not in indexed)
     if still_open:
         findings.unjudged = len(unnamed)
     else:
-        findings.orphan_files = unnamed
-    gone = [p for p in sorted(indexed.difference(listed)) if await storage.bucket.stat(p) is None]
-    rows = await db.stored_files(conn, gone)
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=min_age)
+        findings.orphan_files = [p for p in unnamed if listed[p].modified <= cutoff]
+        findings.unjudged = len(unnamed) - len(findings.orphan_files)
+    gone = [p for p in sorted(p for p in indexed if p not in listed) if await storage.bucket.stat(p) is None]
+    bad_sizes = {p: listed[p].size for p, (size, _) in contents.items() if p in listed and listed[p].size != size}
+    bad_hashes: list[str] = []
+    if verify:
+        limit = asyncio.Semaphore(HASH_THREADS)
+
+        async def matches(path: str, sha256: str) -> bool:
+            async with limit:
+                digest = hashlib.sha256()
+                async for chunk in storage.read(path):
+                    digest.update(chunk)
+                return digest.hexdigest() == sha256
+
+        present = [(p, sha) for p, (_, sha) in contents.items() if p in listed and p not in bad_sizes]
+        verdicts = await asyncio.gather(*(matches(p, sha) for p, sha in present))
+        bad_hashes = sorted(p for (p, _), ok in zip(present, verdicts, strict=True) if not ok)
+    rows = await db.stored_files(conn, [*gone, *bad_sizes, *bad_hashes])
     findings.missing_files = [rows[p] for p in gone if p in rows]
+    findings.size_mismatches = [(rows[p], size) for p, size in sorted(bad_sizes.items()) if p in rows]
+    findings.hash_mismatches = [rows[p] for p in bad_hashes if p in rows]
     return findings
+
+
+async def repair_objects(storage: S3Storage, findings: Findings) -> dict[str, str]:
+    """``repair`` for a bucket: stale temp files removed, orphan objects moved to ``lost+found/``; where each went."""
+    await asyncio.to_thread(repair_temp, storage, findings.stale_temp_files)
+    moved = {}
+    for relative in findings.orphan_files:
+        moved[relative] = await storage.move_to_lost_found(relative)
+        log.warning("orphan object %s (no committed row names it) moved to %s", relative, moved[relative])
+    return moved
 
 
 async def objects_at_start(conn: asyncpg.Connection, storage: S3Storage) -> Findings | None:
@@ -294,10 +333,7 @@ async def objects_at_start(conn: asyncpg.Connection, storage: S3Storage) -> Find
     started = time.monotonic()
     try:
         findings = await scan_objects(conn, storage)
-        await asyncio.to_thread(repair_temp, storage, findings.stale_temp_files)
-        for relative in findings.orphan_files:
-            target = await storage.move_to_lost_found(relative)
-            log.warning("orphan object %s (no committed row names it) moved to %s", relative, target)
+        await repair_objects(storage, findings)
         log_missing(findings.missing_files)
         await asyncio.to_thread(write_summary, storage.root, findings)
     except (OSError, ObjectStoreError) as exc:
