@@ -27,7 +27,7 @@ from .db.pool import create_pool, ensure_schema
 from .lifetime import end_with
 from .services.group_commit import GroupCommit
 from .services.retrieve import Locations
-from .storage import FileStorage
+from .storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from .services.on_store import OnStore
@@ -53,7 +53,7 @@ class Archive:
 
     settings: Settings
     pool: asyncpg.Pool
-    storage: FileStorage
+    storage: Storage
     # Processes for CPU-heavy pixel work (transcoding, decoding), so it neither holds the GIL of the process that
     # serves requests nor stalls its event loop.
     cpu: Executor
@@ -99,7 +99,7 @@ async def open_archive(
             embedded = EmbeddedPostgres(settings.data_dir)
             url = await asyncio.to_thread(embedded.start)
             stack.push_async_callback(asyncio.to_thread, embedded.stop)
-        storage = FileStorage(settings.data_dir)
+        storage = open_storage(settings)
         await asyncio.to_thread(storage.prepare)
         pool = await create_pool(url, settings.db_pool_size, settings.db_timeout_seconds)
         stack.push_async_callback(pool.close)
@@ -116,7 +116,7 @@ async def open_archive(
         monitor = DatabaseMonitor(url, [pool, audit_pool], audit.write_kept)
         watching = asyncio.create_task(monitor.run(), name="dicomweb-database-monitor")
         stack.push_async_callback(_cancel, watching)
-        log.info("archive ready: files in %s", storage.root)
+        log.info("archive ready: %s", storage.describe())
         yield Archive(settings, pool, storage, cpu, audit, Locations(), on_store=on_store)
 
 

@@ -227,6 +227,11 @@ async def database(settings: Settings) -> AsyncIterator[str]:
 async def backup(settings: Settings, dest: Path, link: bool = True) -> Manifest:
     """Back the archive of ``settings`` up into ``dest`` (see the module docstring for the steps and their order)."""
     source = settings.data_dir.resolve()
+    if settings.storage != "file":
+        raise Refused(
+            f"backup is not yet on S3 (DICOMWEB_STORAGE={settings.storage}): back the bucket up with the object "
+            "store's own tools (versioning, replication) and the database with pg_dump"
+        )
     if not settings.database_url and not (source / "pg" / "PG_VERSION").exists():
         raise Refused(f"{source} holds no archive (no embedded database in {source / 'pg'})")
     dest = dest.resolve()

@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from obstore.exceptions import BaseError as ObjectStoreError
+
 from .config import Settings
-from .reconcile import LOST_AND_FOUND, Findings, repair, scan, uids, write_summary
+from .reconcile import LOST_AND_FOUND, Findings, repair, repair_objects, scan, scan_objects, uids, write_summary
+from .storage import FileStorage
+from .storage.s3 import S3Storage
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 # A temp file of a process that is gone, or a file no row names, counts only once last written this long ago
@@ -26,21 +30,27 @@ async def check(settings: Settings, verify: bool, repairing: bool, progress: boo
     from .db.outage import unreachable
     from .db.pool import SchemaError
 
-    if not (settings.data_dir / "files").is_dir():
+    if settings.storage == "file" and not (settings.data_dir / "files").is_dir():
         print(f"dicomweb: no archive in {settings.data_dir} (no files/ folder)", file=sys.stderr)
         return EXIT_ERROR
     moved: dict[str, str] = {}
     try:
         async with open_archive(settings) as archive, archive.pool.acquire() as conn:
             storage = archive.storage
-            findings = await scan(
-                conn, storage, sizes=True, verify=verify, min_age=CHECK_MIN_AGE_SECONDS, progress=progress
-            )
-            if repairing:
-                moved = await asyncio.to_thread(repair, storage, findings)
+            if isinstance(storage, S3Storage):  # the bucket listed, its objects streamed for --verify
+                findings = await scan_objects(conn, storage, sizes=True, verify=verify, min_age=CHECK_MIN_AGE_SECONDS)
+                if repairing:
+                    moved = await repair_objects(storage, findings)
+            else:
+                assert isinstance(storage, FileStorage)
+                findings = await scan(
+                    conn, storage, sizes=True, verify=verify, min_age=CHECK_MIN_AGE_SECONDS, progress=progress
+                )
+                if repairing:
+                    moved = await asyncio.to_thread(repair, storage, findings)
             await asyncio.to_thread(write_summary, storage.root, findings)
     except Exception as exc:
-        if not (unreachable(exc) or isinstance(exc, SchemaError | OSError)):
+        if not (unreachable(exc) or isinstance(exc, SchemaError | OSError | ObjectStoreError)):
             raise
         print(f"dicomweb: the check could not run: {exc}", file=sys.stderr)
         return EXIT_ERROR

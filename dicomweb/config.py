@@ -28,6 +28,7 @@ DuplicatePolicy = Literal["reject", "overwrite"]
 AuthMode = Literal["enabled", "disabled"]
 LogFormat = Literal["text", "json"]
 UnknownCallerPolicy = Literal["store", "worklist", "none"]
+StorageKind = Literal["file", "s3"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,28 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir",
         "./dicomweb-data",
         "Folder for stored DICOM files and, when no database URL is set, the embedded PostgreSQL (in <data-dir>/pg).",
+    ),
+    Setting(
+        "storage",
+        "file",
+        "Where instance files are stored: 'file' (under <data-dir>/files) or 's3' (objects in the bucket "
+        "DICOMWEB_S3_BUCKET names; received files are still spooled in <data-dir>/tmp).",
+    ),
+    Setting("s3_endpoint", "", "S3 endpoint URL (e.g. http://rgw.example.org:7480). Empty: AWS S3 of the region."),
+    Setting("s3_bucket", "", "The bucket of DICOMWEB_STORAGE=s3 (it must exist: the archive creates none)."),
+    Setting("s3_prefix", "", "Key prefix in the bucket under which the archive's objects are kept (e.g. pacs/)."),
+    Setting("s3_region", "us-east-1", "The bucket's region."),
+    Setting(
+        "s3_path_style",
+        "false",
+        "true: address the bucket in the URL's path (http://host/bucket/key), as radosgw and MinIO usually need; "
+        "false: in the host name (AWS).",
+    ),
+    Setting(
+        "s3_credentials_file",
+        "",
+        "An AWS shared-credentials file (the [default] profile, or AWS_PROFILE's) with the bucket's key pair. "
+        "Empty: the usual AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY variables. Never logged.",
     ),
     Setting(
         "database_url",
@@ -167,6 +190,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("./dicomweb-data")
+    storage: StorageKind = "file"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    s3_path_style: bool = False
+    s3_credentials_file: str = ""
     database_url: str = ""
     public_url: str = ""
     max_upload_mb: int = 100
@@ -221,7 +251,11 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """These settings as DICOMWEB_* variables (handed to worker processes)."""
-        return {s.env: str(getattr(self, s.name)) for s in SETTINGS}
+        return {s.env: _spelled(getattr(self, s.name)) for s in SETTINGS}
+
+
+def _spelled(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _parse(setting: Setting, raw: str) -> object:
@@ -236,6 +270,12 @@ def _parse(setting: Setting, raw: str) -> object:
         return number
     if field_type == "Path":
         return Path(raw)
+    if field_type == "bool":
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{setting.env} must be true or false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    if setting.name == "storage" and raw not in ("file", "s3"):
+        raise ValueError(f"{setting.env} must be 'file' or 's3', got {raw!r}")
     if setting.name == "duplicates" and raw not in ("reject", "overwrite"):
         raise ValueError(f"{setting.env} must be 'reject' or 'overwrite', got {raw!r}")
     if setting.name == "dimse_unknown" and raw not in ("store", "worklist", "none"):

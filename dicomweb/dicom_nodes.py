@@ -184,7 +184,7 @@ async def store_to_node(request: Request) -> Response:
     await check_files(archive, files)
     try:
         counts = await asyncio.to_thread(
-            outgoing.send, node, archive.settings.dimse_aet, archive.storage.absolute, files
+            outgoing.send, node, archive.settings.dimse_aet, archive.storage.local_copy, files
         )
     except outgoing.NodeUnreachable as exc:
         raise BadGateway(str(exc)) from None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
@@ -305,16 +306,30 @@ def _read(file: BinaryIO, position: int, size: int) -> bytes:
     return file.read(size)
 
 
-def read_indexed(path: Path, index: FrameIndex, transfer_syntax_uid: str, numbers: list[int]) -> list[Frame]:
-    """The frames numbered ``numbers`` read at the byte ranges the store recorded (``frame_index``)."""
+def read_indexed(
+    source: Path | Callable[[Sequence[tuple[int, int]]], list[bytes]],
+    index: FrameIndex,
+    transfer_syntax_uid: str,
+    numbers: list[int],
+) -> list[Frame]:
+    """The frames numbered ``numbers`` read at the byte ranges the store recorded (``frame_index``), from a file or
+    by a reader of ranges (``Storage.read_ranges_now`` of the stored file: preads of a file, ranged GETs of an
+    object)."""
     check_frame_numbers(numbers, len(index))
     media_type, syntax = frame_label(transfer_syntax_uid)
+    wanted = [(int(offset), int(length)) for number in numbers for offset, length in index[number - 1]]
+    parts = iter(_pread_all(source, wanted) if isinstance(source, Path) else source(wanted))
     found: list[Frame] = []
+    for number in numbers:
+        ranges = index[number - 1]
+        data = b"".join(next(parts) for _ in ranges)
+        if len(data) != sum(length for _, length in ranges):
+            raise BrokenPixelData("the file ends inside its pixel data")
+        found.append(Frame(data, media_type, syntax))
+    return found
+
+
+def _pread_all(path: Path, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
     with path.open("rb") as file:
         descriptor = file.fileno()
-        for number in numbers:
-            data = b"".join(os.pread(descriptor, length, offset) for offset, length in index[number - 1])
-            if len(data) != sum(length for _, length in index[number - 1]):
-                raise BrokenPixelData("the file ends inside its pixel data")
-            found.append(Frame(data, media_type, syntax))
-    return found
+        return [os.pread(descriptor, length, offset) for offset, length in ranges]

@@ -31,7 +31,7 @@ async def readyz(request: Request) -> Response:
     try:
         await asyncio.to_thread(archive.storage.check_writable)
     except OSError as exc:
-        raise ServiceUnavailable(f"storage not writable: {exc.strerror}") from None
+        raise ServiceUnavailable(f"storage not writable: {exc.strerror or exc}") from None
     answer: dict[str, object] = {"status": "ready"}
     # Missing files make some instances unreadable, not the server: it stays ready, and says so.
     summary = await asyncio.to_thread(read_summary, archive.storage.root)

@@ -33,7 +33,7 @@ from .instance import InvalidInstance
 from .lifetime import end_with
 from .services import store
 from .services.on_store import OnStore
-from .storage import FileStorage, SpooledFile
+from .storage import SpooledFile, Storage
 
 log = logging.getLogger("dicomweb")
 
@@ -146,7 +146,7 @@ async def _waiting(attempt: Callable[[], Awaitable[None]], report: ImportReport)
 
 
 def _spool_and_prepare(
-    storage: FileStorage, path: Path, on_store: OnStore | None
+    storage: Storage, path: Path, on_store: OnStore | None
 ) -> tuple[SpooledFile, store.Prepared | InvalidInstance] | None:
     """The file copied into tmp/, parsed and put in place (blocking; in a pool process); None if it is not a PS3.10
     file."""
@@ -175,7 +175,7 @@ async def _import_one(archive: Archive, processes: Executor, path: Path, report:
         return
     spooled, outcome = prepared
     if hold_back and isinstance(outcome, store.Prepared) and outcome.instance.found is not None:
-        await archive.storage.discard([outcome.file])  # parsed again at the end: cheaper than a file in limbo
+        await store.remove_placed(archive.storage, [outcome])  # parsed again at the end: cheaper than a file in limbo
         report.held_back.append(path)
         return
     # the spooled file is gone afterwards

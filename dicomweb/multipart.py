@@ -24,7 +24,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 
 from .errors import BadRequest, PayloadTooLarge
-from .storage import FileStorage, SpooledFile, TempWriter
+from .storage import SpooledFile, Storage, TempWriter
 
 PART_BUFFER_BYTES = 1024 * 1024  # bytes of one part held in memory before they go to its temp file
 MAX_PART_HEADERS = 100  # header lines in one part (a STOW part has one to four); the byte limit applies as well
@@ -154,7 +154,7 @@ class _Preamble:
 async def read_multipart(
     chunks: AsyncIterable[bytes],
     boundary: bytes,
-    storage: FileStorage,
+    storage: Storage,
     max_bytes: int,
     *,
     max_parts: int,
@@ -213,7 +213,7 @@ def _take(part: _PartState) -> bytes:
     return data
 
 
-async def read_single(chunks: AsyncIterable[bytes], storage: FileStorage, max_bytes: int) -> ReceivedPart:
+async def read_single(chunks: AsyncIterable[bytes], storage: Storage, max_bytes: int) -> ReceivedPart:
     """Spool a whole single-part body (Content-Type application/dicom)."""
     writer = storage.temp_writer()
     buffer: list[bytes] = []

@@ -31,6 +31,7 @@ younger than some minutes alone.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import logging
@@ -44,13 +45,15 @@ from pathlib import Path
 
 import asyncpg
 import psutil
+from obstore.exceptions import BaseError as ObjectStoreError
 from tqdm import tqdm
 
 from .config import Settings
 from .db import files as db
 from .db import outage
 from .db.files import StoredFile
-from .storage import CHUNK_BYTES, STALE_TEMP_SECONDS, TEMP_SUFFIX, FileStorage, temp_owner
+from .storage import CHUNK_BYTES, STALE_TEMP_SECONDS, TEMP_SUFFIX, FileStorage, Storage, open_storage, temp_owner
+from .storage.s3 import S3Storage
 
 log = logging.getLogger("dicomweb")
 
@@ -159,7 +162,7 @@ def _written_before(root: Path, paths: Iterable[str], cutoff: float) -> list[str
     return found
 
 
-def stale_temp_files(storage: FileStorage, min_age: float = 0.0) -> list[str]:
+def stale_temp_files(storage: Storage, min_age: float = 0.0) -> list[str]:
     """Temp files whose owning process is gone (and at least ``min_age`` seconds old), and temp files of an older
     name form that are ``STALE_TEMP_SECONDS`` old."""
     now = time.time()
@@ -263,6 +266,98 @@ def _sha256(path: Path, bar: tqdm[None]) -> str:
     return digest.hexdigest()
 
 
+async def scan_objects(
+    conn: asyncpg.Connection, storage: S3Storage, *, sizes: bool = False, verify: bool = False, min_age: float = 0.0
+) -> Findings:
+    """``scan`` for a bucket: its listing under ``files/`` against the committed rows, in the same order (listed
+    first, then the transactions writing now waited for, then the rows read), so an object placed by a store whose
+    COMMIT is still to come is never taken for an orphan; an indexed path not listed is checked once more (HEAD)
+    before it counts as missing, as it may have been placed after the listing. ``sizes``: each object's listed size
+    against its row; ``verify``: every object streamed and re-hashed too (HASH_THREADS at once); ``min_age``: an
+    object no row names counts only once written this many seconds ago."""
+    findings = Findings()
+    findings.stale_temp_files = await asyncio.to_thread(stale_temp_files, storage, min_age)
+    listed = {o.relative_path: o async for o in storage.bucket.listing("files/")}
+    findings.listed = len(listed)
+    still_open = await db.wait_for_transactions(conn, TRANSACTION_WAIT_SECONDS)
+    contents: dict[str, tuple[int, str]] = {}
+    if sizes or verify:
+        contents = await db.file_contents(conn)
+        indexed: Collection[str] = contents.keys()
+    else:
+        indexed = await db.file_paths(conn)
+    findings.indexed = len(indexed)
+    unnamed = sorted(p for p in listed if p not in indexed)
+    if still_open:
+        findings.unjudged = len(unnamed)
+    else:
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=min_age)
+        findings.orphan_files = [p for p in unnamed if listed[p].modified <= cutoff]
+        findings.unjudged = len(unnamed) - len(findings.orphan_files)
+    gone = [p for p in sorted(p for p in indexed if p not in listed) if await storage.bucket.stat(p) is None]
+    bad_sizes = {p: listed[p].size for p, (size, _) in contents.items() if p in listed and listed[p].size != size}
+    bad_hashes: list[str] = []
+    if verify:
+        limit = asyncio.Semaphore(HASH_THREADS)
+
+        async def matches(path: str, sha256: str) -> bool:
+            async with limit:
+                digest = hashlib.sha256()
+                async for chunk in storage.read(path):
+                    digest.update(chunk)
+                return digest.hexdigest() == sha256
+
+        present = [(p, sha) for p, (_, sha) in contents.items() if p in listed and p not in bad_sizes]
+        verdicts = await asyncio.gather(*(matches(p, sha) for p, sha in present))
+        bad_hashes = sorted(p for (p, _), ok in zip(present, verdicts, strict=True) if not ok)
+    rows = await db.stored_files(conn, [*gone, *bad_sizes, *bad_hashes])
+    findings.missing_files = [rows[p] for p in gone if p in rows]
+    findings.size_mismatches = [(rows[p], size) for p, size in sorted(bad_sizes.items()) if p in rows]
+    findings.hash_mismatches = [rows[p] for p in bad_hashes if p in rows]
+    return findings
+
+
+async def repair_objects(storage: S3Storage, findings: Findings) -> dict[str, str]:
+    """``repair`` for a bucket: stale temp files removed, orphan objects moved to ``lost+found/``; where each went."""
+    await asyncio.to_thread(repair_temp, storage, findings.stale_temp_files)
+    moved = {}
+    for relative in findings.orphan_files:
+        moved[relative] = await storage.move_to_lost_found(relative)
+        log.warning("orphan object %s (no committed row names it) moved to %s", relative, moved[relative])
+    return moved
+
+
+async def objects_at_start(conn: asyncpg.Connection, storage: S3Storage) -> Findings | None:
+    """``at_start`` for a bucket: stale temp files removed, orphan objects moved to ``lost+found/``, missing objects
+    logged and counted; an error of the bucket is logged and the server starts all the same."""
+    started = time.monotonic()
+    try:
+        findings = await scan_objects(conn, storage)
+        await repair_objects(storage, findings)
+        log_missing(findings.missing_files)
+        await asyncio.to_thread(write_summary, storage.root, findings)
+    except (OSError, ObjectStoreError) as exc:
+        log.error("the objects could not be reconciled with the index (%s); starting all the same", exc)
+        return None
+    log.info(
+        "objects reconciled with the index in %.2f s: %d objects, %d rows; %d temp file(s) removed, %d orphan "
+        "object(s) moved to lost+found/, %d missing object(s)",
+        time.monotonic() - started,
+        findings.listed,
+        findings.indexed,
+        len(findings.stale_temp_files),
+        len(findings.orphan_files),
+        len(findings.missing_files),
+    )
+    return findings
+
+
+def repair_temp(storage: Storage, stale: list[str]) -> None:
+    """Remove the stale temp files (relative to the data folder)."""
+    for relative in stale:
+        (storage.root / relative).unlink(missing_ok=True)
+
+
 def repair(storage: FileStorage, findings: Findings) -> dict[str, str]:
     """What is safe: stale temp files removed, orphan files moved to lost+found/ (each logged); where each orphan
     went. Never a row, never an indexed file."""
@@ -311,7 +406,7 @@ def uids(stored: StoredFile) -> str:
 
 async def at_start_supervised(settings: Settings) -> None:
     """``at_start`` in ``dicomweb serve``'s supervisor, before it starts the workers, over a connection of its own."""
-    storage = FileStorage(settings.data_dir)
+    storage = open_storage(settings)
     await asyncio.to_thread(storage.prepare)
     conn = await outage.connect(settings.database_url)
     try:
@@ -320,10 +415,14 @@ async def at_start_supervised(settings: Settings) -> None:
         await conn.close()
 
 
-async def at_start(conn: asyncpg.Connection, storage: FileStorage) -> Findings | None:
+async def at_start(conn: asyncpg.Connection, storage: Storage) -> Findings | None:
     """Before the server serves (once, in ``dicomweb serve``'s supervisor with several workers): temp files of
     processes that are gone removed, orphan files moved to lost+found/, missing files logged and counted. A disk
-    error is logged and the server starts all the same (a database error stops the start, as it would anyway)."""
+    error is logged and the server starts all the same (a database error stops the start, as it would anyway).
+    On S3 the bucket's listing is compared with the rows (``objects_at_start``)."""
+    if isinstance(storage, S3Storage):
+        return await objects_at_start(conn, storage)
+    assert isinstance(storage, FileStorage)
     started = time.monotonic()
     try:
         findings = await scan(conn, storage)

@@ -19,6 +19,7 @@ from .db import retrieve
 from .errors import BadRequest, DicomwebError, NoImage, NotAcceptable, Unprocessable
 from .rendering import Rendering, render
 from .services.retrieve import read_located
+from .storage import local_file
 from .transcode import CannotDecode, can_transcode, quick_to_decode
 
 log = logging.getLogger("dicomweb")
@@ -31,8 +32,7 @@ async def render_stored(
     try:
         return await render_located(archive, file, None, frame, rendering, media_type)
     except FileNotFoundError:
-        path = archive.storage.absolute(file.file_path)
-        log.error("stored file missing: %s", path)
+        log.error("stored file missing: %s", file.file_path)
         raise DicomwebError(
             f"the stored file of instance {file.sop_instance_uid} is missing from the archive's storage"
         ) from None
@@ -64,13 +64,13 @@ async def render_located(
     sop = file.sop_instance_uid
     if not can_transcode(file.transfer_syntax_uid, ExplicitVRLittleEndian):
         raise NotAcceptable(f"instance {sop}: no decoder for {UID(file.transfer_syntax_uid).name} is available")
-    path = archive.storage.absolute(file.file_path)
     native = file.transfer_syntax_uid in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
     location = index[frame - 1] if native and index is not None and 1 <= frame <= len(index) else None
     try:
-        if quick_to_decode(file.transfer_syntax_uid, file.pixels_per_frame):
-            return await asyncio.to_thread(render, path, frame, rendering, media_type, location)
-        return await archive.in_process(render, path, frame, rendering, media_type, location)
+        async with local_file(archive.storage, file.file_path) as path:
+            if quick_to_decode(file.transfer_syntax_uid, file.pixels_per_frame):
+                return await asyncio.to_thread(render, path, frame, rendering, media_type, location)
+            return await archive.in_process(render, path, frame, rendering, media_type, location)
     except frames.NoPixelData:
         raise NoImage(
             f"instance {sop} ({UID(file.sop_class_uid).name}) has no pixel data, so no rendered image"

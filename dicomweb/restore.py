@@ -60,6 +60,10 @@ class Restored:
 
 async def restore(settings: Settings, src: Path, link: bool = True) -> Restored:
     """Restore the backup in ``src`` into the data folder and database of ``settings`` (both must be empty)."""
+    if settings.storage != "file":
+        raise Refused(
+            f"restore is not yet on S3 (DICOMWEB_STORAGE={settings.storage}): it brings back a folder of files"
+        )
     src = src.resolve()
     manifest = Manifest.read(src)
     if manifest.schema_version > schema_version():

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless
@@ -40,7 +40,7 @@ from .responses import (
 )
 from .services.retrieve import NotStored, check_files, locate, read_located, stored_files
 from .state import archive_of
-from .storage import read_chunks
+from .storage import Storage, local_file
 from .transcode import CannotDecode, CannotTranscode, can_transcode, decoding, quick_to_decode, transcode
 from .uids import scope_of
 from .urls import base_url
@@ -142,13 +142,18 @@ async def retrieve_instances(request: Request) -> Response:
             body = await _transcoded(archive, file, target)
             return Response(body, media_type=content_type)
         return StreamingResponse(_content(archive, file), media_type=content_type)
-    if all(target in (None, f.transfer_syntax_uid) for f in convertible):  # every file as it is stored
+    as_stored = all(target in (None, f.transfer_syntax_uid) for f in convertible)
+    local = [archive.storage.local_path(f.file_path) for f in convertible] if as_stored else []
+    if as_stored and all(path is not None for path in local):  # every file as it is stored, in a local folder
         stored_parts = [
-            StoredPart(f"{media.DICOM}; transfer-syntax={f.transfer_syntax_uid}", archive.storage.absolute(f.file_path),
-                       f.file_size)
-            for f in convertible
+            StoredPart(f"{media.DICOM}; transfer-syntax={f.transfer_syntax_uid}", path, f.file_size)
+            for f, path in zip(convertible, local, strict=True) if path is not None
         ]  # fmt: skip
         return MultipartFilesResponse(stored_parts, media.DICOM, headers=warning_headers(request, left_out))
+    if as_stored:  # objects: streamed, several in flight ahead of the one being sent
+        return MultipartRelatedResponse(
+            read_ahead(archive.storage, convertible), media.DICOM, headers=warning_headers(request, left_out)
+        )
     parts = _parts(archive, convertible, target, left_out)
     first = await anext(parts, None)  # before answering: when no instance converts, the answer is a 406
     if first is None:
@@ -159,7 +164,7 @@ async def retrieve_instances(request: Request) -> Response:
 async def _one_file(archive: Archive, file: retrieve.StoredFile, multipart: bool) -> Response:
     """One stored instance, as stored, read whole in one worker-thread call and sent in one piece: no separate
     check that the file exists (read_located turns FileNotFoundError into FilesMissing), no streaming."""
-    data = await asyncio.to_thread(archive.storage.absolute(file.file_path).read_bytes)
+    data = await archive.storage.read_bytes(file.file_path)
     content_type = f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}"
     if not multipart:
         return Response(data, media_type=content_type)
@@ -177,7 +182,8 @@ async def _parts(
             yield Part(f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}", _content(archive, file))
             continue
         try:
-            data = await archive.in_process(transcode, archive.storage.absolute(file.file_path), target)
+            async with local_file(archive.storage, file.file_path) as path:
+                data = await archive.in_process(transcode, path, target)
         except CannotTranscode as exc:
             log.warning("instance %s left out of a retrieve: %s", file.sop_instance_uid, exc)
             left_out.append(f"instance {file.sop_instance_uid} left out: {exc}")
@@ -186,13 +192,45 @@ async def _parts(
 
 
 async def _content(archive: Archive, file: retrieve.StoredFile) -> AsyncIterator[bytes]:
-    async for chunk in read_chunks(archive.storage.absolute(file.file_path)):
+    async for chunk in archive.storage.read(file.file_path):
         yield chunk
+
+
+# Objects read ahead of the one being sent in a multipart answer from an object store: each small one whole (its GET's
+# latency overlaps the sending of those before it), at most this many at once (memory: READ_AHEAD x SMALL_OBJECT_BYTES).
+READ_AHEAD = 8
+SMALL_OBJECT_BYTES = 4 * 1024 * 1024
+
+
+async def read_ahead(storage: Storage, files: list[retrieve.StoredFile]) -> AsyncIterator[Part]:
+    """One part per stored file, as stored; the next READ_AHEAD small ones are fetched while one is sent, a large one
+    streams when its turn comes."""
+    ahead: dict[int, asyncio.Task[bytes]] = {}
+
+    def fetch_until(limit: int) -> None:
+        for number in range(limit):
+            if number < len(files) and number not in ahead and files[number].file_size <= SMALL_OBJECT_BYTES:
+                ahead[number] = asyncio.create_task(storage.read_bytes(files[number].file_path))
+
+    try:
+        for number, file in enumerate(files):
+            fetch_until(number + 1 + READ_AHEAD)
+            content_type = f"{media.DICOM}; transfer-syntax={file.transfer_syntax_uid}"
+            task = ahead.pop(number, None)
+            if task is None:
+                yield Part(content_type, storage.read(file.file_path))
+            else:
+                yield bytes_part(content_type, await task)
+    finally:
+        for task in ahead.values():
+            task.cancel()
+        await asyncio.gather(*ahead.values(), return_exceptions=True)
 
 
 async def _transcoded(archive: Archive, file: retrieve.StoredFile, target: str) -> bytes:
     try:
-        return await archive.in_process(transcode, archive.storage.absolute(file.file_path), target)
+        async with local_file(archive.storage, file.file_path) as path:
+            return await archive.in_process(transcode, path, target)
     except CannotTranscode as exc:
         raise NotAcceptable(
             f"instance {file.sop_instance_uid}: {exc}; ask for transfer-syntax=* to have it as stored"
@@ -226,9 +264,10 @@ async def retrieve_bulkdata(request: Request) -> Response:
     archive = archive_of(request)
     files = await stored_files(archive, study, series, sop)
     await check_files(archive, files)
-    file = archive.storage.absolute(files[0].file_path)
+    stored = files[0].file_path
     try:
-        value = await asyncio.to_thread(bulkdata.locate, file, path)
+        async with local_file(archive.storage, stored) as file:
+            value = await asyncio.to_thread(bulkdata.locate, file, path)
     except bulkdata.BulkDataNotFound as exc:
         raise NotFound(f"instance {sop}: {exc}") from None
     except CannotDecode as exc:
@@ -240,7 +279,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
         start, end = byte_range(request.headers["range"], value.length)
         status = 206
         headers["content-range"] = f"bytes {start}-{end - 1}/{value.length}"
-    chunks = _value_chunks(file, value, start, end)
+    chunks = _value_chunks(archive.storage, stored, value, start, end)
     if wanted.multipart:
         return MultipartRelatedResponse(
             _one_part(Part(media.OCTET_STREAM, chunks)), media.OCTET_STREAM, headers=headers
@@ -253,12 +292,14 @@ async def _one_part(part: Part) -> AsyncIterator[Part]:
     yield part
 
 
-async def _value_chunks(file: Path, value: bulkdata.BulkValue, start: int, end: int) -> AsyncIterator[bytes]:
+async def _value_chunks(
+    storage: Storage, stored: str, value: bulkdata.BulkValue, start: int, end: int
+) -> AsyncIterator[bytes]:
     if value.data is not None:
         yield value.data[start:end]
         return
     assert value.offset is not None
-    async for chunk in read_chunks(file, value.offset + start, value.offset + end):
+    async for chunk in storage.read(stored, value.offset + start, value.offset + end):
         yield chunk
 
 
@@ -285,27 +326,29 @@ FRAME_TYPES = (media.OCTET_STREAM, "image/jpeg", "image/jls", "image/jp2", "imag
 
 
 def _read_frames(
-    path: Path, index: list[Any] | None, transfer_syntax_uid: str, numbers: list[int]
+    storage: Storage, stored: str, index: list[Any] | None, transfer_syntax_uid: str, numbers: list[int]
 ) -> list[frames.Frame]:
-    """The frames as stored; CannotDecode when the file cannot be parsed as far as its pixel data (frames.FrameError
-    for frames it does not hold)."""
+    """The frames as stored (blocking); CannotDecode when the file cannot be parsed as far as its pixel data
+    (frames.FrameError for frames it does not hold)."""
     with decoding("the stored file", passing=(frames.FrameError,)):
-        if index is not None:  # byte ranges recorded at store time: no parsing of the file
-            return read_indexed(path, index, transfer_syntax_uid, numbers)
-        return frames.read_frames(path, numbers)
+        if index is not None:  # byte ranges recorded at store time: no parsing, only those bytes read
+            return read_indexed(partial(storage.read_ranges_now, stored), index, transfer_syntax_uid, numbers)
+        with storage.local_copy(stored) as path:
+            return frames.read_frames(path, numbers)
 
 
 def _read_and_decode(
-    path: Path, index: list[Any] | None, stored: retrieve.StoredFile, numbers: list[int]
+    storage: Storage, index: list[Any] | None, stored: retrieve.StoredFile, numbers: list[int]
 ) -> list[frames.Frame]:
     """One small RLE frame read and decoded to native pixels in one worker-thread call: from the bytes read when
     decode_rle takes them, else from the file by pydicom (CannotDecode when it cannot be decoded)."""
-    [frame] = _read_frames(path, index, stored.transfer_syntax_uid, numbers)
+    [frame] = _read_frames(storage, stored.file_path, index, stored.transfer_syntax_uid, numbers)
     decoded: bytes | CannotDecode | None = None
     if stored.pixels_per_frame and stored.bits_allocated:
         decoded = transcode_module.decode_rle(frame.data, stored.pixels_per_frame, stored.bits_allocated)
     if decoded is None:
-        [decoded] = transcode_module.decode_frames(path, numbers)
+        with storage.local_copy(stored.file_path) as path:
+            [decoded] = transcode_module.decode_frames(path, numbers)
     if isinstance(decoded, CannotDecode):
         raise decoded
     return [frames.Frame(decoded, media.OCTET_STREAM, ExplicitVRLittleEndian)]
@@ -324,8 +367,9 @@ async def retrieve_frames(request: Request) -> Response:
     archive = archive_of(request)
     assert series is not None and sop is not None  # the route names both
 
+    storage = archive.storage
+
     async def read(stored: retrieve.StoredFile, index: list[Any] | None) -> list[frames.Frame]:
-        path = archive.storage.absolute(stored.file_path)
         if (
             len(numbers) == 1
             and stored.transfer_syntax_uid == RLELossless
@@ -333,8 +377,10 @@ async def retrieve_frames(request: Request) -> Response:
             and wanted.transfer_syntax == ExplicitVRLittleEndian
             and quick_to_decode(stored.transfer_syntax_uid, stored.pixels_per_frame)
         ):  # About a millisecond of work: handing it to another process (and the frame back) costs more.
-            return await asyncio.to_thread(_read_and_decode, path, index, stored, numbers)
-        return await asyncio.to_thread(_read_frames, path, index, stored.transfer_syntax_uid, numbers)
+            return await asyncio.to_thread(_read_and_decode, storage, index, stored, numbers)
+        return await asyncio.to_thread(
+            _read_frames, storage, stored.file_path, index, stored.transfer_syntax_uid, numbers
+        )
 
     unreadable = "; ask for the instance as stored (transfer-syntax=*) instead"
     try:
@@ -356,8 +402,8 @@ async def retrieve_frames(request: Request) -> Response:
     elif wanted.part_type == media.OCTET_STREAM and wanted.transfer_syntax == ExplicitVRLittleEndian:
         if not can_transcode(stored.transfer_syntax_uid, ExplicitVRLittleEndian):
             raise NotAcceptable(f"instance {sop}: no decoder for {UID(stored_syntax).name} is available")
-        path = archive.storage.absolute(stored.file_path)
-        decoded = await archive.in_process(transcode_module.decode_frames, path, numbers)
+        async with local_file(archive.storage, stored.file_path) as path:
+            decoded = await archive.in_process(transcode_module.decode_frames, path, numbers)
         payloads = []
         for number, frame in zip(numbers, decoded, strict=True):
             if isinstance(frame, CannotDecode):

@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from pydicom.uid import ExplicitVRLittleEndian
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from . import frames, media
 from .archive import Archive
@@ -32,6 +32,7 @@ from .render_stored import render_instance
 from .rendering import DEFAULT_QUALITY, MAX_VIEWPORT, RENDERED_TYPES, Rendering, make_window, parse_int, parse_number
 from .services.retrieve import stored_files
 from .state import archive_of
+from .storage import local_file
 from .transcode import CannotTranscode, can_transcode, transcode
 from .uids import require_uid
 
@@ -125,19 +126,33 @@ async def _dicom(archive: Archive, file: retrieve.StoredFile, requested: str | N
     target = stored if requested in ("*", stored) else requested or ExplicitVRLittleEndian
     if not can_transcode(stored, target):
         target = ExplicitVRLittleEndian if can_transcode(stored, ExplicitVRLittleEndian) else stored
-    path = archive.storage.absolute(file.file_path)
+    storage = archive.storage
+    path = storage.local_path(file.file_path)
     try:
         if target != stored:
             try:
-                body = await archive.in_process(transcode, path, target)
+                async with local_file(storage, file.file_path) as copy:
+                    body = await archive.in_process(transcode, copy, target)
                 return Response(body, media_type=f"{media.DICOM}; transfer-syntax={target}")
             except CannotTranscode as exc:
                 # Pixel data that cannot be decoded: the file as stored, as for a syntax with no decoder (above).
                 log.warning("WADO-URI: instance %s sent as stored: %s", file.sop_instance_uid, exc)
+        content_type = f"{media.DICOM}; transfer-syntax={stored}"
+        if path is None:  # an object: streamed, its first bytes read before answering (a missing one is a 500)
+            chunks = storage.read(file.file_path)
+            first = await anext(chunks, b"")
+            headers = {"content-length": str(file.file_size)}
+            return StreamingResponse(_then(first, chunks), media_type=content_type, headers=headers)
         stat = await asyncio.to_thread(os.stat, path)
-        return FileResponse(path, media_type=f"{media.DICOM}; transfer-syntax={stored}", stat_result=stat)
+        return FileResponse(path, media_type=content_type, stat_result=stat)
     except FileNotFoundError:
-        log.error("stored file missing: %s", path)
+        log.error("stored file missing: %s", file.file_path)
         raise DicomwebError(
             f"the stored file of instance {file.sop_instance_uid} is missing from the archive's storage"
         ) from None
+
+
+async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk

@@ -34,7 +34,7 @@ from dicomweb.errors import Conflict, DicomwebError
 from dicomweb.instance import InvalidInstance
 from dicomweb.services import store
 from dicomweb.state import archive_of
-from dicomweb.storage import FileStorage
+from dicomweb.storage import Storage
 from dicomweb.urls import base_url
 
 from . import http, sr
@@ -68,11 +68,11 @@ _COPIED = (
 )
 
 
-def _header(storage: FileStorage, row: dict[str, Any]) -> Dataset:
-    """A stored instance's attributes, without its pixels (blocking)."""
-    path = storage.absolute(row["file_path"])
+def _header(storage: Storage, row: dict[str, Any]) -> Dataset:
+    """A stored instance's attributes, without its pixels (blocking; an object is read from a temp copy)."""
     try:
-        header = dcmread(path, stop_before_pixels=True)
+        with storage.local_copy(row["file_path"]) as path:
+            header = dcmread(path, stop_before_pixels=True)
     except (OSError, ValueError) as exc:
         raise DicomwebError(f"the stored file of instance {row['sop_instance_uid']} cannot be read: {exc}") from None
     for keyword in _COPIED:

@@ -42,7 +42,7 @@ from dicomweb.multipart import ReceivedPart, read_multipart
 from dicomweb.services import store
 from dicomweb.state import archive_of, subject_of
 from dicomweb.status import FailureReason
-from dicomweb.storage import FileStorage, SpooledFile
+from dicomweb.storage import SpooledFile, Storage
 
 from . import capture, http
 from .db import studies as db
@@ -93,7 +93,7 @@ def _boundary(request: Request) -> bytes:
     return boundary
 
 
-async def _read_form(request: Request, storage: FileStorage, settings: Settings) -> _Form:
+async def _read_form(request: Request, storage: Storage, settings: Settings) -> _Form:
     """Stream the form in (dicomweb.multipart, as STOW-RS bodies): the file part to a temp file, the text fields
     into memory; 413 past DICOMWEB_MAX_UPLOAD_MB."""
     boundary = _boundary(request)

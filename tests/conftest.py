@@ -4,7 +4,9 @@ and real uvicorn servers on free ports (in a thread, or as a subprocess where me
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,8 +21,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import obstore
 import pytest
 import uvicorn
+from obstore.store import S3Store
 
 from dicomweb.app import create_app
 from dicomweb.config import Settings
@@ -242,3 +246,46 @@ def store(server: LiveServer, parts: Iterable[bytes]) -> None:
 
     response = httpx.post(server.dicomweb + "/studies", content=multipart(parts), headers=stow_headers(), timeout=60)
     assert response.status_code in (200, 202), response.text
+
+
+# A real S3 server (Ceph's radosgw), shared by the tests of the S3 backend ------------------------------------
+
+START_RGW = Path(__file__).parent / "s3" / "start_rgw.sh"
+CEPH = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph-authtool", "monmaptool")
+
+
+@pytest.fixture(scope="session")
+def radosgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A throw-away radosgw on free ports; its S3 endpoint and test credentials, as start_rgw.sh prints them."""
+    missing = [tool for tool in CEPH if shutil.which(tool) is None]
+    if missing:
+        message = f"missing {', '.join(missing)}: apt-get install ceph-mon ceph-osd radosgw ceph-common"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = tmp_path_factory.mktemp("rgw") / "ceph"
+    env = {**os.environ, "RGW_DIR": str(folder), "RGW_PORT": str(free_port()), "MON_PORT": str(free_port())}
+    started = subprocess.run(["bash", str(START_RGW), "start"], env=env, capture_output=True, text=True, timeout=180)
+    try:
+        assert started.returncode == 0, started.stderr
+        exported = dict(
+            line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines() if "=" in line
+        )
+        yield exported
+    finally:
+        subprocess.run(["bash", str(START_RGW), "stop"], env=env, capture_output=True, timeout=60)
+
+
+def create_bucket(radosgw: dict[str, str], name: str) -> None:
+    """CreateBucket, as a presigned PUT of the bucket's root (the archive creates no buckets: it is given one)."""
+    store = S3Store(
+        name,
+        endpoint=radosgw["S3_ENDPOINT_URL"],
+        region="us-east-1",
+        access_key_id=radosgw["AWS_ACCESS_KEY_ID"],
+        secret_access_key=radosgw["AWS_SECRET_ACCESS_KEY"],
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
+    response = httpx.put(obstore.sign(store, "PUT", "", datetime.timedelta(minutes=1)), content=b"")
+    assert response.status_code == 200, response.text

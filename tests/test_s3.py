@@ -1,81 +1,35 @@
-"""The S3 backend (dicomweb/s3.py) against a real S3 server: Ceph's radosgw from Debian, started by
+"""The S3 backend (dicomweb/storage/s3.py) against a real S3 server: Ceph's radosgw from Debian, started by
 tests/s3/start_rgw.sh for this session (``.ci/run`` installs Ceph). Without Ceph the tests skip locally and fail under
 ``CI=true``."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import obstore
 import pytest
-from obstore.store import S3Store
 
-from dicomweb.s3 import PART_BYTES, ObjectExists, S3Location, S3Storage
+from dicomweb.storage.s3 import PART_BYTES, ObjectExists, S3Bucket, S3Location
 
-from .conftest import free_port
-
-START_RGW = Path(__file__).parent / "s3" / "start_rgw.sh"
-CEPH = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph-authtool", "monmaptool")
-
-
-@pytest.fixture(scope="session")
-def radosgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A throw-away radosgw on free ports; its S3 endpoint and test credentials, as start_rgw.sh prints them."""
-    missing = [tool for tool in CEPH if shutil.which(tool) is None]
-    if missing:
-        message = f"missing {', '.join(missing)}: apt-get install ceph-mon ceph-osd radosgw ceph-common"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    folder = tmp_path_factory.mktemp("rgw") / "ceph"
-    env = {**os.environ, "RGW_DIR": str(folder), "RGW_PORT": str(free_port()), "MON_PORT": str(free_port())}
-    started = subprocess.run(["bash", str(START_RGW), "start"], env=env, capture_output=True, text=True, timeout=180)
-    try:
-        assert started.returncode == 0, started.stderr
-        exported = dict(
-            line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines() if "=" in line
-        )
-        yield exported
-    finally:
-        subprocess.run(["bash", str(START_RGW), "stop"], env=env, capture_output=True, timeout=60)
+from .conftest import create_bucket
 
 
 @pytest.fixture
-def bucket(radosgw: dict[str, str], request: pytest.FixtureRequest) -> S3Storage:
+def bucket(radosgw: dict[str, str], request: pytest.FixtureRequest) -> S3Bucket:
     """A new bucket for the test, as the archive would be configured for it (path-style, a key prefix)."""
     name = f"t{abs(hash(request.node.nodeid)) % 10**12}"
-    storage = S3Storage(
+    storage = S3Bucket(
         S3Location(name, endpoint=radosgw["S3_ENDPOINT_URL"], prefix="archive/", path_style=True),
         access_key_id=radosgw["AWS_ACCESS_KEY_ID"],
         secret_access_key=radosgw["AWS_SECRET_ACCESS_KEY"],
     )
     create_bucket(radosgw, name)
     return storage
-
-
-def create_bucket(radosgw: dict[str, str], name: str) -> None:
-    """CreateBucket, as a presigned PUT of the bucket's root (the archive creates no buckets: it is given one)."""
-    store = S3Store(
-        name,
-        endpoint=radosgw["S3_ENDPOINT_URL"],
-        region="us-east-1",
-        access_key_id=radosgw["AWS_ACCESS_KEY_ID"],
-        secret_access_key=radosgw["AWS_SECRET_ACCESS_KEY"],
-        virtual_hosted_style_request=False,
-        client_options={"allow_http": True},
-    )
-    response = httpx.put(obstore.sign(store, "PUT", "", datetime.timedelta(minutes=1)), content=b"")
-    assert response.status_code == 200, response.text
 
 
 def run(coroutine: Any) -> Any:
@@ -90,7 +44,7 @@ KEY = "files/1.2.3/1.2.3.4/1.2.3.4.5.0123456789abcdef.dcm"
 
 
 class TestObjects:
-    def test_put_then_read_whole_and_ranges(self, bucket: S3Storage, tmp_path: Path) -> None:
+    def test_put_then_read_whole_and_ranges(self, bucket: S3Bucket, tmp_path: Path) -> None:
         """A file goes up under its key and comes back byte for byte: whole, from an offset, a range, and several
         ranges at once (a frame's fragments)."""
         data = os.urandom(300_000)
@@ -107,7 +61,7 @@ class TestObjects:
         found = run(bucket.stat(KEY))
         assert found is not None and found.size == len(data) and found.relative_path == KEY
 
-    def test_never_over_an_existing_object(self, bucket: S3Storage, tmp_path: Path) -> None:
+    def test_never_over_an_existing_object(self, bucket: S3Bucket, tmp_path: Path) -> None:
         """A second upload under a taken key is refused (If-None-Match: *) and the stored object is unchanged."""
         (tmp_path / "first").write_bytes(b"first")
         (tmp_path / "second").write_bytes(b"second")
@@ -116,7 +70,7 @@ class TestObjects:
             run(bucket.put_file(tmp_path / "second", KEY))
         assert run(collect(bucket.read(KEY))) == b"first"
 
-    def test_large_file_in_parts(self, bucket: S3Storage, tmp_path: Path) -> None:
+    def test_large_file_in_parts(self, bucket: S3Bucket, tmp_path: Path) -> None:
         """A file larger than one part goes up as a multipart upload and is read back whole and by range."""
         size = 2 * PART_BYTES + 12345
         source = tmp_path / "large"
@@ -142,7 +96,7 @@ class TestObjects:
         middle = PART_BYTES - 10
         assert run(bucket.read_ranges(KEY, [(middle, 20)])) == [source.read_bytes()[middle : middle + 20]]
 
-    def test_large_upload_memory_bounded(self, radosgw: dict[str, str], bucket: S3Storage, tmp_path: Path) -> None:
+    def test_large_upload_memory_bounded(self, radosgw: dict[str, str], bucket: S3Bucket, tmp_path: Path) -> None:
         """A 160 MB file goes up in parts read as they are sent: the uploading process grows by far less than the
         file (PARALLEL_PARTS parts at the most in memory)."""
         source = tmp_path / "big"
@@ -151,8 +105,8 @@ class TestObjects:
         script = f"""
 import asyncio, resource, sys
 from pathlib import Path
-from dicomweb.s3 import S3Location, S3Storage
-storage = S3Storage(S3Location({bucket.location.bucket!r}, endpoint={radosgw["S3_ENDPOINT_URL"]!r}, prefix="archive/",
+from dicomweb.storage.s3 import S3Location, S3Bucket
+storage = S3Bucket(S3Location({bucket.location.bucket!r}, endpoint={radosgw["S3_ENDPOINT_URL"]!r}, prefix="archive/",
                     path_style=True), access_key_id=sys.argv[1], secret_access_key=sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 asyncio.run(storage.put_file(Path({str(source)!r}), "files/big.dcm"))
@@ -166,7 +120,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
         found = run(bucket.stat("files/big.dcm"))
         assert found is not None and found.size == 160 * 10**6
 
-    def test_missing_object(self, bucket: S3Storage) -> None:
+    def test_missing_object(self, bucket: S3Bucket) -> None:
         """Reading an object that is not there raises FileNotFoundError, as a missing file does."""
         with pytest.raises(FileNotFoundError):
             run(collect(bucket.read("files/none.dcm")))
@@ -174,7 +128,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
             run(bucket.read_ranges("files/none.dcm", [(0, 10)]))
         assert run(bucket.stat("files/none.dcm")) is None
 
-    def test_listing_and_removal(self, bucket: S3Storage, tmp_path: Path) -> None:
+    def test_listing_and_removal(self, bucket: S3Bucket, tmp_path: Path) -> None:
         """A listing covers every object of a folder across pages (more than S3's 1,000 keys a page) and nothing
         outside it; removal takes them all, and removing what is gone is no error."""
         (tmp_path / "small").write_bytes(b"x")
@@ -199,9 +153,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
         assert run(listed("files/")) == []
         assert run(listed("thumbnails/")) == ["thumbnails/1.png"]
 
-    def test_wrong_credentials_refused(self, radosgw: dict[str, str], bucket: S3Storage, tmp_path: Path) -> None:
+    def test_wrong_credentials_refused(self, radosgw: dict[str, str], bucket: S3Bucket, tmp_path: Path) -> None:
         """Wrong credentials: the upload fails with the server's refusal, and the message carries no secret."""
-        wrong = S3Storage(
+        wrong = S3Bucket(
             bucket.location, access_key_id=radosgw["AWS_ACCESS_KEY_ID"], secret_access_key="not-the-secret-key-at-all"
         )
         (tmp_path / "part").write_bytes(b"x")

@@ -51,7 +51,7 @@ class TestStoreRetrieveDelete:
 
         async def work(archive: Archive) -> None:
             async def read(stored: StoredFile, index: object) -> bytes:
-                return await asyncio.to_thread(archive.storage.absolute(stored.file_path).read_bytes)
+                return await archive.storage.read_bytes(stored.file_path)
 
             first, again = await store_bytes(archive, data), await store_bytes(archive, data)
             assert first.failure is None and not first.already_stored and again.already_stored
@@ -61,7 +61,7 @@ class TestStoreRetrieveDelete:
             located, _ = await retrieve.locate(archive, study, series, sop)
             assert located == stored and (await retrieve.read_located(archive, study, series, sop, read))[1] == data
             assert await delete.delete_instances(archive, study, series, None) == 1
-            assert not archive.storage.absolute(stored.file_path).exists()
+            assert await archive.storage.missing([stored.file_path]) == [stored.file_path]
             # Its location is still kept in memory: the file gone sends the read to the database, which says why.
             with pytest.raises(retrieve.NotStored, match=f"^instance {sop} of series {series} in study {study} is"):
                 await retrieve.read_located(archive, study, series, sop, read)

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,7 +75,9 @@ def references_of(action_information: Dataset) -> tuple[str, list[Reference]] | 
     return transaction, references
 
 
-def failure_of(reference: Reference, stored: Stored | None, absolute: Callable[[str], Path]) -> int | None:
+def failure_of(
+    reference: Reference, stored: Stored | None, local_copy: Callable[[str], AbstractContextManager[Path]]
+) -> int | None:
     """None when the archive can commit to the instance, else the Failure Reason."""
     if stored is None:
         return NO_SUCH_OBJECT_INSTANCE
@@ -82,7 +85,7 @@ def failure_of(reference: Reference, stored: Stored | None, absolute: Callable[[
         return CLASS_INSTANCE_CONFLICT
     digest = hashlib.sha256()
     try:
-        with open(absolute(stored.file_path), "rb") as file:
+        with local_copy(stored.file_path) as path, open(path, "rb") as file:
             while chunk := file.read(HASH_CHUNK):
                 digest.update(chunk)
     except OSError:
@@ -117,10 +120,10 @@ def commit(bridge: Bridge, assoc: Association, calling: str, transaction: str, r
     time.sleep(REPORT_DELAY)
     uids = [r.sop_instance_uid for r in references]
     rows = bridge.run(_stored(bridge, uids))
-    absolute = bridge.archive.storage.absolute
+    local_copy = bridge.archive.storage.local_copy
     failures: dict[str, int] = {}
     for reference in references:
-        reason = failure_of(reference, rows.get(reference.sop_instance_uid), absolute)
+        reason = failure_of(reference, rows.get(reference.sop_instance_uid), local_copy)
         if reason is not None:
             failures[reference.sop_instance_uid] = reason
     event_type, report = report_of(transaction, references, failures)

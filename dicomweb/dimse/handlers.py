@@ -386,7 +386,10 @@ def _sub_operations(
             yield DimseStatus.CANCEL, None
             return
         offered.append(file)
-        yield DimseStatus.PENDING, outgoing.dataset_to_send(_path(bridge, file), file, accepted)
+        # A local file for the send: the stored file itself, or a copy of its object until pynetdicom has sent it
+        # and asks for the next sub-operation.
+        with bridge.archive.storage.local_copy(file.file_path) as path:
+            yield DimseStatus.PENDING, outgoing.dataset_to_send(path, file, accepted)
 
 
 def _resolves(host: str) -> bool:
@@ -397,10 +400,6 @@ def _resolves(host: str) -> bool:
         log.warning("C-MOVE destination host %s does not resolve", host)
         return False
     return True
-
-
-def _path(bridge: Bridge, file: StoredFile) -> Path:
-    return bridge.archive.storage.absolute(file.file_path)
 
 
 def _data_set_start(path: Path) -> int:

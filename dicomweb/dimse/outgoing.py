@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,12 @@ def echo(node: DicomNode, calling_ae_title: str) -> tuple[int, float]:
     return int(status.Status), time.perf_counter() - started
 
 
-def send(node: DicomNode, calling_ae_title: str, absolute: Callable[[str], Path], files: list[StoredFile]) -> Counts:
+def send(
+    node: DicomNode,
+    calling_ae_title: str,
+    local_copy: Callable[[str], AbstractContextManager[Path]],
+    files: list[StoredFile],
+) -> Counts:
     """Send ``files`` to the node over one association of the archive's (C-STORE SCU), counting the outcomes."""
     counts = Counts()
     assoc = _associate(_ae(calling_ae_title), node, contexts_for(files))
@@ -154,7 +160,8 @@ def send(node: DicomNode, calling_ae_title: str, absolute: Callable[[str], Path]
                 counts.failed_sop_instance_uids.append(file.sop_instance_uid)
                 continue
             try:
-                status = assoc.send_c_store(dataset_to_send(absolute(file.file_path), file, accepted))
+                with local_copy(file.file_path) as path:
+                    status = assoc.send_c_store(dataset_to_send(path, file, accepted))
             except ValueError:  # no accepted context fits the instance
                 status = Dataset()
             category = STORAGE_SERVICE_CLASS_STATUS.get(int(status.Status), ("Failure",))[0] if status else "Failure"

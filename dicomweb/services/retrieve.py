@@ -11,7 +11,6 @@ when it does not.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -141,8 +140,7 @@ async def stored_files(archive: Archive, study: str, series: str | None, sop: st
 async def check_files(archive: Archive, files: list[StoredFile]) -> None:
     """A stored file gone missing is a fault of the archive (FilesMissing), found before an answer starts, and
     logged loudly."""
-    paths = [archive.storage.absolute(f.file_path) for f in files]
-    missing = await asyncio.to_thread(lambda: [p for p in paths if not p.is_file()])
+    missing = await archive.storage.missing([f.file_path for f in files])
     if missing:
         log.error("stored files missing: %s", ", ".join(map(str, missing[:20])))
         raise FilesMissing(f"{len(missing)} stored files are missing from the archive's storage")

@@ -35,7 +35,7 @@ from ..db.audit import Event
 from ..db.outage import DATABASE_ERRORS, unreachable
 from ..instance import Instance, InvalidInstance, read_instance
 from ..status import FailureReason
-from ..storage import FileStorage, SpooledFile
+from ..storage import SpooledFile, Storage, cleanup
 from .on_store import OnStore
 
 log = logging.getLogger("dicomweb")
@@ -59,10 +59,11 @@ class StoreResult:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated instance whose file is durable in its place under ``files/``, waiting for its row. A crash now
-    leaves a file that no row names, which the next start moves to ``lost+found/`` (``reconcile.py``)."""
+    """A validated instance whose file is durable in its place under ``files/`` (a file or an object: the storage
+    backend's), waiting for its row. A crash now leaves a file that no row names, which the next start moves to
+    ``lost+found/`` (``reconcile.py``)."""
 
-    file: SpooledFile  # the file in its place, its size and SHA-256
+    file: SpooledFile  # the received file (gone from tmp/ once placed), its size and SHA-256
     stored_path: str  # its path relative to the data folder, as the row names it
     instance: Instance
     stored_by: str = ""  # who stores it (a token's subject, a calling AE title), for the on_store hook
@@ -86,18 +87,18 @@ def parse_here(
         return invalid
 
 
-def place_here(storage: FileStorage, parsed: Parsed) -> Prepared:
-    """Put a parsed file in its place durably (``FileStorage.place_now``; blocking)."""
+def place_here(storage: Storage, parsed: Parsed) -> Prepared:
+    """Put a parsed file in its place durably (``Storage.place_now``; blocking)."""
     instance = parsed.instance
     relative_path = storage.new_path(
         instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
     )
-    placed = storage.place_now(parsed.file.path, relative_path)
-    return Prepared(SpooledFile(placed, parsed.file.size, parsed.file.sha256), relative_path, instance)
+    storage.place_now(parsed.file.path, relative_path)
+    return Prepared(parsed.file, relative_path, instance)
 
 
 def prepare_here(
-    storage: FileStorage,
+    storage: Storage,
     spooled: SpooledFile,
     expected_study_instance_uid: str | None,
     on_store: OnStore | None = None,
@@ -111,7 +112,7 @@ def prepare_here(
 
 
 async def prepare(
-    storage: FileStorage,
+    storage: Storage,
     spooled: SpooledFile,
     expected_study_instance_uid: str | None,
     on_store: OnStore | None = None,
@@ -124,15 +125,15 @@ async def prepare(
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        work.add_done_callback(_remove_placed)
+        work.add_done_callback(partial(_remove_placed, storage))
         raise
 
 
-def _remove_placed(work: asyncio.Future[Prepared | InvalidInstance]) -> None:
+def _remove_placed(storage: Storage, work: asyncio.Future[Prepared | InvalidInstance]) -> None:
     if not work.cancelled() and work.exception() is None:
         outcome = work.result()
         if isinstance(outcome, Prepared):
-            outcome.file.path.unlink(missing_ok=True)  # one unlink, on the event loop: the server is stopping
+            storage.remove_now([outcome.stored_path])  # one removal, on the event loop: the server is stopping
 
 
 async def parse(
@@ -142,7 +143,7 @@ async def parse(
     return await asyncio.to_thread(parse_here, spooled, expected_study_instance_uid, on_store)
 
 
-async def place(storage: FileStorage, parsed: list[Parsed]) -> list[Prepared]:
+async def place(storage: Storage, parsed: list[Parsed]) -> list[Prepared]:
     """Put parsed files in place, in worker threads, once a request's body is complete and just before its commit:
     a file is in place only for as long as its commit takes, never while the rest of a long body arrives, so that
     ``dicomweb check`` beside a running server (which leaves files younger than some minutes alone) never takes one
@@ -153,25 +154,31 @@ async def place(storage: FileStorage, parsed: list[Parsed]) -> list[Prepared]:
     try:
         outcomes = await asyncio.shield(work)
     except asyncio.CancelledError:
-        work.add_done_callback(_remove_all_placed)
+        work.add_done_callback(partial(_remove_all_placed, storage))
         raise
     failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
     if failure is not None:
-        await storage.discard(o.file for o in outcomes if isinstance(o, Prepared))
+        await remove_placed(storage, [o for o in outcomes if isinstance(o, Prepared)])
         raise failure
     return [o for o in outcomes if isinstance(o, Prepared)]
 
 
-def _remove_all_placed(work: asyncio.Future[list[Prepared | BaseException]]) -> None:
+def _remove_all_placed(storage: Storage, work: asyncio.Future[list[Prepared | BaseException]]) -> None:
     if not work.cancelled() and work.exception() is None:
-        for outcome in work.result():
-            if isinstance(outcome, Prepared):
-                outcome.file.path.unlink(missing_ok=True)
+        storage.remove_now([o.stored_path for o in work.result() if isinstance(o, Prepared)])
+
+
+async def remove_placed(storage: Storage, prepared: Iterable[Prepared]) -> None:
+    """Remove the placed files of instances that will not be committed; should the caller be cancelled meanwhile,
+    the removal is finished all the same."""
+    paths = [p.stored_path for p in prepared]
+    if paths:
+        await cleanup(storage.remove_now, paths)
 
 
 async def discard(archive: Archive, outcomes: Iterable[Prepared | InvalidInstance | BaseException]) -> None:
     """Remove the placed files of prepared instances that will not be committed."""
-    await archive.storage.discard(o.file for o in outcomes if isinstance(o, Prepared))
+    await remove_placed(archive.storage, (o for o in outcomes if isinstance(o, Prepared)))
 
 
 class _Retry(Exception):
@@ -216,16 +223,16 @@ async def commit(
 async def _commit_group(archive: Archive, batches: list[StoreBatch]) -> list[list[StoreResult]]:
     """Commit the batches of concurrent requests in one transaction; each batch's results, in its order."""
     flat = [prepared for batch in batches for prepared in batch.instances]
-    leftovers = [p.file for p in flat]
+    leftovers = flat
     try:
         try:
             results = await _commit(archive, flat, batches)
         except _Retry as failed:
             results = await _retry(archive, [batch.instances for batch in batches], failed)
         # The files of instances stored stay; the others (failed, or stored already) go.
-        leftovers = [p.file for p, r in zip(flat, results, strict=True) if r.instance is None or r.already_stored]
+        leftovers = [p for p, r in zip(flat, results, strict=True) if r.instance is None or r.already_stored]
     finally:
-        await archive.storage.discard(leftovers)
+        await remove_placed(archive.storage, leftovers)
     grouped: list[list[StoreResult]] = []
     for batch in batches:
         grouped.append(results[: len(batch)])

@@ -1,16 +1,14 @@
-"""Durable file storage for instances: temp file, fsync, atomic rename, and never an overwrite.
+"""Received files, spooled in the local data folder whatever the backend: ``tmp/`` and the paths of the store.
 
 Layout under the data folder::
 
     tmp/{pid}-{start}-{random}.part        files being received, named after the process receiving them (removed
                                            on failure; those of processes that are gone are removed at start-up)
-    files/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.{random}.dcm
 
-The UIDs are checked against the PS3.5 §9.1 grammar before they become path components, so no request can
-name a path outside ``files/``. Every store writes a new, uniquely named file: a file that is in place is never
-overwritten, and undoing a failed store (removing its file) can never touch another store's file, whatever the
-timing. A crash between rename and commit leaves at worst a file that no row names (``reconcile.py`` moves it to
-lost+found/ at the next start).
+A received part is written here, hashed on the way, parsed, and then placed by the backend under its final path
+(``Spool.new_path``): ``files/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.{random}.dcm``, a file under
+the data folder (``file.py``) or an object key under a prefix (``s3.py``). The UIDs are checked against the PS3.5
+§9.1 grammar before they become path components, so no request can name a path outside ``files/``.
 
 All blocking file work runs in worker threads (``asyncio.to_thread``); nothing here touches the event loop.
 """
@@ -32,7 +30,7 @@ from typing import Any, BinaryIO
 
 import psutil
 
-from .uids import is_valid_uid
+from ..uids import is_valid_uid
 
 TEMP_SUFFIX = ".part"
 # Temp files older than this are leftovers of a crash, swept at start-up. Younger ones may belong to an upload in
@@ -141,17 +139,15 @@ def sync(path: Path) -> None:
         os.close(fd)
 
 
-class FileStorage:
-    """Instance files under ``<data-dir>``; paths in the database are relative to ``root``."""
+class Spool:
+    """The local half of every backend: the data folder, its ``tmp/`` for received files, and the final paths."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.files = self.root / "files"
         self.tmp = self.root / "tmp"
 
-    def prepare(self) -> None:
-        """Create the folders and sweep temp files a crash left behind (STALE_TEMP_SECONDS old)."""
-        self.files.mkdir(parents=True, exist_ok=True)
+    def prepare_temp(self) -> None:
+        """Create ``tmp/`` and sweep temp files a crash left behind (STALE_TEMP_SECONDS old)."""
         self.tmp.mkdir(parents=True, exist_ok=True)
         cutoff = time.time() - STALE_TEMP_SECONDS
         for leftover in self.tmp.glob("*" + TEMP_SUFFIX):
@@ -197,57 +193,27 @@ class FileStorage:
                 raise ValueError(f"refusing to build a path from an invalid UID {uid!r}")
         return f"files/{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}.{uuid.uuid4().hex[:16]}.dcm"
 
-    def absolute(self, relative_path: str) -> Path:
-        """The absolute path of a stored file; refuses any path that could leave ``files/`` (checked lexically,
-        without touching the disk: the folders under ``files/`` are made by this class from validated UIDs)."""
-        parts = relative_path.split("/")
-        if parts[0] != "files" or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"stored path {relative_path!r} is outside the storage folder")
-        return self.root.joinpath(*parts)
-
-    def place_now(self, temp: Path, relative_path: str) -> Path:
-        """Rename a received temp file to its place under ``files/`` and make it durable there (blocking; call from a
-        worker thread). The rename comes first and then one fsync of the file: a journaling file system (ext4, XFS)
-        writes the data and the new name in one journal commit, and the folders' fsyncs that follow find nothing left
-        to write. A fsync for the data and another for the name cost two commits, and under concurrent stores each
-        waits for the other stores' commits. On failure the file is gone (the store fails, nothing stays behind)."""
-        target = self.absolute(relative_path)
-        changed: list[Path] = []
-        series_folder = target.parent
-        if not series_folder.exists():
-            study_folder = series_folder.parent
-            if not study_folder.exists():
-                changed.append(self.files)
-            changed.append(study_folder)
-            series_folder.mkdir(parents=True, exist_ok=True)
-        os.rename(temp, target)
-        try:
-            sync(target)
-            for folder in [series_folder, *reversed(changed)]:  # deepest first
-                sync_folder(folder)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
-        return target
-
-    async def remove(self, relative_paths: Iterable[str]) -> None:
-        paths = [self.absolute(p) for p in relative_paths]
-        if paths:
-            await asyncio.to_thread(_unlink_all, paths)
-
     async def discard(self, spooled: Iterable[SpooledFile]) -> None:
-        """Remove temp files (those already renamed into place are gone from tmp/ and ignored)."""
+        """Remove temp files (those already placed are gone from tmp/ and ignored)."""
         paths = [s.path for s in spooled]
         if paths:
             await cleanup(_unlink_all, paths)
 
-    def check_writable(self) -> None:
+    def check_temp_writable(self) -> None:
         """Raise OSError unless a file can be created and fsynced in the temp folder (for /readyz)."""
         probe = self.tmp / temp_name()
         with open(probe, "xb") as f:
             f.write(b"ok")
             os.fsync(f.fileno())
         probe.unlink()
+
+
+def check_relative(relative_path: str) -> list[str]:
+    """The parts of a stored path; ValueError for any path that could leave ``files/`` (checked lexically)."""
+    parts = relative_path.split("/")
+    if parts[0] != "files" or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"stored path {relative_path!r} is outside the storage folder")
+    return parts
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The folder backend against the S3 backend, same machine, same run: a throw-away radosgw (tests/s3/start_rgw.sh;
+# memstore, its objects in RAM) and this server on each backend in turn, fresh data folders, embedded PostgreSQL;
+# benchmarks/stow.py, then benchmarks/wado.py, against the folder server, then the S3 one. Needs Ceph (see
+# start_rgw.sh). Extra arguments go to stow.py.
+#
+#   WADO_ARGS='--instances 200' benchmarks/compare_s3.sh --count 200 --clients 1,4,8 --scenarios 'ct-*'
+set -euo pipefail
+stow_args=("$@")
+. "$(dirname "$0")/servers.sh"
+rgw="$here/../tests/s3/start_rgw.sh"
+export RGW_DIR="$work/ceph" RGW_PORT=${RGW_PORT:-7480} MON_PORT=${MON_PORT:-3300}
+trap 'bash "$rgw" stop >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+eval "$(bash "$rgw" start)"  # exports S3_ENDPOINT_URL and the AWS_* key pair
+bucket=bench
+"$python" - "$bucket" <<'PY'
+import datetime, os, sys
+import httpx, obstore
+from obstore.store import S3Store
+store = S3Store(sys.argv[1], endpoint=os.environ["S3_ENDPOINT_URL"], region="us-east-1",
+                virtual_hosted_style_request=False, client_options={"allow_http": True})
+response = httpx.put(obstore.sign(store, "PUT", "", datetime.timedelta(minutes=1)), content=b"")
+assert response.status_code == 200, response.text
+PY
+
+port=${PORT:-8090}
+run_one() {  # NAME VAR=value ...
+    local name=$1; shift
+    env DICOMWEB_AUTH=disabled DICOMWEB_DATA_DIR="$work/$name" DICOMWEB_LOG_LEVEL=warning DICOMWEB_PORT=$port \
+        DICOMWEB_DIMSE_PORT=0 "$@" dicomweb serve &
+    local pid=$!
+    wait_ready "http://127.0.0.1:$port/readyz"
+    echo "== $name: STOW-RS (benchmarks/stow.py)"
+    "$python" "$here/stow.py" "http://127.0.0.1:$port/dicomweb" ${stow_args[@]+"${stow_args[@]}"}
+    echo "== $name: WADO-RS (benchmarks/wado.py)"
+    "$python" "$here/wado.py" "http://127.0.0.1:$port/dicomweb" ${WADO_ARGS:-}
+    stop "$pid"
+}
+run_one folder DICOMWEB_STORAGE=file
+run_one s3 DICOMWEB_STORAGE=s3 DICOMWEB_S3_ENDPOINT="$S3_ENDPOINT_URL" DICOMWEB_S3_BUCKET=$bucket \
+    DICOMWEB_S3_PREFIX=pacs/ DICOMWEB_S3_PATH_STYLE=true
