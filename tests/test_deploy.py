@@ -13,6 +13,19 @@ from .test_ohif import app_config
 ROOT = Path(__file__).parent.parent
 
 
+class TestDistribution:
+    def test_every_package_is_listed(self) -> None:
+        """`pip install .` (the image, a plain install) ships only the packages pyproject.toml lists: every folder of
+        dicomweb/ and reporting/ with an __init__.py must be among them (an editable install would not notice)."""
+        packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+        found = {
+            ".".join(init.parent.relative_to(ROOT).parts)
+            for top in ("dicomweb", "reporting")
+            for init in (ROOT / top).rglob("__init__.py")
+        }
+        assert found == packages
+
+
 class TestDockerfile:
     def test_copies_every_package(self) -> None:
         """`pip install .` in the image needs every top-level package pyproject.toml lists (and schema.sql)."""
