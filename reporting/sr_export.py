@@ -92,6 +92,9 @@ async def _store(archive: Archive, build: Callable[[], Dataset], study_instance_
     document, data = await asyncio.to_thread(lambda: _encoded(build()))
     spooled = await archive.storage.temp_writer().close(data)
     try:
+        # Without the archive's on_store hook: what the SR holds is the archive's own (its annotations, a report),
+        # so there is nothing to import from it, and reading it back would cost highdicom's reading of every group.
+        # Sent back from outside, the import skips its groups by their Tracking UIDs (sr_import.py).
         prepared = await store.prepare(archive.storage, spooled, study_instance_uid)
         if isinstance(prepared, InvalidInstance):  # what highdicom built, the archive refuses: a bug of ours
             raise DicomwebError(f"the SR document written is not valid: {prepared.detail}")

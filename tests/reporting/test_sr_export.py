@@ -179,9 +179,17 @@ class TestAnnotationExport:
         # The exported annotations keep the Tracking UIDs they went out with: the import knows its own export.
         listed = radiologist.get(f"/images/{image}/annotations").json()
         assert {a["trackingUid"] for a in listed} == set(uids.values())
-        # Storing the export ran the SR import (sr_import.py) on it: nothing came back as a second annotation, and
-        # no group is listed as not imported.
         assert len(listed) == len(SHAPES)
+
+        # The export sent back as a new instance (a viewer saving a copy of it) goes through the SR import
+        # (sr_import.py): each group names an annotation the archive has, so nothing is added and nothing is listed
+        # as not imported.
+        copy = pydicom.dcmread(path)
+        copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        buffer = io.BytesIO()
+        copy.save_as(buffer, enforce_file_format=True)
+        stow(api, buffer.getvalue())
+        assert len(radiologist.get(f"/images/{image}/annotations").json()) == len(SHAPES)
         assert radiologist.get(f"/studies/{study['id']}").json()["measurementsNotImported"] == []
 
     def test_listed_and_retrievable(self, api: Api, admin: httpx.Client) -> None:
