@@ -113,12 +113,7 @@ async def scan(
     listed = await asyncio.to_thread(list_files, storage.root, progress)
     findings.listed = len(listed)
     still_open = await db.wait_for_transactions(conn, TRANSACTION_WAIT_SECONDS)
-    contents: dict[str, tuple[int, str]] = {}
-    if sizes or verify:
-        contents = await db.file_contents(conn)
-        indexed: Collection[str] = contents.keys()
-    else:
-        indexed = await db.file_paths(conn)
+    contents, indexed = await _indexed(conn, with_contents=sizes or verify)
     findings.indexed = len(indexed)
     unnamed = listed.difference(indexed)
     if still_open:
@@ -148,6 +143,14 @@ async def scan(
     findings.size_mismatches = [(rows[p], size) for p, size in sorted(bad_sizes.items()) if p in rows]
     findings.hash_mismatches = [rows[p] for p in sorted(bad_hashes) if p in rows]
     return findings
+
+
+async def _indexed(conn: asyncpg.Connection, with_contents: bool) -> tuple[dict[str, tuple[int, str]], Collection[str]]:
+    """The committed rows' file paths, with each one's size and SHA-256 when ``with_contents`` (else none)."""
+    if with_contents:
+        contents = await db.file_contents(conn)
+        return contents, contents.keys()
+    return {}, await db.file_paths(conn)
 
 
 def _written_before(root: Path, paths: Iterable[str], cutoff: float) -> list[str]:
@@ -280,12 +283,7 @@ async def scan_objects(
     listed = {o.relative_path: o async for o in storage.bucket.listing("files/")}
     findings.listed = len(listed)
     still_open = await db.wait_for_transactions(conn, TRANSACTION_WAIT_SECONDS)
-    contents: dict[str, tuple[int, str]] = {}
-    if sizes or verify:
-        contents = await db.file_contents(conn)
-        indexed: Collection[str] = contents.keys()
-    else:
-        indexed = await db.file_paths(conn)
+    contents, indexed = await _indexed(conn, with_contents=sizes or verify)
     findings.indexed = len(indexed)
     unnamed = sorted(p for p in listed if p not in indexed)
     if still_open:
