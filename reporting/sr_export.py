@@ -122,6 +122,30 @@ async def _place(conn: Any, study: dict[str, Any], series_instance_uid: str | No
     return new_uid(), number, 1
 
 
+def _document(
+    archive: Archive,
+    place: tuple[str, int, int, str],
+    series_description: str,
+    first: Dataset,
+    others: list[dict[str, Any]],
+    predecessors: list[dict[str, Any]],
+) -> sr.Document:
+    """Where an SR goes (``place``: its series UID and number, instance number and SOP Instance UID) and its evidence:
+    the ``first`` instance's header gives the patient and study, the ``others`` are named by their UIDs, which is all
+    highdicom reads of them (copying 50 full headers cost tens of ms)."""
+    series_instance_uid, series_number, instance_number, sop_instance_uid = place
+    return sr.Document(
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        series_description=series_description,
+        evidence=[first, *(_reference(row) for row in others)],
+        predecessors=[_reference(p) for p in predecessors],
+        institution_name=archive.settings.institution_name or None,
+    )
+
+
 def _organization(archive: Archive) -> str:
     return archive.settings.institution_name or archive.settings.dimse_aet
 
@@ -163,17 +187,13 @@ async def export_annotations(request: Request) -> Response:
 
         def build() -> Dataset:
             headers = {image["sop_instance_uid"]: _header(archive.storage, image) for image in images}
-            where = sr.Document(
-                series_instance_uid=series_instance_uid,
-                series_number=series_number,
-                sop_instance_uid=sop_instance_uid,
-                instance_number=instance_number,
-                series_description=ANNOTATIONS_SERIES,
-                # The first image's header gives the patient and study; the others are named by their UIDs,
-                # which is all highdicom reads of them (copying 50 full headers cost tens of ms).
-                evidence=[headers[images[0]["sop_instance_uid"]], *(_reference(image) for image in images[1:])],
-                predecessors=[_reference(p) for p in predecessors],
-                institution_name=archive.settings.institution_name or None,
+            where = _document(
+                archive,
+                (series_instance_uid, series_number, instance_number, sop_instance_uid),
+                ANNOTATIONS_SERIES,
+                headers[images[0]["sop_instance_uid"]],
+                images[1:],
+                predecessors,
             )
             return sr.annotation_report(annotations, headers, author, where)
 
@@ -235,15 +255,13 @@ async def write_report_sr(archive: Archive, report_id: uuid.UUID) -> dict[str, A
         )
 
         def build() -> Dataset:
-            where = sr.Document(
-                series_instance_uid=series_instance_uid,
-                series_number=series_number,
-                sop_instance_uid=sop_instance_uid,
-                instance_number=instance_number,
-                series_description=REPORTS_SERIES,
-                evidence=[_header(archive.storage, evidence[0]), *(_reference(row) for row in evidence[1:])],
-                predecessors=[_reference(p) for p in predecessors],
-                institution_name=archive.settings.institution_name or None,
+            where = _document(
+                archive,
+                (series_instance_uid, series_number, instance_number, sop_instance_uid),
+                REPORTS_SERIES,
+                _header(archive.storage, evidence[0]),
+                evidence[1:],
+                predecessors,
             )
             return sr.diagnostic_report(_text(root), [_text(a) for a in addenda], signed, where)
 
