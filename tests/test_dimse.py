@@ -445,42 +445,42 @@ class TestFindCancel:
         assert statuses.count(0xFF00) < 5
 
 
+def c_get(
+    server: LiveServer,
+    identifier: Dataset,
+    contexts: list[tuple[str, str]],
+    data_sets: list[bytes] | None = None,
+) -> tuple[Any, list[Any]]:
+    """C-GET ``identifier`` proposing ``contexts``: the final response and the data sets received (their encoded
+    bytes, as they came, appended to ``data_sets`` when given)."""
+    received: list[Any] = []
+
+    def store(event: Any) -> int:
+        received.append(event.dataset)
+        if data_sets is not None:  # the archive's process spools what it receives (STORE_RECV_CHUNKED_DATASET)
+            _, start = split_dataset(event.dataset_path)
+            data_sets.append(event.dataset_path.read_bytes()[start:])
+        return 0x0000
+
+    ae = AE(ae_title=CALLING)
+    ae.add_requested_context(StudyRootGet)
+    roles: list[Any] = []
+    for abstract_syntax, transfer_syntax in contexts:
+        ae.add_requested_context(abstract_syntax, transfer_syntax)
+        roles.append(build_role(abstract_syntax, scp_role=True))
+    assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB", ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, store)])  # fmt: skip
+    assert assoc.is_established
+    try:
+        responses = list(assoc.send_c_get(identifier, StudyRootGet))
+    finally:
+        assoc.release()
+    final = responses[-1][0]
+    return final, received
+
+
 class TestGet:
     """C-GET: the instances sent back on the same association, as stored or converted, counted exactly."""
-
-    def get(
-        self,
-        server: LiveServer,
-        identifier: Dataset,
-        contexts: list[tuple[str, str]],
-        data_sets: list[bytes] | None = None,
-    ) -> tuple[Any, list[Any]]:
-        """C-GET ``identifier`` proposing ``contexts``: the final response and the data sets received (their encoded
-        bytes, as they came, appended to ``data_sets`` when given)."""
-        received: list[Any] = []
-
-        def store(event: Any) -> int:
-            received.append(event.dataset)
-            if data_sets is not None:  # the archive's process spools what it receives (STORE_RECV_CHUNKED_DATASET)
-                _, start = split_dataset(event.dataset_path)
-                data_sets.append(event.dataset_path.read_bytes()[start:])
-            return 0x0000
-
-        ae = AE(ae_title=CALLING)
-        ae.add_requested_context(StudyRootGet)
-        roles: list[Any] = []
-        for abstract_syntax, transfer_syntax in contexts:
-            ae.add_requested_context(abstract_syntax, transfer_syntax)
-            roles.append(build_role(abstract_syntax, scp_role=True))
-        assoc = ae.associate("127.0.0.1", server.settings.dimse_port, ae_title="DICOMWEB", ext_neg=roles,
-                             evt_handlers=[(evt.EVT_C_STORE, store)])  # fmt: skip
-        assert assoc.is_established
-        try:
-            responses = list(assoc.send_c_get(identifier, StudyRootGet))
-        finally:
-            assoc.release()
-        final = responses[-1][0]
-        return final, received
 
     def test_study_as_stored(self, server: LiveServer) -> None:
         study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
@@ -489,7 +489,7 @@ class TestGet:
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "STUDY"
         identifier.StudyInstanceUID = study
-        final, received = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        final, received = c_get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
         assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 3
         sent = {pydicom.dcmread(io.BytesIO(part)).SOPInstanceUID: pydicom.dcmread(io.BytesIO(part)) for part in parts}
         assert {ds.SOPInstanceUID for ds in received} == set(sent)
@@ -505,11 +505,11 @@ class TestGet:
         identifier.StudyInstanceUID = original.StudyInstanceUID
         identifier.SeriesInstanceUID = original.SeriesInstanceUID
         identifier.SOPInstanceUID = original.SOPInstanceUID
-        final, [received] = self.get(server, identifier, [(original.SOPClassUID, "1.2.840.10008.1.2.1")])
+        final, [received] = c_get(server, identifier, [(original.SOPClassUID, "1.2.840.10008.1.2.1")])
         assert final.Status == 0x0000
         assert received.SOPInstanceUID == original.SOPInstanceUID
         np.testing.assert_array_equal(received.pixel_array, original.pixel_array)
-        final, received_none = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        final, received_none = c_get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
         assert received_none == [] and final.NumberOfFailedSuboperations == 1
 
     def test_sent_byte_for_byte_as_stored(self, server: LiveServer) -> None:
@@ -526,7 +526,7 @@ class TestGet:
             )
             data_sets: list[bytes] = []
             syntax = original.file_meta.TransferSyntaxUID
-            final, _ = self.get(server, identifier, [(original.SOPClassUID, syntax)], data_sets)
+            final, _ = c_get(server, identifier, [(original.SOPClassUID, syntax)], data_sets)
             assert final.Status == 0x0000, name
             _, start = split_dataset(path)
             assert data_sets == [path.read_bytes()[start:]], name
@@ -535,7 +535,7 @@ class TestGet:
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "STUDY"
         identifier.StudyInstanceUID = pydicom.uid.generate_uid()
-        final, received = self.get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        final, received = c_get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
         assert final.Status == 0x0000 and received == []
 
 

@@ -316,22 +316,30 @@ def prepare(tmp_path: Path, request: pytest.FixtureRequest) -> Prepared:
     return Prepared(artifacts, data_dir, viewer_token, upload_token)
 
 
-@pytest.fixture
-def stack(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    """The archive and, on another origin (CORS), OHIF with the token in its app-config."""
-    ready = prepare(tmp_path, request)
+@contextmanager
+def serve_stack(ready: Prepared, database_url: str, viewer_token: str) -> Iterator[Stack]:
+    """The archive and, on another origin (CORS), OHIF with ``viewer_token`` in its app-config; the server's log
+    saved in the artifacts afterwards."""
     viewer_port = free_port()
     env = {
         "DICOMWEB_AUTH": "enabled",
         "DICOMWEB_CORS_ORIGINS": f"http://127.0.0.1:{viewer_port}",
-        "DICOMWEB_DATABASE_URL": new_database().url,
+        "DICOMWEB_DATABASE_URL": database_url,
     }
     with serve_subprocess(env, ready.data_dir) as server:
-        config = app_config(server.url + "/dicomweb", ready.viewer_token)
+        config = app_config(server.url + "/dicomweb", viewer_token)
         (ready.artifacts / "app-config.js").write_text(config)
         with serve_viewer(viewer_port, config) as viewer:
             yield Stack(server, viewer, ready.upload_token, ready.artifacts)
         (ready.artifacts / "server.log").write_text(server.log)
+
+
+@pytest.fixture
+def stack(e2e_tools: None, new_database: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The archive and OHIF with the viewer's (DOCTOR) token."""
+    ready = prepare(tmp_path, request)
+    with serve_stack(ready, new_database().url, ready.viewer_token) as running:
+        yield running
 
 
 @contextmanager
@@ -674,36 +682,25 @@ def test_length_saved_in_ohif_becomes_an_annotation(
     ready = prepare(tmp_path, request)
     secret = load_or_create_secret(ready.data_dir)
     measuring = create_token(secret, "dr-ohif", [Role.RADIOLOGIST, Role.RADIOLOGY_TECH], 3600, "dicomweb")
-    viewer_port = free_port()
-    env = {
-        "DICOMWEB_AUTH": "enabled",
-        "DICOMWEB_CORS_ORIGINS": f"http://127.0.0.1:{viewer_port}",
-        "DICOMWEB_DATABASE_URL": new_database().url,
-    }
-    with serve_subprocess(env, ready.data_dir) as server:
-        config = app_config(server.url + "/dicomweb", measuring)
-        (ready.artifacts / "app-config.js").write_text(config)
-        with serve_viewer(viewer_port, config) as viewer:
-            stack = Stack(server, viewer, ready.upload_token, ready.artifacts)
-            study_instance_uid = generate_uid()
-            series_instance_uid, parts = ct_series(CT_SLICES, study_instance_uid)
-            stack.store(parts)
-            report = stack.drive(
-                {
-                    "scenario": "measure",
-                    "studyInstanceUID": study_instance_uid,
-                    "ctSeriesInstanceUID": series_instance_uid,
-                    "reportName": "E2E lengths",
-                }
-            )
-            step = report["steps"].get("measure", {})
-            assert report["error"] is None, f"{report['error']}\n{report['pageErrors']}"
-            assert step["stowStatus"] == 200, step["stowBody"]
-            slices = [pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True).SOPInstanceUID for part in parts]
-            [measured] = [uid for uid in slices if uid in step["imageId"]]
-            headers = {"Authorization": f"Bearer {measuring}"}
-            response = httpx.get(f"{server.url}/api/radiology/images/{measured}/annotations", headers=headers)
-        (ready.artifacts / "server.log").write_text(server.log)
+    with serve_stack(ready, new_database().url, measuring) as stack:
+        study_instance_uid = generate_uid()
+        series_instance_uid, parts = ct_series(CT_SLICES, study_instance_uid)
+        stack.store(parts)
+        report = stack.drive(
+            {
+                "scenario": "measure",
+                "studyInstanceUID": study_instance_uid,
+                "ctSeriesInstanceUID": series_instance_uid,
+                "reportName": "E2E lengths",
+            }
+        )
+        step = report["steps"].get("measure", {})
+        assert report["error"] is None, f"{report['error']}\n{report['pageErrors']}"
+        assert step["stowStatus"] == 200, step["stowBody"]
+        slices = [pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True).SOPInstanceUID for part in parts]
+        [measured] = [uid for uid in slices if uid in step["imageId"]]
+        headers = {"Authorization": f"Bearer {measuring}"}
+        response = httpx.get(f"{stack.server.url}/api/radiology/images/{measured}/annotations", headers=headers)
     assert response.status_code == 200, response.text
     [annotation] = response.json()
     shown = re.search(r"(\d+(?:\.\d+)?) mm", step["shownText"])

@@ -20,8 +20,8 @@ import obstore
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomweb.config import Settings
 from dicomweb.storage import open_storage
@@ -29,7 +29,7 @@ from dicomweb.storage.s3 import StorageUnavailable
 
 from .conftest import LiveServer, create_bucket, free_port, run, shared_server
 from .data import CT, JPEG2000, MR, MULTIFRAME_US, RT_DOSE, ct_instance, multipart, stow_headers
-from .test_dimse import StorageNode, c_move, register, study_identifier
+from .test_dimse import StorageNode, c_get, c_move, register, study_identifier
 
 NATIVE_MULTIFRAME = RT_DOSE  # 15 native frames (implicit VR)
 STORED = (CT, MR, JPEG2000, MULTIFRAME_US, NATIVE_MULTIFRAME)  # (MR_small_RLE.dcm is MR_small.dcm's UID)
@@ -397,30 +397,11 @@ class TestOtherWays:
         finally:
             assoc.release()
         assert object_bytes(server, path_of(server, ds.SOPInstanceUID))
-        received: list[Dataset] = []
-
-        def store(event: Any) -> int:
-            received.append(event.dataset)
-            return 0x0000
-
-        getter = AE(ae_title=CALLING)
-        getter.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        getter.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-        assoc = getter.associate(
-            "127.0.0.1",
-            server.settings.dimse_port,
-            ae_title="DICOMWEB",
-            ext_neg=[build_role(CTImageStorage, scp_role=True)],
-            evt_handlers=[(evt.EVT_C_STORE, store)],
-        )
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "STUDY"
         identifier.StudyInstanceUID = study
-        try:
-            responses = list(assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet))
-        finally:
-            assoc.release()
-        assert responses[-1][0].Status == 0x0000
+        final, received = c_get(server, identifier, [(CTImageStorage, "1.2.840.10008.1.2.1")])
+        assert final.Status == 0x0000
         assert [r.SOPInstanceUID for r in received] == [ds.SOPInstanceUID]
         assert received[0].PixelData == ds.PixelData
         assert not temp_files(server)

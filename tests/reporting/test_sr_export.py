@@ -16,20 +16,16 @@ import pydicom
 import pytest
 from highdicom import sr
 from pydicom import Dataset
-from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import EnhancedSRStorage  # type: ignore[attr-defined]
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
-)
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelGet as StudyRootGet,
 )
 
 from dicomweb.permissions import Role
 
 from ..conftest import free_port
 from ..data import ct_instance, multipart, stow_headers
-from ..test_dimse import CALLING, c_find, register
+from ..test_dimse import CALLING, c_find, c_get, register
 from .conftest import Api, new_study
 from .test_reports import completed_study, new_report, stow
 
@@ -285,31 +281,11 @@ class TestOverDimse:
         )
         assert found.SeriesInstanceUID == body["seriesInstanceUID"]
 
-        received: list[Dataset] = []
-        ae = AE(ae_title=CALLING)
-        ae.add_requested_context(StudyRootGet)
-        ae.add_requested_context(EnhancedSRStorage, "1.2.840.10008.1.2.1")
-
-        def store(event: Any) -> int:
-            received.append(event.dataset)
-            return 0x0000
-
-        assoc = ae.associate(
-            "127.0.0.1",
-            server.settings.dimse_port,
-            ae_title="DICOMWEB",
-            ext_neg=[build_role(EnhancedSRStorage, scp_role=True)],
-            evt_handlers=[(evt.EVT_C_STORE, store)],
-        )
-        assert assoc.is_established
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "SERIES"
         identifier.StudyInstanceUID = study["studyInstanceUID"]
         identifier.SeriesInstanceUID = body["seriesInstanceUID"]
-        try:
-            final = list(assoc.send_c_get(identifier, StudyRootGet))[-1][0]
-        finally:
-            assoc.release()
+        final, received = c_get(server, identifier, [(EnhancedSRStorage, "1.2.840.10008.1.2.1")])
         assert final.Status == 0x0000
         (sr_document,) = received
         assert sr_document.SOPInstanceUID == body["sopInstanceUID"]
