@@ -69,7 +69,7 @@ def verifier_for(settings: Settings) -> Verifier | None:
         else:
             raise ValueError(f"{settings.jwt_public_key}: only RSA (RS256) and P-256 (ES256) public keys are supported")
     else:
-        keys = secret_keys(load_or_create_secret(settings.data_dir))
+        keys = secret_keys(load_or_create_secret(settings.data_dir, settings.jwt_secret_file))
     return Verifier(keys, settings.jwt_issuer, settings.jwt_audience or None, settings.jwt_roles_claim or "roles")
 
 

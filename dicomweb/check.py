@@ -11,17 +11,22 @@ import sys
 from obstore.exceptions import BaseError as ObjectStoreError
 
 from .config import Settings
-from .reconcile import LOST_AND_FOUND, Findings, repair, repair_objects, scan, scan_objects, uids, write_summary
+from .reconcile import (
+    BUSY_MIN_AGE_SECONDS,
+    LOST_AND_FOUND,
+    Findings,
+    repair,
+    repair_objects,
+    scan,
+    scan_objects,
+    uids,
+    write_summary,
+)
 from .storage import FileStorage
 from .storage.s3 import S3Storage
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-# A temp file of a process that is gone, or a file no row names, counts only once last written this long ago
-# (seconds). Beside a running server, a file that a store has just put in place and is committing (its request's
-# body complete, its transaction about to begin: written seconds ago) is not taken for an orphan, nor is a live upload
-# seen from outside the server's container (another PID namespace, where its process cannot be seen) taken for a
-# crash's leftover.
-CHECK_MIN_AGE_SECONDS = 600
+CHECK_MIN_AGE_SECONDS = BUSY_MIN_AGE_SECONDS  # beside a running server: files written since are not judged
 
 
 async def check(settings: Settings, verify: bool, repairing: bool, progress: bool) -> int:

@@ -32,7 +32,7 @@ from .dimse.nodes import (
 )
 from .lifetime import SUPERVISOR_PID
 from .permissions import Role
-from .tokens import MAX_QUERY_TOKEN_TTL_SECONDS, create_token, load_or_create_secret
+from .tokens import MAX_QUERY_TOKEN_TTL_SECONDS, create_token, load_or_create_secret, secret_path
 
 MAX_DEFAULT_WORKERS = 8  # with DICOMWEB_WORKERS=0; 8 x (pool + audit connections) stays within PostgreSQL's 100
 
@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
             "--data-dir", type=Path, help=f"{defaults['data_dir'].help} (env {defaults['data_dir'].env})"
         )
     importer.add_argument("paths", nargs="+", type=Path, help="files and folders to import (walked recursively)")
-    token = sub.add_parser("token", help="print a bearer token signed with the server's secret (<data-dir>/jwt-secret)")
+    token = sub.add_parser(
+        "token",
+        help="print a bearer token signed with the server's secret (DICOMWEB_JWT_SECRET_FILE or <data-dir>/jwt-secret)",
+    )
     token.add_argument(
         "--role", action="append", required=True, choices=[r.value for r in Role], help="role (repeatable)"
     )
@@ -232,7 +235,7 @@ def _log_where_things_are(settings: Settings) -> None:
     if settings.auth == "enabled":
         log.info(
             "tokens are signed with %s; get one with: dicomweb token --role ADMIN --subject me --data-dir %s",
-            settings.data_dir / "jwt-secret",
+            secret_path(settings.data_dir, settings.jwt_secret_file),
             settings.data_dir,
         )
 
@@ -266,7 +269,7 @@ def print_token(settings: Settings, subject: str, roles: list[str], ttl: str | N
         print(f"dicomweb: --ttl {ttl!r} is not a duration like 3600, 30m, 8h or 7d", file=sys.stderr)
         return 2
     seconds = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    secret = load_or_create_secret(settings.data_dir)
+    secret = load_or_create_secret(settings.data_dir, settings.jwt_secret_file)
     audience = settings.jwt_audience or None
     try:
         token = create_token(

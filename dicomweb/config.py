@@ -161,6 +161,12 @@ SETTINGS: tuple[Setting, ...] = (
         "PEM file of an identity provider's RS256 or ES256 public key. Empty (and no JWKS "
         "file): HS256 with the secret in <data-dir>/jwt-secret, created on first start.",
     ),
+    Setting(
+        "jwt_secret_file",
+        "",
+        "The file of the HS256 secret (created on first start if missing). Empty: <data-dir>/jwt-secret. Replicas "
+        "of one archive name one shared file, so that a token one made is accepted by all.",
+    ),
     Setting("jwt_jwks_file", "", "JWKS file (JSON Web Key Set) of an identity provider's public keys."),
     Setting(
         "jwt_roles_claim",
@@ -216,6 +222,7 @@ class Settings:
     jwt_issuer: str = "dicomweb"
     jwt_audience: str = ""
     jwt_public_key: str = ""
+    jwt_secret_file: str = ""
     jwt_jwks_file: str = ""
     jwt_roles_claim: str = "roles"
     institution_name: str = ""

@@ -62,6 +62,12 @@ SUMMARY_FILE = "reconcile.json"  # under the data folder: the last reconciliatio
 TRANSACTION_WAIT_SECONDS = 30.0  # how long to wait for transactions in progress before leaving orphans unjudged
 START_TIME_TOLERANCE_SECONDS = 2.0  # a temp file's owner is the live process of its pid if started this close
 MISSING_LOGGED = 100  # missing files logged one by one at a start; `dicomweb check` lists them all
+# With other archive processes at work (`dicomweb check` beside a server, a replica starting beside others, a server
+# starting beside a running `dicomweb import`), a temp file of a process that is gone, or a file no row names, counts
+# only once last written this long ago (seconds): a file another process has just put in place and is committing (its
+# request's body complete, its transaction about to begin) is not taken for an orphan, nor is a live upload of
+# another machine or PID namespace (whose process cannot be seen from here) taken for a crash's leftover.
+BUSY_MIN_AGE_SECONDS = 600
 HASH_THREADS = 4  # files re-hashed at once by `dicomweb check --verify` (hashlib releases the GIL)
 
 
@@ -330,7 +336,7 @@ async def objects_at_start(conn: asyncpg.Connection, storage: S3Storage) -> Find
     logged and counted; an error of the bucket is logged and the server starts all the same."""
     started = time.monotonic()
     try:
-        findings = await scan_objects(conn, storage)
+        findings = await scan_objects(conn, storage, min_age=await _min_age_at_start(conn))
         await repair_objects(storage, findings)
         log_missing(findings.missing_files)
         await asyncio.to_thread(write_summary, storage.root, findings)
@@ -339,12 +345,13 @@ async def objects_at_start(conn: asyncpg.Connection, storage: S3Storage) -> Find
         return None
     log.info(
         "objects reconciled with the index in %.2f s: %d objects, %d rows; %d temp file(s) removed, %d orphan "
-        "object(s) moved to lost+found/, %d missing object(s)",
+        "object(s) moved to lost+found/ (%d too young to judge), %d missing object(s)",
         time.monotonic() - started,
         findings.listed,
         findings.indexed,
         len(findings.stale_temp_files),
         len(findings.orphan_files),
+        findings.unjudged,
         len(findings.missing_files),
     )
     return findings
@@ -423,7 +430,7 @@ async def at_start(conn: asyncpg.Connection, storage: Storage) -> Findings | Non
     assert isinstance(storage, FileStorage)
     started = time.monotonic()
     try:
-        findings = await scan(conn, storage)
+        findings = await scan(conn, storage, min_age=await _min_age_at_start(conn))
         await asyncio.to_thread(repair, storage, findings)
         log_missing(findings.missing_files)
         await asyncio.to_thread(write_summary, storage.root, findings)
@@ -432,16 +439,32 @@ async def at_start(conn: asyncpg.Connection, storage: Storage) -> Findings | Non
         return None
     log.info(
         "files reconciled with the index in %.2f s: %d files, %d rows; %d temp file(s) removed, %d orphan file(s) "
-        "moved to %s, %d missing file(s)",
+        "moved to %s (%d too young to judge), %d missing file(s)",
         time.monotonic() - started,
         findings.listed,
         findings.indexed,
         len(findings.stale_temp_files),
         len(findings.orphan_files),
         storage.root / LOST_AND_FOUND,
+        findings.unjudged,
         len(findings.missing_files),
     )
     return findings
+
+
+async def _min_age_at_start(conn: asyncpg.Connection) -> float:
+    """0 when no other archive process is connected to the database (nothing but this start can be placing files),
+    else BUSY_MIN_AGE_SECONDS, logged."""
+    others = await db.other_archive_connections(conn)
+    if not others:
+        return 0.0
+    log.info(
+        "%d connection(s) of other archive processes (replicas, an import): files no row names and temp files of "
+        "processes not seen here are judged only once %d minutes old",
+        others,
+        BUSY_MIN_AGE_SECONDS // 60,
+    )
+    return float(BUSY_MIN_AGE_SECONDS)
 
 
 def write_summary(data_dir: Path, findings: Findings) -> None:

@@ -274,19 +274,20 @@ def create_token(
     return jwt.encode(claims, _secret_bytes(secret), algorithm="HS256")
 
 
-def load_or_create_secret(data_dir: Path) -> str:
-    """The server's HS256 secret from ``<data-dir>/jwt-secret``, created (random, mode 0600) on first call.
+def load_or_create_secret(data_dir: Path, secret_file: str | Path = "") -> str:
+    """The server's HS256 secret from ``secret_file`` (DICOMWEB_JWT_SECRET_FILE: one file that every replica of an
+    archive reads) or ``<data-dir>/jwt-secret``, created (random, mode 0600) on first call.
 
-    Safe when several worker processes start at once: the file appears complete or not at all, and the first
-    process to publish it wins. The secret is never logged.
+    Safe when several worker processes (or replicas sharing the file) start at once: the file appears complete or
+    not at all, and the first process to publish it wins. The secret is never logged.
     """
-    path = data_dir / SECRET_FILE
+    path = secret_path(data_dir, secret_file)
     try:
         return _read_secret(path)
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    temp = data_dir / f".{SECRET_FILE}.{uuid.uuid4().hex}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as file:
@@ -300,6 +301,11 @@ def load_or_create_secret(data_dir: Path) -> str:
     finally:
         temp.unlink()
     return _read_secret(path)
+
+
+def secret_path(data_dir: Path, secret_file: str | Path = "") -> Path:
+    """Where the HS256 secret is: DICOMWEB_JWT_SECRET_FILE if set, else ``<data-dir>/jwt-secret``."""
+    return Path(secret_file) if secret_file else data_dir / SECRET_FILE
 
 
 def _read_secret(path: Path) -> str:

@@ -25,7 +25,7 @@ import pytest
 
 from dicomweb.check import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, check
 from dicomweb.db.files import STILL_WRITING
-from dicomweb.reconcile import LOST_AND_FOUND, at_start_supervised, stale_temp_files
+from dicomweb.reconcile import BUSY_MIN_AGE_SECONDS, LOST_AND_FOUND, at_start_supervised, stale_temp_files
 from dicomweb.storage import STALE_TEMP_SECONDS, FileStorage, temp_name
 
 from .conftest import Database, LiveServer, free_port, serve_subprocess
@@ -302,9 +302,11 @@ class TestStart:
     def test_supervisor_start_beside_a_live_upload(
         self, archive: tuple[Database, Path, dict[str, str]], tmp_path: Path
     ) -> None:
-        """``serve --workers 2`` started on the data folder of a running server with an upload half received: its
-        supervisor removes the temp file of a process that is gone and moves an orphan to lost+found/ before the
-        workers start, leaves the live upload's temp file (which then completes and is stored), and reports the
+        """``serve --workers 2`` started on the data folder of a running server with an upload half received (a
+        replica beside another): its supervisor sees the other's connections, so it removes the temp file of a
+        process that is gone and moves an orphan to lost+found/ only as they are over BUSY_MIN_AGE_SECONDS old,
+        before the workers start; it leaves a young file no row names (another process's store may be about to
+        commit it) and the live upload's temp file (which then completes and is stored), and reports the
         instance whose file was deleted: a log line with its UIDs, ``dicomweb_missing_files`` in /metrics, a detail
         in /readyz, which stays 200."""
         db, data_dir, env = archive
@@ -316,10 +318,15 @@ class TestStart:
             orphan = (
                 f"files/{pydicom.uid.generate_uid()}/{pydicom.uid.generate_uid()}/1.2.3.{uuid.uuid4().hex[:16]}.dcm"
             )
+            young = orphan.replace(".dcm", ".young.dcm")  # as placed by the running server, its COMMIT to come
             (data_dir / orphan).parent.mkdir(parents=True)
             (data_dir / orphan).write_bytes(ct_instance())
+            (data_dir / young).write_bytes(ct_instance())
             dead = data_dir / "tmp" / f"{dead_pid()}-{int(time.time()) - 60}-{uuid.uuid4().hex}.part"
             dead.write_bytes(b"half an instance")
+            past = time.time() - BUSY_MIN_AGE_SECONDS - 60
+            for path in (data_dir / orphan, dead):
+                os.utime(path, (past, past))
             late = ct_instance(size=BIG)
             upload = PartialUpload(running.url, multipart([late]))
             try:
@@ -328,6 +335,8 @@ class TestStart:
                 with serve_subprocess({**env, "DICOMWEB_WORKERS": "2"}, data_dir) as second:
                     assert files_in(data_dir, "tmp") == {live}
                     assert files_in(data_dir, LOST_AND_FOUND) == {f"{LOST_AND_FOUND}/{orphan}"}
+                    assert (data_dir / young).is_file()
+                    assert "connection(s) of other archive processes" in second.log
                     missing = (
                         f"StudyInstanceUID={pydicom.dcmread(pydicom.filebase.DicomBytesIO(lost)).StudyInstanceUID}"
                     )

@@ -576,6 +576,17 @@ class TestSecretFile:
         assert load_or_create_secret(tmp_path / "a") == secret
         assert load_or_create_secret(tmp_path / "b") != secret
 
+    def test_shared_file(self, tmp_path: Path) -> None:
+        """Replicas with data folders of their own that name one DICOMWEB_JWT_SECRET_FILE share its secret: the
+        first creates it (private, its folder made), the second reads it, and their data folders stay empty."""
+        shared = tmp_path / "secrets" / "jwt-secret"
+        first = load_or_create_secret(tmp_path / "a", shared)
+        assert load_or_create_secret(tmp_path / "b", str(shared)) == first
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o600
+        assert sorted(p.name for p in shared.parent.iterdir()) == ["jwt-secret"]
+        assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+        assert load_or_create_secret(tmp_path / "a") != first  # without the setting: the data folder's own
+
     def test_tokens_survive_a_restart(self, tmp_path: Path) -> None:
         """A token signed before a restart verifies after it."""
         token = create_token(load_or_create_secret(tmp_path), "alice", [Role.DOCTOR], 60, ISSUER)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from . import outage
+
 TRANSACTION_POLL_SECONDS = 0.1  # between looks at the transactions a reconciliation waits for
 
 
@@ -61,6 +63,19 @@ STILL_WRITING = """
 SELECT count(*) FROM pg_locks
 WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND transactionid::text = ANY($1::text[])
 """
+
+
+OTHER_ARCHIVE_CONNECTIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()
+"""
+
+
+async def other_archive_connections(conn: asyncpg.Connection) -> int:
+    """How many connections of other archive processes (replicas, their workers, a ``dicomweb import``) this
+    database has now (``outage.APPLICATION_NAME``). Each serving worker keeps one open while the database is up (its
+    outage monitor's), so none means that no other process can be between placing a file and committing its row."""
+    return int(await conn.fetchval(OTHER_ARCHIVE_CONNECTIONS, outage.APPLICATION_NAME))
 
 
 async def wait_for_transactions(conn: asyncpg.Connection, timeout: float) -> int:

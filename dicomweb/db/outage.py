@@ -19,6 +19,10 @@ import asyncpg
 log = logging.getLogger("dicomweb")
 
 CONNECT_TIMEOUT = 10.0  # seconds a new connection may take before the database counts as unreachable
+# Every connection of the archive's processes (server workers, their supervisor, `dicomweb import`, check, backup)
+# names itself so: a reconciliation at start tells from pg_stat_activity whether another process that may be placing
+# files right now (a replica, an import) is running (files.other_archive_connections).
+APPLICATION_NAME = "dicomweb"
 MONITOR_INTERVAL = 1.0  # seconds between the monitor's looks at the database
 
 # Errors of a connection lost or refused (PostgreSQL error classes 08, 57P01-57P03, 53300), whatever the query. A
@@ -71,6 +75,7 @@ async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     """``asyncpg.connect`` for the pools: an OSError or timeout while connecting becomes ``DatabaseUnreachable``,
     so that it is told apart from an OSError of the file storage."""
     kwargs.setdefault("timeout", CONNECT_TIMEOUT)
+    kwargs["server_settings"] = {"application_name": APPLICATION_NAME, **(kwargs.get("server_settings") or {})}
     try:
         return await asyncpg.connect(*args, **kwargs)
     except (OSError, TimeoutError) as exc:
