@@ -203,9 +203,10 @@ class ServerProcess:
 
 
 @contextmanager
-def serve_subprocess(env: dict[str, str], data_dir: Path) -> Iterator[ServerProcess]:
-    """Run ``python -m dicomweb serve`` as its own process (for memory and start/stop tests)."""
-    port = free_port()
+def serve_subprocess(env: dict[str, str], data_dir: Path, port: int | None = None) -> Iterator[ServerProcess]:
+    """Run ``python -m dicomweb serve`` as its own process (for memory and start/stop tests), on ``port`` or a free
+    one."""
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-serve-{port}.log"
     with open(log_path, "wb") as log:

@@ -121,12 +121,13 @@ class Background:
 class PartialUpload:
     """A STOW-RS request of which only the first part of the body has been sent (a client on a slow link)."""
 
-    def __init__(self, url: str, body: bytes) -> None:
+    def __init__(self, url: str, body: bytes, token: str | None = None) -> None:
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)))
         self.body = body
+        authorization = f"Authorization: Bearer {token}\r\n" if token else ""
         head = (
-            f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}:{port}\r\n{authorization}"
             f"Content-Type: {stow_headers()['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self.sock.sendall(head.encode() + body[: len(body) // 2])

@@ -10,7 +10,8 @@ OHIF_VERSION=3.13.2
 # npm's dist.integrity of @ohif/app@3.13.2 (`npm view @ohif/app@3.13.2 dist.integrity`)
 OHIF_INTEGRITY="sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA=="
 
-# nginx runs deploy/viewer/nginx.conf in the deployed-viewer test (the docker compose viewer without containers).
+# nginx runs deploy/viewer/nginx.conf in the deployed-viewer test (the docker compose viewer without containers), and
+# deploy/proxy/nginx.conf in front of three replicas in tests/test_replicas.py.
 if ! command -v chromium >/dev/null || ! command -v nginx >/dev/null; then
     if [ "$(id -u)" = 0 ]; then apt=(apt-get); else apt=(sudo apt-get); fi
     "${apt[@]}" update -qq
