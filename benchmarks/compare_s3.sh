@@ -13,15 +13,7 @@ export RGW_DIR="$work/ceph" RGW_PORT=${RGW_PORT:-7480} MON_PORT=${MON_PORT:-3300
 trap 'bash "$rgw" stop >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 eval "$(bash "$rgw" start)"  # exports S3_ENDPOINT_URL and the AWS_* key pair
 bucket=bench
-"$python" - "$bucket" <<'PY'
-import datetime, os, sys
-import httpx, obstore
-from obstore.store import S3Store
-store = S3Store(sys.argv[1], endpoint=os.environ["S3_ENDPOINT_URL"], region="us-east-1",
-                virtual_hosted_style_request=False, client_options={"allow_http": True})
-response = httpx.put(obstore.sign(store, "PUT", "", datetime.timedelta(minutes=1)), content=b"")
-assert response.status_code == 200, response.text
-PY
+create_bucket $bucket
 
 port=${PORT:-8090}
 run_one() {  # NAME VAR=value ...

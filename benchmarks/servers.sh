@@ -31,3 +31,15 @@ start_orthanc() {
 stop() {  # PID
     kill "$1"; wait "$1" || true
 }
+
+create_bucket() {  # NAME: a new bucket on the S3 server of $S3_ENDPOINT_URL (tests/s3/start_rgw.sh's exports)
+    "$python" - "$1" <<'PY'
+import datetime, os, sys
+import httpx, obstore
+from obstore.store import S3Store
+store = S3Store(sys.argv[1], endpoint=os.environ["S3_ENDPOINT_URL"], region="us-east-1",
+                virtual_hosted_style_request=False, client_options={"allow_http": True})
+response = httpx.put(obstore.sign(store, "PUT", "", datetime.timedelta(minutes=1)), content=b"")
+assert response.status_code == 200, response.text
+PY
+}

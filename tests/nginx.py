@@ -46,7 +46,7 @@ def run_nginx(http_block: str, work: Path, probe: str) -> Iterator[subprocess.Po
         while True:
             assert nginx.poll() is None, f"nginx exited: {log.read_text(errors='replace')}"
             try:
-                if httpx.get(probe, timeout=1).status_code < 500:
+                if httpx.get(probe, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -127,7 +127,7 @@ def cluster(radosgw: dict[str, str], postgres_url: str, tmp_path_factory: pytest
             proxy_port = free_port()
             cluster.proxy = f"http://127.0.0.1:{proxy_port}"
             conf = proxy_conf(PROXY_CONF.read_text(), cluster.ports, proxy_port)
-            cluster.stack.enter_context(run_nginx(conf, work / "nginx", cluster.proxy + "/livez"))
+            cluster.stack.enter_context(run_nginx(conf, work / "nginx", cluster.proxy + "/readyz"))
             yield cluster
     finally:
         run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -47,11 +47,18 @@ async def instance_frames(
     """One stored instance with its frame index (JSON text; None when the store recorded none), by SOP Instance
     UID; with every other instance of its series when the series has at most ``whole_series_up_to`` instances (a
     viewer reads them all, one request each). Empty when the instance is not stored."""
+    # Two branches, not one OR across tables: with "sop_instance_uid = $3 OR <the series' count>" PostgreSQL reads
+    # every instance of a larger series (or of the whole table) for each request; this way the instance is one index
+    # lookup, and the rest of its series is read only when the series is small enough.
     rows = await conn.fetch(
         f"""SELECT {_FILE_COLUMNS}, i.frame_index::text
         FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
-        WHERE st.study_instance_uid = $1 AND se.series_instance_uid = $2
-          AND (i.sop_instance_uid = $3 OR se.number_of_series_related_instances <= $4)""",
+        WHERE st.study_instance_uid = $1 AND se.series_instance_uid = $2 AND i.sop_instance_uid = $3
+        UNION ALL
+        SELECT {_FILE_COLUMNS}, i.frame_index::text
+        FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
+        WHERE st.study_instance_uid = $1 AND se.series_instance_uid = $2 AND i.sop_instance_uid <> $3
+          AND se.number_of_series_related_instances <= $4""",
         study,
         series,
         sop,
