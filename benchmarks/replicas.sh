@@ -6,6 +6,7 @@
 # should match the one server: the machine is the limit, not their coordination. Extra arguments go to stow.py.
 #
 #   REPLICAS=3 WADO_ARGS='--instances 200' benchmarks/replicas.sh --count 300 --clients 4,8 --scenarios 'ct-*'
+#   ORDER='replicas one-server' benchmarks/replicas.sh ...    # the replicas first
 set -euo pipefail
 stow_args=("$@")
 . "$(dirname "$0")/servers.sh"
@@ -87,5 +88,9 @@ run_configuration() {
     stop "$proxy"
     for n in "${pids[@]}"; do stop "$n"; done
 }
-run_configuration one-server 1 "$replicas"
-run_configuration replicas "$replicas" 1
+for configuration in ${ORDER:-one-server replicas}; do  # ORDER='replicas one-server': the other way round
+    case $configuration in
+        one-server) run_configuration one-server 1 "$replicas" ;;
+        replicas) run_configuration replicas "$replicas" 1 ;;
+    esac
+done
