@@ -39,7 +39,7 @@ import sys
 import time
 import urllib.parse
 import warnings
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -50,6 +50,7 @@ from . import __version__
 from .config import Settings
 from .db import outage
 from .storage import sync, sync_folder
+from .storage.file import entries, stored_files
 from .tokens import SECRET_FILE
 
 MANIFEST = "manifest.json"
@@ -162,22 +163,6 @@ class Mirror:
         self._changed.clear()
 
 
-def stored_files(root: Path) -> Iterator[str]:
-    """The relative paths of the files under ``root/files`` (files/{Study}/{Series}/{name}), as found now."""
-    files = root / FILES
-    for study in _entries(files):
-        for series in _entries(study):
-            for name in _entries(series):
-                yield f"{FILES}/{study.name}/{series.name}/{name.name}"
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return [Path(entry.path) for entry in os.scandir(folder)]
-    except (FileNotFoundError, NotADirectoryError):
-        return []  # removed meanwhile (an emptied series), or a stray file where a folder is expected
-
-
 def prune(root: Path, keep: set[str]) -> int:
     """Remove the files under ``root/files`` that ``keep`` does not name, and the folders left empty."""
     removed = 0
@@ -185,8 +170,8 @@ def prune(root: Path, keep: set[str]) -> int:
         if relative not in keep:
             (root / relative).unlink()
             removed += 1
-    for study in _entries(root / FILES):
-        for series in _entries(study):
+    for study in entries(root / FILES):
+        for series in entries(study):
             if not any(series.iterdir()):
                 series.rmdir()
         if not any(study.iterdir()):

@@ -32,12 +32,12 @@ from .backup import (
     libpq_url,
     mirror_all,
     pg_tool,
-    stored_files,
     write_durably,
 )
 from .config import Settings
 from .db import index, outage
 from .db.pool import ensure_schema, schema_version
+from .storage.file import stored_files
 from .tokens import SECRET_FILE
 
 # Settings pg_dump 17 and later open a script with, which older servers refuse: left out for those, as their own
