@@ -1,17 +1,23 @@
 """``dicomweb backup DEST``: a consistent copy of a running archive (its database dump and its instance files), made
-incrementally: a file already in DEST is not copied again.
+incrementally: a file already in DEST is not copied again. The files are those of a data folder or of a bucket
+(DICOMWEB_STORAGE=s3); DEST is a folder of the same layout either way, so a backup restores into either
+(``restore.py``), which is how an archive moves from its folder to a bucket.
 
-Why the order below is sound: a stored file is renamed into place before its row commits and is never overwritten
-(``storage.py``), and a deleted instance's file is unlinked only after its row's deletion has committed
-(``services/delete.py``; an overwrite in ``services/store.py`` does the same). So every instance row of a database
-snapshot names a file that was in place when the snapshot was taken. The backup
+Why the order below is sound: a stored file is renamed into place (an object uploaded under its final key) before its
+row commits and is never overwritten (``storage/``), and a deleted instance's file is removed only after its row's
+deletion has committed (``services/delete.py``; an overwrite in ``services/store.py`` does the same). So every
+instance row of a database snapshot names a file that was in place when the snapshot was taken. The backup
 
-1. links (or copies) every file of ``files/`` that DEST lacks: the bulk of the work, done before any snapshot, so that
-   the snapshot is held only briefly and the bytes of a file deleted from then on stay in DEST (a hard link keeps them);
+1. links, copies or downloads every file of ``files/`` that DEST lacks (``mirror.py``: a file of the listed size
+   under the same path is the same file), several at once: the bulk of the work, done before any snapshot, so that
+   the snapshot is held only briefly and the bytes of a file deleted from then on stay in DEST;
 2. takes one snapshot (a REPEATABLE READ transaction whose snapshot pg_dump imports), dumps the database in it and
    reads the file paths its instance rows name;
-3. links the files those rows name that DEST still lacks (stored during step 1), removes from DEST the files no row
-   names (deleted since the last run, or never committed), and writes the manifest, last.
+3. links, copies or downloads the files those rows name that DEST still lacks (stored during step 1), removes from
+   DEST the files no row names (deleted since the last run, or never committed), and writes the manifest, last.
+
+Only how a file is listed and fetched differs between the folder and the bucket (``Storage.list_now`` and
+``copy_now``); S3 lists and reads what was written before, as a folder does (read-after-write consistency).
 
 A file the snapshot names can still vanish before step 3 reaches it: stored during step 1, deleted right after the
 snapshot. Its row is then gone from the live archive as well; the manifest lists it under ``deleted`` and
@@ -23,14 +29,13 @@ Layout of DEST (the data folder's own, so the files could even be put back by ha
     manifest.json      what the backup holds; written last, absent while a run is changing the backup
     database.dump      pg_dump's custom format, restored with pg_restore
     jwt-secret         the key of the tokens ``dicomweb token`` makes
-    files/...          the instance files, named as in the data folder
+    files/...          the instance files, named as in the data folder (and as the objects' keys in a bucket)
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import errno
 import os
 import re
 import shutil
@@ -39,17 +44,21 @@ import sys
 import time
 import urllib.parse
 import warnings
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import orjson
+from obstore.exceptions import BaseError as ObjectStoreError
 
 from . import __version__
 from .config import Settings
 from .db import outage
-from .storage import sync, sync_folder
+from .mirror import PART_SUFFIX, Mirror
+from .storage import Storage, open_storage, sync_folder
+from .storage.file import entries, stored_files
+from .storage.s3 import S3Storage, StorageUnavailable
 from .tokens import SECRET_FILE
 
 MANIFEST = "manifest.json"
@@ -57,9 +66,6 @@ DUMP = "database.dump"
 FILES = "files"
 FORMAT = 1  # of the backup folder; a restore refuses a format it does not know
 LISTED = 50  # files named one by one in a command's summary, at most
-PART_SUFFIX = ".part"  # a copy or dump being written; renamed into place once complete and fsynced
-# Errors of os.link that say "copy instead": another file system, one without hard links, too many links to the file.
-NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 
 
 class BackupError(Exception):
@@ -82,7 +88,7 @@ class Manifest:
     instances: int
     bytes: int  # of the instance files
     linked: int = 0  # files this run hard-linked into the backup
-    copied: int = 0  # files this run copied into the backup
+    copied: int = 0  # files this run copied (from a bucket: downloaded) into the backup
     removed: int = 0  # files this run removed from the backup (no row names them any more)
     deleted: list[str] = field(default_factory=list)  # rows whose instance was deleted while the backup ran
     missing: list[str] = field(default_factory=list)  # rows whose file the live archive itself lacks
@@ -106,78 +112,6 @@ class Manifest:
         return cls(**{k: v for k, v in values.items() if k in known})  # keys a later version added are ignored
 
 
-class Mirror:
-    """Files of one data folder made present in another under the same relative names: hard-linked where both are on
-    one file system (instant, no space; the files are never modified in place), else copied and fsynced."""
-
-    def __init__(self, source: Path, target: Path, link: bool = True) -> None:
-        self.source = source
-        self.target = target
-        self.link = link
-        self.linked = 0
-        self.copied = 0
-        self._changed: set[Path] = set()
-
-    def add(self, relative: str) -> bool:
-        """Make ``relative`` present in the target; False if the source file is gone."""
-        target = self.target / relative
-        if target.exists():
-            return True
-        source = self.source / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if self.link:
-            try:
-                os.link(source, target)
-            except FileNotFoundError:
-                return False
-            except FileExistsError:
-                return True
-            except OSError as exc:
-                if exc.errno not in NO_LINK:
-                    raise
-                self.link = False  # copy this file and every later one
-            else:
-                self.linked += 1
-                self._changed.add(target.parent)
-                return True
-        part = target.with_name(target.name + PART_SUFFIX)
-        try:
-            shutil.copyfile(source, part)
-        except FileNotFoundError:
-            return False
-        sync(part)
-        os.rename(part, target)
-        self.copied += 1
-        self._changed.add(target.parent)
-        return True
-
-    def sync(self) -> None:
-        """Make the new names durable: each changed folder fsynced once, deepest first (then the ones naming it)."""
-        folders = set(self._changed)
-        for folder in self._changed:
-            folders.update(p for p in folder.parents if p.is_relative_to(self.target))
-        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-            if folder.exists():  # not emptied and removed by ``prune`` meanwhile
-                sync_folder(folder)
-        self._changed.clear()
-
-
-def stored_files(root: Path) -> Iterator[str]:
-    """The relative paths of the files under ``root/files`` (files/{Study}/{Series}/{name}), as found now."""
-    files = root / FILES
-    for study in _entries(files):
-        for series in _entries(study):
-            for name in _entries(series):
-                yield f"{FILES}/{study.name}/{series.name}/{name.name}"
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return [Path(entry.path) for entry in os.scandir(folder)]
-    except (FileNotFoundError, NotADirectoryError):
-        return []  # removed meanwhile (an emptied series), or a stray file where a folder is expected
-
-
 def prune(root: Path, keep: set[str]) -> int:
     """Remove the files under ``root/files`` that ``keep`` does not name, and the folders left empty."""
     removed = 0
@@ -185,8 +119,8 @@ def prune(root: Path, keep: set[str]) -> int:
         if relative not in keep:
             (root / relative).unlink()
             removed += 1
-    for study in _entries(root / FILES):
-        for series in _entries(study):
+    for study in entries(root / FILES):
+        for series in entries(study):
             if not any(series.iterdir()):
                 series.rmdir()
         if not any(study.iterdir()):
@@ -227,20 +161,16 @@ async def database(settings: Settings) -> AsyncIterator[str]:
 async def backup(settings: Settings, dest: Path, link: bool = True) -> Manifest:
     """Back the archive of ``settings`` up into ``dest`` (see the module docstring for the steps and their order)."""
     source = settings.data_dir.resolve()
-    if settings.storage != "file":
-        raise Refused(
-            f"backup is not yet on S3 (DICOMWEB_STORAGE={settings.storage}): back the bucket up with the object "
-            "store's own tools (versioning, replication) and the database with pg_dump"
-        )
     if not settings.database_url and not (source / "pg" / "PG_VERSION").exists():
         raise Refused(f"{source} holds no archive (no embedded database in {source / 'pg'})")
     dest = dest.resolve()
     if dest == source or dest.is_relative_to(source):
         raise Refused(f"the backup folder {dest} must be outside the data folder {source}")
+    storage = await storage_of(settings)
     dest.mkdir(parents=True, exist_ok=True)
-    mirror = Mirror(source, dest, link)
+    mirror = Mirror(storage, dest, link)
     async with database(settings) as url:
-        await asyncio.to_thread(mirror_all, mirror, stored_files(source))  # step 1
+        await asyncio.to_thread(mirror_all, mirror, storage.list_now())  # step 1
         part = dest / (DUMP + PART_SUFFIX)
         snapshot = await dump(url, part)  # step 2
         (dest / MANIFEST).unlink(missing_ok=True)  # from here until the manifest is written, the backup is changing
@@ -270,15 +200,27 @@ async def backup(settings: Settings, dest: Path, link: bool = True) -> Manifest:
     return manifest
 
 
-def mirror_all(mirror: Mirror, relatives: Iterable[str]) -> None:
-    """Step 1: every file of the archive as found now (one removed meanwhile is skipped: step 3 decides)."""
-    for relative in relatives:
-        mirror.add(relative)
+async def storage_of(settings: Settings) -> Storage:
+    """Where the archive of ``settings`` keeps its files, its bucket found answering; Refused (nothing changed) if the
+    settings are incomplete or the bucket does not answer."""
+    try:
+        storage = open_storage(settings)
+        if isinstance(storage, S3Storage):
+            await asyncio.to_thread(storage.check_bucket)
+    except (ValueError, StorageUnavailable) as exc:
+        raise Refused(str(exc)) from None
+    return storage
+
+
+def mirror_all(mirror: Mirror, files: Iterable[tuple[str, int]]) -> None:
+    """Step 1: every file of the archive as listed now, with its size (one removed meanwhile is skipped: step 3
+    decides)."""
+    mirror.add_all(files)
 
 
 def mirror_named(mirror: Mirror, relatives: Iterable[str]) -> list[str]:
     """Step 3: the files the snapshot names; those gone from the archive meanwhile."""
-    return [relative for relative in sorted(relatives) if not mirror.add(relative)]
+    return mirror.add_all((relative, None) for relative in sorted(relatives))
 
 
 async def dump(url: str, path: Path) -> Snapshot:
@@ -394,13 +336,18 @@ def backup_command(settings: Settings, dest: Path, copy: bool) -> int:
     except Refused as exc:
         print(f"dicomweb: backup refused: {exc}", file=sys.stderr)
         return 2
-    except (BackupError, *outage.DATABASE_ERRORS) as exc:
+    except (BackupError, ObjectStoreError, *outage.DATABASE_ERRORS) as exc:
         print(f"dicomweb: backup failed: {exc}", file=sys.stderr)
         return 1
+    added = (
+        f"{manifest.copied} objects downloaded"
+        if settings.storage == "s3"
+        else f"{manifest.linked} files linked, {manifest.copied} copied"
+    )
     print(
         f"backed up {manifest.instances} instances ({manifest.studies} studies, {manifest.bytes / 1e6:.1f} MB) "
-        f"into {dest} in {time.monotonic() - started:.1f} s: {manifest.linked} files linked, {manifest.copied} "
-        f"copied, {manifest.removed} removed (no longer in the archive)",
+        f"into {dest} in {time.monotonic() - started:.1f} s: {added}, {manifest.removed} removed (no longer in the "
+        "archive)",
         file=sys.stderr,
     )
     _warn(manifest)

@@ -1,9 +1,14 @@
 """``dicomweb restore SRC``: a backup made by ``dicomweb backup`` (``backup.py``) brought back into an empty data
-folder, with the embedded PostgreSQL initialised in it, or with DICOMWEB_DATABASE_URL naming an empty database.
+folder, with the embedded PostgreSQL initialised in it, or with DICOMWEB_DATABASE_URL naming an empty database; its
+files into the data folder, or with DICOMWEB_STORAGE=s3 into the bucket (under DICOMWEB_S3_PREFIX). A backup of a
+folder archive restores into a bucket and the other way round: the layout is the same.
 
-A restore never merges into an archive: a data folder that is not empty, or a database that has tables, is refused
-before anything is changed. Then the files (hard-linked from SRC where both are on one file system, else copied),
-the dump (pg_restore's script run by psql, in one transaction), the rows of instances deleted while the backup ran
+A restore never merges into an archive: a data folder that is not empty, a database that has tables, or a bucket
+holding objects under ``files/`` other than this backup's, is refused before anything is changed. Objects that are
+this backup's files, of their sizes, are what a restore that stopped part way (an error, Ctrl-C) uploaded: a restore
+run again, into an emptied data folder and database, keeps them and uploads the rest. Then the files (hard-linked
+from SRC where both are on one file system, else copied; uploaded with If-None-Match: *, never over an object), the
+dump (pg_restore's script run by psql, in one transaction), the rows of instances deleted while the backup ran
 deleted as the archive deleted them, the schema brought up to date as a server's start would, and every row checked
 for its file.
 """
@@ -21,23 +26,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from obstore.exceptions import BaseError as ObjectStoreError
+
 from .backup import (
     DUMP,
     LISTED,
     BackupError,
     Manifest,
-    Mirror,
     Refused,
     database,
     libpq_url,
-    mirror_all,
     pg_tool,
-    stored_files,
+    storage_of,
     write_durably,
 )
 from .config import Settings
 from .db import index, outage
 from .db.pool import ensure_schema, schema_version
+from .mirror import Mirror, Upload
+from .storage import FileStorage, Storage
+from .storage.s3 import ObjectExists, S3Storage
 from .tokens import SECRET_FILE
 
 # Settings pg_dump 17 and later open a script with, which older servers refuse: left out for those, as their own
@@ -55,15 +63,15 @@ class Restored:
     manifest: Manifest
     studies: int = 0
     instances: int = 0
-    missing: list[str] = field(default_factory=list)  # rows whose file is not in the restored data folder
+    linked: int = 0  # files hard-linked into the data folder
+    copied: int = 0  # files copied into the data folder, or uploaded into the bucket
+    present: int = 0  # objects the bucket held already (a restore run again)
+    missing: list[str] = field(default_factory=list)  # rows whose file is not in the restored archive
 
 
 async def restore(settings: Settings, src: Path, link: bool = True) -> Restored:
-    """Restore the backup in ``src`` into the data folder and database of ``settings`` (both must be empty)."""
-    if settings.storage != "file":
-        raise Refused(
-            f"restore is not yet on S3 (DICOMWEB_STORAGE={settings.storage}): it brings back a folder of files"
-        )
+    """Restore the backup in ``src`` into the data folder, storage and database of ``settings`` (all empty, or the
+    bucket holding only what an earlier run of this restore put there)."""
     src = src.resolve()
     manifest = Manifest.read(src)
     if manifest.schema_version > schema_version():
@@ -76,16 +84,17 @@ async def restore(settings: Settings, src: Path, link: bool = True) -> Restored:
     target = settings.data_dir.resolve()
     if target.exists() and any(target.iterdir()):
         raise Refused(f"the data folder {target} is not empty; restore into a new or empty folder")
+    storage = await storage_of(settings)
+    backup = FileStorage(src)
+    present = await asyncio.to_thread(resumable, storage, backup) if isinstance(storage, S3Storage) else {}
     if settings.database_url:
         await _check_empty(settings.database_url)
     target.mkdir(parents=True, exist_ok=True)
-    mirror = Mirror(src, target, link)
-    await asyncio.to_thread(mirror_all, mirror, stored_files(src))
-    await asyncio.to_thread(mirror.sync)
+    restored = Restored(manifest, present=len(present))
+    restored.linked, restored.copied = await asyncio.to_thread(put_files, backup, storage, link, present)
     secret = src / SECRET_FILE
     if secret.exists():
         write_durably(target / SECRET_FILE, secret.read_bytes(), mode=0o600)
-    restored = Restored(manifest)
     async with database(settings) as url:
         conn = await outage.connect(url)
         try:
@@ -101,8 +110,43 @@ async def restore(settings: Settings, src: Path, link: bool = True) -> Restored:
         finally:
             await conn.close()
     restored.instances = len(paths)
-    restored.missing = [path for path in paths if not (target / path).exists()]
+    stored = await asyncio.to_thread(lambda: {relative for relative, _ in storage.list_now()})
+    restored.missing = [path for path in paths if path not in stored]
     return restored
+
+
+def resumable(storage: S3Storage, backup: FileStorage) -> dict[str, int]:
+    """The objects the bucket holds under ``files/`` (relative path -> size) when each is a file of the backup, of
+    its size: none, or those a restore that stopped part way uploaded. Refused if any is not (another archive's
+    objects, or another backup's): a restore never merges."""
+    present = dict(storage.list_now())
+    foreign = sorted(relative for relative, size in present.items() if _size(backup, relative) != size)
+    if foreign:
+        raise Refused(
+            f"{storage.describe()} holds {len(foreign)} object(s) under files/ that are not this backup's files "
+            f"(such as {foreign[0]}); restore into an empty bucket, or under another DICOMWEB_S3_PREFIX"
+        )
+    return present
+
+
+def _size(backup: FileStorage, relative: str) -> int | None:
+    try:
+        return backup.absolute(relative).stat().st_size
+    except (ValueError, OSError):  # a key that is no stored path, or no file of the backup
+        return None
+
+
+def put_files(backup: FileStorage, storage: Storage, link: bool, present: dict[str, int]) -> tuple[int, int]:
+    """The backup's files into the archive's storage: linked or copied into the data folder, or uploaded into the
+    bucket (but those ``present``); how many were linked, and copied or uploaded (blocking)."""
+    if isinstance(storage, S3Storage):
+        upload = Upload(backup, storage, present)
+        upload.add_all(backup.list_now())
+        return 0, upload.copied
+    mirror = Mirror(backup, storage.root, link)
+    mirror.add_all(backup.list_now())
+    mirror.sync()
+    return mirror.linked, mirror.copied
 
 
 def load_dump(dump: Path, url: str, server_major: int) -> None:
@@ -174,22 +218,29 @@ async def _check_empty(url: str) -> None:
 
 def restore_command(settings: Settings, src: Path, copy: bool) -> int:
     """``dicomweb restore SRC``: the restore, then one summary line; exit 2 if refused, 1 if it failed."""
+    bucket = settings.storage == "s3"
     try:
         restored = asyncio.run(restore(settings, src, link=not copy))
     except Refused as exc:
         print(f"dicomweb: restore refused: {exc}", file=sys.stderr)
         return 2
-    except (BackupError, *outage.DATABASE_ERRORS) as exc:
+    except (BackupError, ObjectStoreError, ObjectExists, *outage.DATABASE_ERRORS) as exc:
+        kept = "; the objects already in the bucket may stay: a restore run again keeps them" if bucket else ""
         print(
             f"dicomweb: restore failed: {exc}; empty the data folder {settings.data_dir} (and the database, if "
-            "yours) before trying again",
+            f"yours) before trying again{kept}",
             file=sys.stderr,
         )
         return 1
     manifest = restored.manifest
+    files = (
+        f"{restored.copied} files uploaded into the bucket, {restored.present} there already"
+        if bucket
+        else f"{restored.linked} files linked, {restored.copied} copied"
+    )
     print(
         f"restored {restored.instances} instances ({restored.studies} studies) backed up at {manifest.created} "
-        f"into {settings.data_dir}",
+        f"into {settings.data_dir}: {files}",
         file=sys.stderr,
     )
     if manifest.deleted:

@@ -290,3 +290,24 @@ def create_bucket(radosgw: dict[str, str], name: str) -> None:
     )
     response = httpx.put(obstore.sign(store, "PUT", "", datetime.timedelta(minutes=1)), content=b"")
     assert response.status_code == 200, response.text
+
+
+def bucket_settings(radosgw: dict[str, str], folder: Path) -> dict[str, Any]:
+    """The settings of an archive on a new bucket of its own (keys under a prefix), its key pair in a credentials
+    file in ``folder``."""
+    bucket = f"archive-{uuid.uuid4().hex[:12]}"
+    create_bucket(radosgw, bucket)
+    credentials = folder / f"credentials-{bucket}"
+    credentials.write_text(
+        "[default]\n"
+        f"aws_access_key_id = {radosgw['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {radosgw['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    return {
+        "storage": "s3",
+        "s3_endpoint": radosgw["S3_ENDPOINT_URL"],
+        "s3_bucket": bucket,
+        "s3_prefix": "pacs/",
+        "s3_path_style": True,
+        "s3_credentials_file": str(credentials),
+    }

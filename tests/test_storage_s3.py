@@ -27,7 +27,7 @@ from dicomweb.config import Settings
 from dicomweb.storage import open_storage
 from dicomweb.storage.s3 import StorageUnavailable
 
-from .conftest import LiveServer, create_bucket, free_port, run, shared_server
+from .conftest import LiveServer, bucket_settings, free_port, run, shared_server
 from .data import CT, JPEG2000, MR, MULTIFRAME_US, RT_DOSE, ct_instance, multipart, stow_headers
 from .test_dimse import StorageNode, c_get, c_move, register, study_identifier
 
@@ -39,22 +39,7 @@ CALLING = "MODALITY1"
 @pytest.fixture(scope="module")
 def s3_settings(radosgw: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The settings of an archive on a new bucket of its own, its key pair in a credentials file."""
-    bucket = f"archive-{uuid.uuid4().hex[:12]}"
-    create_bucket(radosgw, bucket)
-    credentials = tmp_path_factory.mktemp("aws") / "credentials"
-    credentials.write_text(
-        "[default]\n"
-        f"aws_access_key_id = {radosgw['AWS_ACCESS_KEY_ID']}\n"
-        f"aws_secret_access_key = {radosgw['AWS_SECRET_ACCESS_KEY']}\n"
-    )
-    return {
-        "storage": "s3",
-        "s3_endpoint": radosgw["S3_ENDPOINT_URL"],
-        "s3_bucket": bucket,
-        "s3_prefix": "pacs/",
-        "s3_path_style": True,
-        "s3_credentials_file": str(credentials),
-    }
+    return bucket_settings(radosgw, tmp_path_factory.mktemp("aws"))
 
 
 @pytest.fixture(scope="module")
@@ -283,17 +268,6 @@ class TestGuarantees:
     def test_ready(self, server: LiveServer) -> None:
         """/readyz checks the bucket too: 200 while it answers."""
         assert httpx.get(server.url + "/readyz").status_code == 200
-
-    def test_what_is_not_yet_on_s3_refuses(self, s3_settings: dict[str, Any], tmp_path: Path) -> None:
-        """``dicomweb backup`` and ``restore`` say they are not yet on S3 rather than do the wrong thing."""
-        from dicomweb.backup import Refused, backup
-        from dicomweb.restore import restore
-
-        settings = Settings(data_dir=tmp_path / "data").replace(**s3_settings)
-        with pytest.raises(Refused, match="not yet on S3"):
-            run(backup(settings, tmp_path / "backup"))
-        with pytest.raises(Refused, match="not yet on S3"):
-            run(restore(settings, tmp_path / "backup"))
 
     def test_check_verify_on_the_bucket(self, server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
         """``dicomweb check --verify`` lists the bucket and streams its objects: an object of another size and one of

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import configparser
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -61,7 +61,8 @@ __all__ = [
 
 class Storage(Protocol):
     """What the archive asks of a backend. Blocking methods (``*_now``, ``local_copy``, ``prepare``) run in worker
-    threads; the others are awaited on the event loop."""
+    threads; the others are awaited on the event loop. ``list_now`` and ``copy_now`` (every stored file with its size,
+    one file's bytes into a local file) are what ``dicomweb backup`` reads an archive with."""
 
     kind: str  # "file" or "s3"
     root: Path  # the local data folder: tmp/, the thumbnail cache, the check's summary
@@ -81,6 +82,8 @@ class Storage(Protocol):
     def read_ranges_now(self, relative_path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]: ...
     def local_path(self, relative_path: str) -> Path | None: ...
     def local_copy(self, relative_path: str) -> AbstractContextManager[Path]: ...
+    def copy_now(self, relative_path: str, target: Path) -> None: ...
+    def list_now(self) -> Iterator[tuple[str, int]]: ...
     async def missing(self, relative_paths: Sequence[str]) -> list[str]: ...
     def check_writable(self) -> None: ...
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -53,6 +54,18 @@ class FileStorage(Spool):
     def local_copy(self, relative_path: str) -> Iterator[Path]:
         """The stored file itself: nothing to copy."""
         yield self.absolute(relative_path)
+
+    def copy_now(self, relative_path: str, target: Path) -> None:
+        """The stored file's bytes copied into ``target`` (blocking). FileNotFoundError if there is no such file."""
+        shutil.copyfile(self.absolute(relative_path), target)
+
+    def list_now(self) -> Iterator[tuple[str, int]]:
+        """Every file under ``files/`` as found now, with its size (blocking); one removed meanwhile is left out."""
+        for relative in stored_files(self.root):
+            try:
+                yield relative, (self.root / relative).stat().st_size
+            except FileNotFoundError:
+                continue
 
     def place_now(self, temp: Path, relative_path: str) -> None:
         """Rename a received temp file to its place under ``files/`` and make it durable there (blocking; call from a
@@ -107,3 +120,20 @@ class FileStorage(Spool):
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created and fsynced in the temp folder (for /readyz)."""
         self.check_temp_writable()
+
+
+def stored_files(root: Path) -> Iterator[str]:
+    """The relative paths of the files under ``root/files`` (files/{Study}/{Series}/{name}), as found now."""
+    files = root / "files"
+    for study in entries(files):
+        for series in entries(study):
+            for name in entries(series):
+                yield f"files/{study.name}/{series.name}/{name.name}"
+
+
+def entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds now; nothing if it is gone (an emptied series removed) or is a file (a stray one)."""
+    try:
+        return [Path(entry.path) for entry in os.scandir(folder)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []

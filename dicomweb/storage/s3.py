@@ -219,39 +219,56 @@ class S3Storage(Spool):
     def local_copy(self, relative_path: str) -> Iterator[Path]:
         """The object downloaded, streamed, into a temp file that is removed after the block (blocking).
         FileNotFoundError if there is no such object."""
-        check_relative(relative_path)
         target = self.tmp / temp_name()
         try:
-            result = obstore.get(self._store, relative_path)
-            with open(target, "xb") as file:
-                for chunk in result.stream(min_chunk_size=READ_CHUNK_BYTES):
-                    file.write(chunk)
+            self.copy_now(relative_path, target)
             yield target
         finally:
             target.unlink(missing_ok=True)
 
-    def place_now(self, temp: Path, relative_path: str) -> None:
-        """Upload a received temp file under its final key, then remove the temp file (blocking; call from a worker
-        thread). Never over an object: a file up to PART_BYTES is one PUT with If-None-Match: *, a larger one a
-        multipart upload under a new key (its last part is random), read from the file part by part. On failure the
-        temp file stays in tmp/ for the store to discard; no object is left."""
+    def copy_now(self, relative_path: str, target: Path) -> None:
+        """The object downloaded into ``target``, streamed (blocking; memory stays bounded whatever its size).
+        FileNotFoundError if there is no such object (and then no file is made)."""
         check_relative(relative_path)
-        size = temp.stat().st_size
+        result = obstore.get(self._store, relative_path)
+        with open(target, "wb") as file:
+            for chunk in result.stream(min_chunk_size=READ_CHUNK_BYTES):
+                file.write(chunk)
+
+    def list_now(self) -> Iterator[tuple[str, int]]:
+        """Every object under ``files/`` as listed now, with its size, a page (1,000 keys) per request (blocking).
+        Each key is a path inside ``files/``: obstore fails the listing (InvalidPathError) at a key with a ``.``,
+        ``..`` or empty segment, which a local copy named after it could follow out of its folder."""
+        for page in obstore.list(self._store, prefix="files/", chunk_size=DELETE_BATCH):
+            for meta in page:
+                yield meta["path"], meta["size"]
+
+    def place_now(self, temp: Path, relative_path: str) -> None:
+        """Upload a received temp file under its final key (``put_now``), then remove the temp file (blocking; call
+        from a worker thread). On failure the temp file stays in tmp/ for the store to discard; no object is left."""
+        self.put_now(temp, relative_path)
+        temp.unlink(missing_ok=True)
+
+    def put_now(self, path: Path, relative_path: str) -> None:
+        """Upload a local file under a key (blocking), never over an object: a file up to PART_BYTES is one PUT with
+        If-None-Match: * (ObjectExists if the key is taken), a larger one a multipart upload under a new key (its
+        last part is random), read from the file part by part."""
+        check_relative(relative_path)
+        size = path.stat().st_size
         try:
             if size <= PART_BYTES:
-                obstore.put(self._store, relative_path, temp, mode="create")
+                obstore.put(self._store, relative_path, path, mode="create")
             else:
                 obstore.put(
                     self._store,
                     relative_path,
-                    temp,
+                    path,
                     use_multipart=True,
                     chunk_size=PART_BYTES,
                     max_concurrency=PARALLEL_PARTS,
                 )
         except AlreadyExistsError as exc:
             raise ObjectExists(f"an object is already stored under {relative_path}") from exc
-        temp.unlink(missing_ok=True)
 
     async def remove(self, relative_paths: Iterable[str]) -> None:
         keys = [p for p in relative_paths if check_relative(p)]
