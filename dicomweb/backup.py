@@ -59,7 +59,7 @@ from .mirror import PART_SUFFIX, Mirror
 from .storage import Storage, open_storage, sync_folder
 from .storage.file import entries, stored_files
 from .storage.s3 import S3Storage, StorageUnavailable
-from .tokens import SECRET_FILE
+from .tokens import SECRET_FILE, secret_path
 
 MANIFEST = "manifest.json"
 DUMP = "database.dump"
@@ -178,7 +178,7 @@ async def backup(settings: Settings, dest: Path, link: bool = True) -> Manifest:
         gone = await asyncio.to_thread(mirror_named, mirror, snapshot.paths)  # step 3
         still_indexed = await _still_indexed(url, gone)
     removed = await asyncio.to_thread(prune, dest, snapshot.paths - set(gone))
-    secret = source / SECRET_FILE
+    secret = secret_path(source, settings.jwt_secret_file)  # DICOMWEB_JWT_SECRET_FILE when replicas share one
     if secret.exists():
         write_durably(dest / SECRET_FILE, secret.read_bytes(), mode=0o600)
     await asyncio.to_thread(mirror.sync)

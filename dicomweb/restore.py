@@ -46,7 +46,7 @@ from .db.pool import ensure_schema, schema_version
 from .mirror import Mirror, Upload
 from .storage import FileStorage, Storage
 from .storage.s3 import ObjectExists, S3Storage
-from .tokens import SECRET_FILE
+from .tokens import SECRET_FILE, secret_path
 
 # Settings pg_dump 17 and later open a script with, which older servers refuse: left out for those, as their own
 # pg_dump would leave them out (a backup of the embedded PostgreSQL 18 restored into one's own PostgreSQL 14 to 16).
@@ -92,9 +92,10 @@ async def restore(settings: Settings, src: Path, link: bool = True) -> Restored:
     target.mkdir(parents=True, exist_ok=True)
     restored = Restored(manifest, present=len(present))
     restored.linked, restored.copied = await asyncio.to_thread(put_files, backup, storage, link, present)
-    secret = src / SECRET_FILE
-    if secret.exists():
-        write_durably(target / SECRET_FILE, secret.read_bytes(), mode=0o600)
+    secret, restored_secret = src / SECRET_FILE, secret_path(target, settings.jwt_secret_file)
+    if secret.exists() and not restored_secret.exists():  # a secret file replicas share already is theirs: kept
+        restored_secret.parent.mkdir(parents=True, exist_ok=True)
+        write_durably(restored_secret, secret.read_bytes(), mode=0o600)
     async with database(settings) as url:
         conn = await outage.connect(url)
         try:

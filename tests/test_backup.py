@@ -23,6 +23,7 @@ from dicomweb import backup as backup_module
 from dicomweb.backup import MANIFEST, backup
 from dicomweb.config import Settings
 from dicomweb.restore import restore
+from dicomweb.tokens import SECRET_FILE, load_or_create_secret
 
 from .conftest import Database, LiveServer, serve_in_thread, serve_subprocess
 from .data import ct_instance, multipart, stow_headers
@@ -175,6 +176,33 @@ class TestBackupAndRestore:
         with serve_in_thread(settings, database) as live:
             found = archive_contents(live.url)
         assert found == {sop_of(instance): instance for instance in first[1:] + second}
+
+    def test_the_shared_secret_file(
+        self, server_factory: Callable[..., LiveServer], new_database: Callable[[], Database], tmp_path: Path
+    ) -> None:
+        """With DICOMWEB_JWT_SECRET_FILE (replicas sharing one key), the backup carries that file's secret, and a
+        restore writes it where the restored archive's setting names, unless a secret is there already (the file
+        other replicas share is theirs: kept)."""
+        server = server_factory()
+        shared, dest = tmp_path / "secrets" / "jwt-secret", tmp_path / "backup"
+        secret = load_or_create_secret(server.data_dir, shared)
+        stow(server.url, [ct_instance(size=32)])
+        env = {"DICOMWEB_DATABASE_URL": server.db.url, "DICOMWEB_JWT_SECRET_FILE": str(shared)}
+        result = dicomweb("backup", str(dest), "--data-dir", str(server.data_dir), env=env)
+        assert result.returncode == 0, result.stderr
+        assert (dest / SECRET_FILE).read_text().strip() == secret
+        restored_secret = tmp_path / "restored-secrets" / "jwt-secret"
+        env = {"DICOMWEB_DATABASE_URL": new_database().url, "DICOMWEB_JWT_SECRET_FILE": str(restored_secret)}
+        result = dicomweb("restore", str(dest), "--data-dir", str(tmp_path / "restored"), env=env)
+        assert result.returncode == 0, result.stderr
+        assert load_or_create_secret(tmp_path / "restored", restored_secret) == secret
+        assert not (tmp_path / "restored" / SECRET_FILE).exists()
+        env = {"DICOMWEB_DATABASE_URL": new_database().url, "DICOMWEB_JWT_SECRET_FILE": str(shared)}
+        other = load_or_create_secret(tmp_path, tmp_path / "other" / "jwt-secret")
+        (dest / SECRET_FILE).write_text(other + "\n")
+        result = dicomweb("restore", str(dest), "--data-dir", str(tmp_path / "restored-again"), env=env)
+        assert result.returncode == 0, result.stderr
+        assert load_or_create_secret(tmp_path, shared) == secret  # the shared file kept
 
     def test_restore_into_an_older_postgresql(
         self, server_factory: Callable[..., LiveServer], postgres_16: str, tmp_path: Path
