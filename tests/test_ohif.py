@@ -13,12 +13,9 @@ from __future__ import annotations
 import http.server
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,12 +37,12 @@ from . import browser
 from .browser import E2E
 from .conftest import ServerProcess, free_port, serve_subprocess
 from .data import JPEG2000, JPEG_BASELINE, ct_instance, multipart, stow_headers
+from .nginx import NGINX, render, run_nginx
 
 pytestmark = pytest.mark.e2e
 
 OHIF_DIST = E2E / "ohif" / "dist"
 DRIVER = E2E / "ohif.mjs"
-NGINX = Path("/usr/sbin/nginx")
 DEPLOY_VIEWER = Path(__file__).parent.parent / "deploy" / "viewer"
 
 PATIENT_NAME = "Müller^Anna"
@@ -352,43 +349,17 @@ def serve_deployed_viewer(port: int, archive: str, work: Path) -> Iterator[str]:
         if entry.name not in ("app-config.js", "sw.js"):  # the image's Dockerfile removes sw.js as well
             (root / entry.name).symlink_to(entry)
     shutil.copy(DEPLOY_VIEWER / "app-config.js", root / "app-config.js")
-    server_block = (DEPLOY_VIEWER / "nginx.conf").read_text()
-    for old, new in (
-        ("listen 80;", f"listen 127.0.0.1:{port};"),
-        ("root /usr/share/nginx/html;", f"root {root};"),
-        ("http://dicomweb:8080", archive),
-    ):
-        assert old in server_block, old
-        server_block = server_block.replace(old, new)
-    temp = work / "nginx-temp"
-    temp.mkdir()
-    (work / "nginx.conf").write_text(
-        # Its workers read the test's folders: as the user the test runs as (nginx would switch root to nobody).
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"daemon off;\npid {work}/nginx.pid;\nerror_log {work}/nginx-error.log;\nevents {{}}\n"
-        f"http {{\n include /etc/nginx/mime.types;\n access_log off;\n client_body_temp_path {temp}/body;\n"
-        f" proxy_temp_path {temp}/proxy;\n fastcgi_temp_path {temp}/fastcgi;\n uwsgi_temp_path {temp}/uwsgi;\n"
-        f" scgi_temp_path {temp}/scgi;\n{server_block}\n}}\n"
+    server_block = render(
+        (DEPLOY_VIEWER / "nginx.conf").read_text(),
+        [
+            ("listen 80;", f"listen 127.0.0.1:{port};"),
+            ("root /usr/share/nginx/html;", f"root {root};"),
+            ("http://dicomweb:8080", archive),
+        ],
     )
-    log = work / "nginx.log"
-    with log.open("wb") as stderr:
-        nginx = subprocess.Popen([str(NGINX), "-c", str(work / "nginx.conf"), "-p", str(work)], stderr=stderr)
     origin = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert nginx.poll() is None, f"nginx exited: {log.read_text(errors='replace')}"
-            try:
-                if httpx.get(origin + "/app-config.js", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.1)
+    with run_nginx(server_block, work, origin + "/app-config.js"):
         yield origin
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=30)
 
 
 @pytest.fixture
