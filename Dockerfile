@@ -2,7 +2,9 @@ FROM python:3.11-slim
 # tini as PID 1 reaps orphaned processes: the embedded PostgreSQL's backends, when its postmaster dies and the server
 # starts it again (dicomweb/db/embedded.py), would otherwise stay as zombies.
 RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
-RUN useradd --create-home --uid 1000 dicomweb && mkdir /data && chown dicomweb /data
+# /secrets: the mount point of docker-compose.yml's volume for the token secret all replicas share (a new volume takes
+# its owner from the mount point, so the server can create the secret there).
+RUN useradd --create-home --uid 1000 dicomweb && mkdir /data /secrets && chown dicomweb /data /secrets
 WORKDIR /app
 COPY pyproject.toml README.md schema.sql ./
 COPY dicomweb ./dicomweb

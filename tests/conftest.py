@@ -255,15 +255,20 @@ START_RGW = Path(__file__).parent / "s3" / "start_rgw.sh"
 CEPH = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph-authtool", "monmaptool")
 
 
-@pytest.fixture(scope="session")
-def radosgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A throw-away radosgw on free ports; its S3 endpoint and test credentials, as start_rgw.sh prints them."""
+def require_ceph() -> None:
+    """Skip (locally) or fail (CI) unless Debian's Ceph, which start_rgw.sh runs, is installed."""
     missing = [tool for tool in CEPH if shutil.which(tool) is None]
     if missing:
         message = f"missing {', '.join(missing)}: apt-get install ceph-mon ceph-osd radosgw ceph-common"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def radosgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A throw-away radosgw on free ports; its S3 endpoint and test credentials, as start_rgw.sh prints them."""
+    require_ceph()
     folder = tmp_path_factory.mktemp("rgw") / "ceph"
     env = {**os.environ, "RGW_DIR": str(folder), "RGW_PORT": str(free_port()), "MON_PORT": str(free_port())}
     started = subprocess.run(["bash", str(START_RGW), "start"], env=env, capture_output=True, text=True, timeout=180)

@@ -354,7 +354,7 @@ def serve_deployed_viewer(port: int, archive: str, work: Path) -> Iterator[str]:
         [
             ("listen 80;", f"listen 127.0.0.1:{port};"),
             ("root /usr/share/nginx/html;", f"root {root};"),
-            ("http://dicomweb:8080", archive),
+            ("http://proxy:8080", archive),
         ],
     )
     origin = f"http://127.0.0.1:{port}"
