@@ -19,7 +19,7 @@ from typing import Any
 
 import obstore
 import pytest
-import yaml  # PyYAML: of the test extras, through openapi-spec-validator (jsonschema-path)
+import yaml
 from obstore.store import S3Store
 
 from dicomweb.config import SETTINGS, Settings
