@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import hmac
 import os
 import shutil
 import socket
@@ -13,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -290,3 +293,36 @@ def create_bucket(radosgw: dict[str, str], name: str) -> None:
     )
     response = httpx.put(obstore.sign(store, "PUT", "", datetime.timedelta(minutes=1)), content=b"")
     assert response.status_code == 200, response.text
+
+
+def multipart_uploads(radosgw: dict[str, str], bucket: str) -> list[str]:
+    """The keys of the bucket's multipart uploads in progress (S3 ListMultipartUploads, path-style), which obstore
+    cannot list: the request signed here by hand (AWS Signature Version 4, "s3" in us-east-1)."""
+    endpoint = radosgw["S3_ENDPOINT_URL"]
+    host = endpoint.split("://", 1)[1].rstrip("/")
+    access_key_id, secret_access_key = radosgw["AWS_ACCESS_KEY_ID"], radosgw["AWS_SECRET_ACCESS_KEY"]
+    now = datetime.datetime.now(datetime.UTC)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    empty = hashlib.sha256(b"").hexdigest()
+    signed_headers = "host;x-amz-content-sha256;x-amz-date"
+    canonical = f"GET\n/{bucket}\nuploads=\nhost:{host}\nx-amz-content-sha256:{empty}\nx-amz-date:{amz_date}\n"
+    canonical += f"\n{signed_headers}\n{empty}"
+    scope = f"{day}/us-east-1/s3/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = ("AWS4" + secret_access_key).encode()
+    for step in (day, "us-east-1", "s3", "aws4_request"):
+        key = hmac.new(key, step.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={access_key_id}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
+    )
+    response = httpx.get(
+        f"{endpoint}/{bucket}?uploads",
+        headers={"Authorization": authorization, "x-amz-date": amz_date, "x-amz-content-sha256": empty},
+    )
+    assert response.status_code == 200, response.text
+    return [
+        element.text or ""
+        for element in ElementTree.fromstring(response.content).iter()
+        if element.tag.endswith("}Key")
+    ]
