@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
 import shutil
 import socket
@@ -277,7 +278,7 @@ def radosgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         exported = dict(
             line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines() if "=" in line
         )
-        yield exported
+        yield {**exported, "RGW_CONF": str(folder / "ceph.conf")}  # for radosgw-admin
     finally:
         subprocess.run(["bash", str(START_RGW), "stop"], env=env, capture_output=True, timeout=60)
 
@@ -316,3 +317,16 @@ def bucket_settings(radosgw: dict[str, str], folder: Path) -> dict[str, Any]:
         "s3_path_style": True,
         "s3_credentials_file": str(credentials),
     }
+
+
+def multipart_uploads(radosgw: dict[str, str], bucket: str) -> list[str]:
+    """The keys of the bucket's multipart uploads in progress, which obstore cannot list: the bucket's index as
+    ``radosgw-admin bucket list`` gives it, where each upload in progress has a ``_multipart_<key>.<id>.meta``
+    entry."""
+    listed = subprocess.run(
+        ["radosgw-admin", "-c", radosgw["RGW_CONF"], "bucket", "list", f"--bucket={bucket}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    names = [entry["name"] for entry in json.loads(listed.stdout)]
+    return [name.removeprefix("_multipart_").rsplit(".", 2)[0] for name in names if name.startswith("_multipart_")
+            and name.endswith(".meta")]  # fmt: skip

@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,10 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomweb.config import Settings
-from dicomweb.storage import open_storage
-from dicomweb.storage.s3 import StorageUnavailable
+from dicomweb.storage import SpooledFile, open_storage
+from dicomweb.storage.s3 import PART_BYTES, StorageUnavailable
 
-from .conftest import LiveServer, bucket_settings, free_port, run, shared_server
+from .conftest import LiveServer, bucket_settings, free_port, multipart_uploads, run, shared_server
 from .data import CT, JPEG2000, MR, MULTIFRAME_US, RT_DOSE, ct_instance, multipart, stow_headers
 from .test_dimse import StorageNode, c_get, c_move, register, study_identifier
 
@@ -306,7 +308,7 @@ class TestGuarantees:
         run(storage.remove([missing]))
         orphan = f"files/{study}/1.2.3/1.2.3.4.{uuid.uuid4().hex[:16]}.dcm"
         (tmp_path / "orphan.dcm").write_bytes(parts[1])
-        storage.place_now(tmp_path / "orphan.dcm", orphan)
+        storage.place_now(SpooledFile(tmp_path / "orphan.dcm", len(parts[1]), ""), orphan)
 
         async def at_start() -> reconcile.Findings | None:
             conn = await asyncpg.connect(server.db.url)
@@ -332,6 +334,131 @@ class TestGuarantees:
         settings = Settings(data_dir=tmp_path).replace(**{**s3_settings, "s3_bucket": "no-such-bucket"})
         with pytest.raises(StorageUnavailable, match=r"'no-such-bucket' at http://127\.0\.0\.1:\d+"):
             open_storage(settings).prepare()
+
+
+LARGE_SIZE = 3600  # a CT of 3,600 x 3,600 16-bit pixels: 25.9 MB, three parts and a bit of a multipart upload
+SENT_FIRST = 20 * 10**6  # bytes of it sent before the test looks for its upload; the rest waits
+
+
+def large_instance(study_instance_uid: str | None = None) -> bytes:
+    data = ct_instance(study_instance_uid, size=LARGE_SIZE)
+    assert len(data) > 3 * PART_BYTES
+    return data
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class SlowStow:
+    """A STOW-RS request of one instance over a raw socket, its body sent in two halves: what the server does with
+    the first half is seen before the second is sent (or instead of it: the client disconnects)."""
+
+    def __init__(self, server: LiveServer, data: bytes, path: str = "/dicomweb/studies") -> None:
+        body = multipart([data])
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in stow_headers().items()) + "\r\n"
+        self.rest = body[SENT_FIRST:]
+        host, port = server.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
+        self.sock.sendall(head.encode() + body[:SENT_FIRST])
+
+    def finish(self) -> tuple[int, bytes]:
+        """Send the rest of the body; the response's status and body."""
+        self.sock.sendall(self.rest)
+        response = b""
+        while chunk := self.sock.recv(1 << 16):
+            response += chunk
+        self.sock.close()
+        head, _, body = response.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    def disconnect(self) -> None:
+        self.sock.close()
+
+
+class TestLargeInstanceStreamed:
+    """An instance larger than one multipart part goes up to the bucket while its body arrives, under its final key,
+    and appears only once it is stored; a store that fails for any reason leaves no object and no upload."""
+
+    def uploads(self, radosgw: dict[str, str], server: LiveServer) -> list[str]:
+        return multipart_uploads(radosgw, server.settings.s3_bucket)
+
+    def test_uploaded_while_it_arrives(self, radosgw: dict[str, str], server: LiveServer) -> None:
+        """With 20 of its 26 MB sent, its multipart upload is under way under its final key and no object is there
+        yet; once the rest has come, the stored object is the instance byte for byte, and no upload is left."""
+        data = large_instance()
+        study, series, sop = uids(data)
+        key_start = f"{server.settings.s3_prefix}files/{study}/{series}/{sop}."
+        request = SlowStow(server, data)
+        wait_for(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
+        assert not [path for path in objects(server) if path.startswith(f"files/{study}/")]
+        status, body = request.finish()
+        assert status == 200, body
+        path = path_of(server, sop)
+        assert object_bytes(server, path) == data
+        assert f"{server.settings.s3_prefix}{path}".startswith(key_start)
+        assert not self.uploads(radosgw, server)
+        assert not temp_files(server)
+
+    def test_client_disconnects(self, radosgw: dict[str, str], server: LiveServer) -> None:
+        """The client goes away with its upload under way: the upload is aborted, no object, no temp file."""
+        data = large_instance()
+        study, series, sop = uids(data)
+        key_start = f"{server.settings.s3_prefix}files/{study}/{series}/{sop}."
+        request = SlowStow(server, data)
+        wait_for(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
+        request.disconnect()
+        wait_for(lambda: not self.uploads(radosgw, server) and not temp_files(server), "the upload to be aborted")
+        assert not [path for path in objects(server) if path.startswith(f"files/{study}/")]
+
+    def test_refused_instance(self, radosgw: dict[str, str], server: LiveServer) -> None:
+        """Sent to another study's URL: refused (0xA900), its upload aborted, nothing left."""
+        data = large_instance()
+        other = pydicom.uid.generate_uid()
+        request = SlowStow(server, data, f"/dicomweb/studies/{other}")
+        wait_for(lambda: self.uploads(radosgw, server), "the upload to begin")
+        status, body = request.finish()
+        assert status == 409 and b'"00081197":{"vr":"US","Value":[43264]}' in body  # 0xA900
+        assert not self.uploads(radosgw, server)
+        assert not [path for path in objects(server) if path.startswith(f"files/{uids(data)[0]}/")]
+        assert not temp_files(server)
+
+    def test_failed_commit(self, radosgw: dict[str, str], server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The transaction fails after the upload completed: the object is removed, no upload is left."""
+        from dicomweb.db import index
+
+        async def failing(*args: Any) -> None:
+            raise asyncpg.exceptions.SerializationError("simulated failure after the object was placed")
+
+        monkeypatch.setattr(index, "add_counts", failing)
+        before = objects(server)
+        assert stow(server, [large_instance()]).status_code == 409
+        assert objects(server) == before
+        assert not self.uploads(radosgw, server)
+        assert not temp_files(server)
+
+    def test_same_bytes_again(self, radosgw: dict[str, str], server: LiveServer) -> None:
+        """The same large instance twice: both succeed, the first object is kept, the second upload's removed."""
+        data = large_instance()
+        assert stow(server, [data]).status_code == 200
+        path = path_of(server, uids(data)[2])
+        before = objects(server)
+        assert stow(server, [data]).status_code == 200
+        assert objects(server) == before and path_of(server, uids(data)[2]) == path
+        assert not self.uploads(radosgw, server)
+
+    def test_not_dicom(self, radosgw: dict[str, str], server: LiveServer) -> None:
+        """A large part that is no DICOM file (its first bytes give no key) is refused, and leaves nothing."""
+        before = objects(server)
+        response = stow(server, [os.urandom(2 * PART_BYTES)])
+        assert response.status_code == 409
+        assert objects(server) == before
+        assert not self.uploads(radosgw, server)
+        assert not temp_files(server)
 
 
 class TestOtherWays:

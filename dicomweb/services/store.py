@@ -90,10 +90,10 @@ def parse_here(
 def place_here(storage: Storage, parsed: Parsed) -> Prepared:
     """Put a parsed file in its place durably (``Storage.place_now``; blocking)."""
     instance = parsed.instance
-    relative_path = storage.new_path(
-        instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
+    relative_path = storage.path_for(
+        parsed.file, instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
     )
-    storage.place_now(parsed.file.path, relative_path)
+    storage.place_now(parsed.file, relative_path)
     return Prepared(parsed.file, relative_path, instance)
 
 

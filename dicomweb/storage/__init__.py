@@ -5,9 +5,10 @@
 
 Both receive into the local ``tmp/`` (``temp.py``): a part is spooled, hashed and parsed there, then *placed* under
 its final relative path (``files/<study>/<series>/<sop>.<random>.dcm``) before its row commits, and removed if the
-commit fails. Readers stream a stored file or read byte ranges of it through the interface; those that need a file
-(pydicom in the CPU processes, DIMSE sending) take ``local_copy``, the file itself for the folder, a temp copy for
-an object. The rows name the same relative paths whichever backend holds them.
+commit fails. On S3 a part larger than one multipart part is also uploaded while it arrives, and placing it
+completes that upload (``SpooledFile.upload``). Readers stream a stored file or read byte ranges of it through the
+interface; those that need a file (pydicom in the CPU processes, DIMSE sending) take ``local_copy``, the file itself
+for the folder, a temp copy for an object. The rows name the same relative paths whichever backend holds them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .temp import (
     TEMP_SUFFIX,
     SpooledFile,
     TempWriter,
+    Upload,
     cleanup,
     read_chunks,
     sync,
@@ -48,6 +50,7 @@ __all__ = [
     "SpooledFile",
     "Storage",
     "TempWriter",
+    "Upload",
     "cleanup",
     "local_file",
     "open_storage",
@@ -73,8 +76,11 @@ class Storage(Protocol):
     def temp_writer(self) -> TempWriter: ...
     def spool_copy(self, source: Path | BinaryIO, head: bytes = b"", start: int = 0) -> SpooledFile: ...
     def new_path(self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str: ...
+    def path_for(
+        self, spooled: SpooledFile, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> str: ...
     async def discard(self, spooled: Iterable[SpooledFile]) -> None: ...
-    def place_now(self, temp: Path, relative_path: str) -> None: ...
+    def place_now(self, spooled: SpooledFile, relative_path: str) -> None: ...
     async def remove(self, relative_paths: Iterable[str]) -> None: ...
     def remove_now(self, relative_paths: Iterable[str]) -> None: ...
     def read(self, relative_path: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]: ...

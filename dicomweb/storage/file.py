@@ -19,7 +19,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .temp import Spool, _unlink_all, check_relative, read_chunks, sync, sync_folder
+from .temp import Spool, SpooledFile, _unlink_all, check_relative, read_chunks, sync, sync_folder
 
 
 class FileStorage(Spool):
@@ -67,7 +67,7 @@ class FileStorage(Spool):
             except FileNotFoundError:
                 continue
 
-    def place_now(self, temp: Path, relative_path: str) -> None:
+    def place_now(self, spooled: SpooledFile, relative_path: str) -> None:
         """Rename a received temp file to its place under ``files/`` and make it durable there (blocking; call from a
         worker thread). The rename comes first and then one fsync of the file: a journaling file system (ext4, XFS)
         writes the data and the new name in one journal commit, and the folders' fsyncs that follow find nothing left
@@ -82,7 +82,7 @@ class FileStorage(Spool):
                 changed.append(self.files)
             changed.append(study_folder)
             series_folder.mkdir(parents=True, exist_ok=True)
-        os.rename(temp, target)
+        os.rename(spooled.path, target)
         try:
             sync(target)
             for folder in [series_folder, *reversed(changed)]:  # deepest first

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import psutil
 
@@ -43,16 +43,31 @@ CHUNK_BYTES = 1024 * 1024  # bytes read from a stored file per worker-thread cal
 IN_MEMORY_BYTES = 4 * 1024 * 1024  # a received file up to this size is parsed from memory (SpooledFile.data)
 
 
+class Upload(Protocol):
+    """The upload of a received file to its final place, begun while the file was still arriving (``s3.py``: a
+    multipart upload under its final key, for a file larger than one part). Blocking: call from a worker thread."""
+
+    relative_path: str  # where it goes, made from the UIDs of the file's first bytes
+
+    def complete(self) -> None:
+        """Make the file appear there, whole."""
+
+    def abort(self) -> None:
+        """Make sure nothing appears there; nothing to do once completed or aborted. Never raises."""
+
+
 @dataclass(frozen=True)
 class SpooledFile:
     """A received file in ``tmp/``: where it is, how big, and its SHA-256; and its bytes, when ``spool_copy`` made
     it from a file of at most IN_MEMORY_BYTES for a caller that parses it at once (``dicomweb import``, C-STORE), so
-    that the parse needs no second read (``instance.read_instance``)."""
+    that the parse needs no second read (``instance.read_instance``); and the upload to its place that began while
+    it arrived, if one did (placing it completes it, discarding it aborts it)."""
 
     path: Path
     size: int
     sha256: str
     data: bytes | None = field(default=None, repr=False, compare=False)
+    upload: Upload | None = field(default=None, repr=False, compare=False)
 
 
 def temp_name() -> str:
@@ -73,7 +88,10 @@ def _owner(pid: int) -> str:
 
 
 class TempWriter:
-    """Receives one part's bytes into a temp file; the file work happens in worker threads."""
+    """Receives one part's bytes into a temp file; the file work happens in worker threads. A backend may also send
+    the bytes on to their final place as they arrive (``upload``: ``s3.py``'s ``StreamingWriter``)."""
+
+    upload: Upload | None = None
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -97,7 +115,7 @@ class TempWriter:
         would grow with the request."""
         self.size += len(data)
         await asyncio.to_thread(self._close, data)
-        return SpooledFile(self.path, self.size, self._hash.hexdigest())
+        return SpooledFile(self.path, self.size, self._hash.hexdigest(), upload=self.upload)
 
     def _close(self, data: bytes) -> None:
         self._write(data)
@@ -111,6 +129,8 @@ class TempWriter:
         if self._file is not None:
             self._file.close()
         self.path.unlink(missing_ok=True)
+        if self.upload is not None:
+            self.upload.abort()
 
 
 async def cleanup(function: Callable[..., None], *args: Any) -> None:
@@ -193,11 +213,24 @@ class Spool:
                 raise ValueError(f"refusing to build a path from an invalid UID {uid!r}")
         return f"files/{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}.{uuid.uuid4().hex[:16]}.dcm"
 
+    def path_for(
+        self, spooled: SpooledFile, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> str:
+        """Where a parsed instance file goes: where its upload began, if the UIDs its first bytes gave are those the
+        whole file's parse found (they always are, but the parse is what the archive trusts); else a new path."""
+        upload = spooled.upload
+        if upload is not None and upload.relative_path.startswith(
+            f"files/{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}."
+        ):
+            return upload.relative_path
+        return self.new_path(study_instance_uid, series_instance_uid, sop_instance_uid)
+
     async def discard(self, spooled: Iterable[SpooledFile]) -> None:
-        """Remove temp files (those already placed are gone from tmp/ and ignored)."""
-        paths = [s.path for s in spooled]
-        if paths:
-            await cleanup(_unlink_all, paths)
+        """Remove temp files (those already placed are gone from tmp/ and ignored) and abort their uploads (those
+        already completed are left alone: removing a placed file is the store's)."""
+        files = list(spooled)
+        if files:
+            await cleanup(_discard_all, files)
 
     def check_temp_writable(self) -> None:
         """Raise OSError unless a file can be created and fsynced in the temp folder (for /readyz)."""
@@ -219,6 +252,13 @@ def check_relative(relative_path: str) -> list[str]:
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+def _discard_all(files: list[SpooledFile]) -> None:
+    for file in files:
+        file.path.unlink(missing_ok=True)
+        if file.upload is not None:
+            file.upload.abort()
 
 
 def sync_folder(path: Path) -> None:
