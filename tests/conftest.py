@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports below the kernel's ephemeral range, for servers started one after another: a
+    port of that range, free now, may become the local port of any outgoing connection (to PostgreSQL, to radosgw)
+    before its server binds it."""
+    ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    held: list[socket.socket] = []
+    try:
+        for candidate in random.sample(range(20000, ephemeral_start), len(range(20000, ephemeral_start))):
+            if len(held) == count:
+                break
+            probe = socket.socket()
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                probe.close()
+                continue
+            held.append(probe)
+        assert len(held) == count, f"no {count} free ports below {ephemeral_start}"
+        return [int(probe.getsockname()[1]) for probe in held]
+    finally:
+        for probe in held:
+            probe.close()
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from .conftest import (
     _admin,
     _with_database,
     create_bucket,
-    free_port,
+    free_ports,
     run,
     serve_subprocess,
 )
@@ -118,13 +118,14 @@ def cluster(radosgw: dict[str, str], postgres_url: str, tmp_path_factory: pytest
         "AWS_ACCESS_KEY_ID": radosgw["AWS_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": radosgw["AWS_SECRET_ACCESS_KEY"],
     }
-    cluster = Cluster(env, db, work, [free_port() for _ in range(REPLICAS)], [free_port() for _ in range(REPLICAS)])
+    ports = free_ports(2 * REPLICAS + 1)  # HTTP and DIMSE of each replica, and the proxy's
+    cluster = Cluster(env, db, work, ports[:REPLICAS], ports[REPLICAS : 2 * REPLICAS])
     try:
         with cluster.stack:
             for n in range(REPLICAS):
                 cluster.start(n)
             cluster.token = make_token(cluster)
-            proxy_port = free_port()
+            proxy_port = ports[-1]
             cluster.proxy = f"http://127.0.0.1:{proxy_port}"
             conf = proxy_conf(PROXY_CONF.read_text(), cluster.ports, proxy_port)
             cluster.stack.enter_context(run_nginx(conf, work / "nginx", cluster.proxy + "/readyz"))
