@@ -297,6 +297,7 @@ class Load:
     headers: dict[str, str]
     acknowledged: dict[str, bytes] = field(default_factory=dict)
     failures: list[tuple[float, str]] = field(default_factory=list)
+    latest: bytes | None = None  # the instance acknowledged last, which the reader reads
     reads: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -312,16 +313,17 @@ class Load:
                     continue
                 if response.status_code == 200:
                     self.acknowledged[uids(instance)[2]] = instance
+                    self.latest = instance
                 else:
                     self.failures.append((time.monotonic(), f"STOW {response.status_code}"))
 
     def reading(self) -> None:
         with httpx.Client(base_url=self.proxy, headers=self.headers, timeout=60) as client:
             while not self.stop.is_set():
-                if not self.acknowledged:
+                instance = self.latest
+                if instance is None:
                     time.sleep(0.01)
                     continue
-                instance = next(reversed(list(self.acknowledged.values())))
                 try:
                     response = client.get(instance_path(instance), headers=ANY_SYNTAX)
                     ok = response.status_code == 200 and instance in response.content
