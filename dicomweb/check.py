@@ -15,15 +15,11 @@ from .reconcile import (
     BUSY_MIN_AGE_SECONDS,
     LOST_AND_FOUND,
     Findings,
-    repair,
-    repair_objects,
-    scan,
-    scan_objects,
+    repair_storage,
+    scan_storage,
     uids,
     write_summary,
 )
-from .storage import FileStorage
-from .storage.s3 import S3Storage
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 CHECK_MIN_AGE_SECONDS = BUSY_MIN_AGE_SECONDS  # beside a running server: files written since are not judged
@@ -42,17 +38,11 @@ async def check(settings: Settings, verify: bool, repairing: bool, progress: boo
     try:
         async with open_archive(settings) as archive, archive.pool.acquire() as conn:
             storage = archive.storage
-            if isinstance(storage, S3Storage):  # the bucket listed, its objects streamed for --verify
-                findings = await scan_objects(conn, storage, sizes=True, verify=verify, min_age=CHECK_MIN_AGE_SECONDS)
-                if repairing:
-                    moved = await repair_objects(storage, findings)
-            else:
-                assert isinstance(storage, FileStorage)
-                findings = await scan(
-                    conn, storage, sizes=True, verify=verify, min_age=CHECK_MIN_AGE_SECONDS, progress=progress
-                )
-                if repairing:
-                    moved = await asyncio.to_thread(repair, storage, findings)
+            findings = await scan_storage(
+                conn, storage, sizes=True, verify=verify, min_age=CHECK_MIN_AGE_SECONDS, progress=progress
+            )
+            if repairing:
+                moved = await repair_storage(storage, findings)
             await asyncio.to_thread(write_summary, storage.root, findings)
     except Exception as exc:
         if not (unreachable(exc) or isinstance(exc, SchemaError | OSError | ObjectStoreError)):

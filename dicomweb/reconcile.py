@@ -331,32 +331,6 @@ async def repair_objects(storage: S3Storage, findings: Findings) -> dict[str, st
     return moved
 
 
-async def objects_at_start(conn: asyncpg.Connection, storage: S3Storage) -> Findings | None:
-    """``at_start`` for a bucket: stale temp files removed, orphan objects moved to ``lost+found/``, missing objects
-    logged and counted; an error of the bucket is logged and the server starts all the same."""
-    started = time.monotonic()
-    try:
-        findings = await scan_objects(conn, storage, min_age=await _min_age_at_start(conn))
-        await repair_objects(storage, findings)
-        log_missing(findings.missing_files)
-        await asyncio.to_thread(write_summary, storage.root, findings)
-    except (OSError, ObjectStoreError) as exc:
-        log.error("the objects could not be reconciled with the index (%s); starting all the same", exc)
-        return None
-    log.info(
-        "objects reconciled with the index in %.2f s: %d objects, %d rows; %d temp file(s) removed, %d orphan "
-        "object(s) moved to lost+found/ (%d too young to judge), %d missing object(s)",
-        time.monotonic() - started,
-        findings.listed,
-        findings.indexed,
-        len(findings.stale_temp_files),
-        len(findings.orphan_files),
-        findings.unjudged,
-        len(findings.missing_files),
-    )
-    return findings
-
-
 def repair_temp(storage: Storage, stale: list[str]) -> None:
     """Remove the stale temp files (relative to the data folder)."""
     for relative in stale:
@@ -422,34 +396,61 @@ async def at_start_supervised(settings: Settings) -> None:
 
 async def at_start(conn: asyncpg.Connection, storage: Storage) -> Findings | None:
     """Before the server serves (once, in ``dicomweb serve``'s supervisor with several workers): temp files of
-    processes that are gone removed, orphan files moved to lost+found/, missing files logged and counted. A disk
-    error is logged and the server starts all the same (a database error stops the start, as it would anyway).
-    On S3 the bucket's listing is compared with the rows (``objects_at_start``)."""
-    if isinstance(storage, S3Storage):
-        return await objects_at_start(conn, storage)
-    assert isinstance(storage, FileStorage)
+    processes that are gone removed, orphan files moved to lost+found/, missing files logged and counted. A storage
+    error (the disk, the bucket) is logged and the server starts all the same (a database error stops the start, as
+    it would anyway)."""
     started = time.monotonic()
+    noun = "object" if isinstance(storage, S3Storage) else "file"
     try:
-        findings = await scan(conn, storage, min_age=await _min_age_at_start(conn))
-        await asyncio.to_thread(repair, storage, findings)
+        findings = await scan_storage(conn, storage, min_age=await _min_age_at_start(conn))
+        await repair_storage(storage, findings)
         log_missing(findings.missing_files)
         await asyncio.to_thread(write_summary, storage.root, findings)
-    except OSError as exc:
-        log.error("the files could not be reconciled with the index (%s); starting all the same", exc)
+    except (OSError, ObjectStoreError) as exc:
+        log.error("the %ss could not be reconciled with the index (%s); starting all the same", noun, exc)
         return None
     log.info(
-        "files reconciled with the index in %.2f s: %d files, %d rows; %d temp file(s) removed, %d orphan file(s) "
-        "moved to %s (%d too young to judge), %d missing file(s)",
+        "%ss reconciled with the index in %.2f s: %d %ss, %d rows; %d temp file(s) removed, %d orphan %s(s) moved to "
+        "%s (%d too young to judge), %d missing %s(s)",
+        noun,
         time.monotonic() - started,
         findings.listed,
+        noun,
         findings.indexed,
         len(findings.stale_temp_files),
         len(findings.orphan_files),
-        storage.root / LOST_AND_FOUND,
+        noun,
+        f"{LOST_AND_FOUND}/ in the bucket" if isinstance(storage, S3Storage) else storage.root / LOST_AND_FOUND,
         findings.unjudged,
         len(findings.missing_files),
+        noun,
     )
     return findings
+
+
+async def scan_storage(
+    conn: asyncpg.Connection,
+    storage: Storage,
+    *,
+    sizes: bool = False,
+    verify: bool = False,
+    min_age: float = 0.0,
+    progress: bool = False,
+) -> Findings:
+    """``scan`` of the data folder or ``scan_objects`` of the bucket, whichever holds the archive's files (a bucket's
+    scan shows no progress bar)."""
+    if isinstance(storage, S3Storage):
+        return await scan_objects(conn, storage, sizes=sizes, verify=verify, min_age=min_age)
+    assert isinstance(storage, FileStorage)
+    return await scan(conn, storage, sizes=sizes, verify=verify, min_age=min_age, progress=progress)
+
+
+async def repair_storage(storage: Storage, findings: Findings) -> dict[str, str]:
+    """``repair`` of the data folder or ``repair_objects`` of the bucket; where each orphan went."""
+    if isinstance(storage, S3Storage):
+        return await repair_objects(storage, findings)
+    assert isinstance(storage, FileStorage)
+    return await asyncio.to_thread(repair, storage, findings)
 
 
 async def _min_age_at_start(conn: asyncpg.Connection) -> float:
