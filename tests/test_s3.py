@@ -49,11 +49,11 @@ class TestObjects:
         ranges at once (a frame's fragments)."""
         data = os.urandom(300_000)
         (tmp_path / "part").write_bytes(data)
-        run(bucket.put_file(tmp_path / "part", KEY))
+        bucket.put_now(tmp_path / "part", KEY)
         assert run(collect(bucket.read(KEY))) == data
         assert run(collect(bucket.read(KEY, start=1000))) == data[1000:]
         assert run(collect(bucket.read(KEY, start=1000, end=5000))) == data[1000:5000]
-        assert run(bucket.read_ranges(KEY, [(10, 20), (200_000, 65_536), (0, 1)])) == [
+        assert bucket.read_ranges_now(KEY, [(10, 20), (200_000, 65_536), (0, 1)]) == [
             data[10:30],
             data[200_000:265_536],
             data[:1],
@@ -65,9 +65,9 @@ class TestObjects:
         """A second upload under a taken key is refused (If-None-Match: *) and the stored object is unchanged."""
         (tmp_path / "first").write_bytes(b"first")
         (tmp_path / "second").write_bytes(b"second")
-        run(bucket.put_file(tmp_path / "first", KEY))
+        bucket.put_now(tmp_path / "first", KEY)
         with pytest.raises(ObjectExists, match="already stored"):
-            run(bucket.put_file(tmp_path / "second", KEY))
+            bucket.put_now(tmp_path / "second", KEY)
         assert run(collect(bucket.read(KEY))) == b"first"
 
     def test_large_file_in_parts(self, bucket: S3Bucket, tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ class TestObjects:
                 out.write(block)
         source.write_bytes(source.read_bytes()[:size])
         digest.update(source.read_bytes())
-        run(bucket.put_file(source, KEY))
+        bucket.put_now(source, KEY)
 
         async def hashed() -> tuple[str, int]:
             back = hashlib.sha256()
@@ -94,7 +94,7 @@ class TestObjects:
         sha256, chunks = run(hashed())
         assert sha256 == digest.hexdigest() and chunks > 1  # streamed, not one buffer
         middle = PART_BYTES - 10
-        assert run(bucket.read_ranges(KEY, [(middle, 20)])) == [source.read_bytes()[middle : middle + 20]]
+        assert bucket.read_ranges_now(KEY, [(middle, 20)]) == [source.read_bytes()[middle : middle + 20]]
 
     def test_large_upload_memory_bounded(self, radosgw: dict[str, str], bucket: S3Bucket, tmp_path: Path) -> None:
         """A 160 MB file goes up in parts read as they are sent: the uploading process grows by far less than the
@@ -103,13 +103,13 @@ class TestObjects:
         with source.open("wb") as out:
             out.truncate(160 * 10**6)
         script = f"""
-import asyncio, resource, sys
+import resource, sys
 from pathlib import Path
 from dicomweb.storage.s3 import S3Location, S3Bucket
 storage = S3Bucket(S3Location({bucket.location.bucket!r}, endpoint={radosgw["S3_ENDPOINT_URL"]!r}, prefix="archive/",
                     path_style=True), access_key_id=sys.argv[1], secret_access_key=sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-asyncio.run(storage.put_file(Path({str(source)!r}), "files/big.dcm"))
+storage.put_now(Path({str(source)!r}), "files/big.dcm")
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 """
         credentials = [radosgw["AWS_ACCESS_KEY_ID"], radosgw["AWS_SECRET_ACCESS_KEY"]]
@@ -125,7 +125,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
         with pytest.raises(FileNotFoundError):
             run(collect(bucket.read("files/none.dcm")))
         with pytest.raises(FileNotFoundError):
-            run(bucket.read_ranges("files/none.dcm", [(0, 10)]))
+            bucket.read_ranges_now("files/none.dcm", [(0, 10)])
         assert run(bucket.stat("files/none.dcm")) is None
 
     def test_listing_and_removal(self, bucket: S3Bucket, tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 
             async def worker() -> None:
                 while queue:
-                    await bucket.put_file(tmp_path / "small", queue.pop())
+                    await asyncio.to_thread(bucket.put_now, tmp_path / "small", queue.pop())
 
             await asyncio.gather(*(worker() for _ in range(16)))
 
@@ -146,7 +146,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
             return [found.relative_path async for found in bucket.listing(folder)]
 
         run(put_many(1100))
-        run(bucket.put_file(tmp_path / "small", "thumbnails/1.png"))
+        bucket.put_now(tmp_path / "small", "thumbnails/1.png")
         keys = run(listed("files/"))
         assert sorted(keys) == [f"files/s/{n:05d}.dcm" for n in range(1100)]
         run(bucket.remove(keys + ["files/gone.dcm"]))
@@ -160,7 +160,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
         )
         (tmp_path / "part").write_bytes(b"x")
         with pytest.raises(Exception) as refused:
-            run(wrong.put_file(tmp_path / "part", KEY))
+            wrong.put_now(tmp_path / "part", KEY)
         assert "not-the-secret-key-at-all" not in str(refused.value) and "403" in str(refused.value)
         assert "secret" not in repr(wrong)
         assert run(bucket.stat(KEY)) is None

@@ -113,21 +113,23 @@ class S3Bucket:
     def __repr__(self) -> str:  # never the credentials
         return f"S3Bucket(bucket={self.location.bucket!r}, endpoint={self.location.endpoint!r})"
 
-    async def put_file(self, path: Path, relative_path: str) -> None:
-        """Upload a local file (a received instance) under its key. ObjectExists if the key is taken.
+    def put_now(self, path: Path, relative_path: str) -> None:
+        """Upload a local file (a received instance) under its key (blocking: obstore's sync call, which releases
+        the GIL, in the calling worker thread). ObjectExists if the key is taken.
 
-        A file up to PART_BYTES is one conditional PUT. A larger one is a multipart upload: S3 has no conditional
-        multipart completion everywhere, so the key must be new, as the archive's keys are (their last part is
-        random); the object appears whole when the upload completes, or not at all."""
+        A file up to PART_BYTES is one PUT with If-None-Match: *. A larger one is a multipart upload, read from the
+        file part by part: S3 has no conditional multipart completion everywhere, so the key must be new, as the
+        archive's keys are (their last part is random); the object appears whole when the upload completes, or not
+        at all."""
         size = path.stat().st_size
         try:
             if size <= PART_BYTES:
-                await obstore.put_async(self._store, relative_path, path, mode="create")
+                obstore.put(self._store, relative_path, path, mode="create")
             else:
-                await obstore.put_async(
+                obstore.put(
                     self._store,
                     relative_path,
-                    path,  # read by obstore in parts as they are sent, off the event loop
+                    path,
                     use_multipart=True,
                     chunk_size=PART_BYTES,
                     max_concurrency=PARALLEL_PARTS,
@@ -149,15 +151,14 @@ class S3Bucket:
         async for chunk in result.stream(min_chunk_size=READ_CHUNK_BYTES):
             yield bytes(chunk)
 
-    async def read_ranges(self, relative_path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Byte ranges ``(offset, length)`` of the object (a frame's fragments), requested together; nothing else
-        of the object is read. FileNotFoundError if there is no such object."""
+    def read_ranges_now(self, relative_path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Byte ranges ``(offset, length)`` of the object (a frame's fragments), requested together (blocking);
+        nothing else of the object is read. FileNotFoundError if there is no such object."""
         if not ranges:
             return []
         starts = [offset for offset, _ in ranges]
         ends = [offset + length for offset, length in ranges]
-        found = await obstore.get_ranges_async(self._store, relative_path, starts=starts, ends=ends)
-        return [bytes(part) for part in found]
+        return [bytes(part) for part in obstore.get_ranges(self._store, relative_path, starts=starts, ends=ends)]
 
     async def stat(self, relative_path: str) -> StoredObject | None:
         """The object's size and time of change; None if there is none."""
@@ -295,25 +296,9 @@ class S3Storage(Spool):
         spooled.path.unlink(missing_ok=True)
 
     def put_now(self, path: Path, relative_path: str) -> None:
-        """Upload a local file under a key (blocking), never over an object: a file up to PART_BYTES is one PUT with
-        If-None-Match: * (ObjectExists if the key is taken), a larger one a multipart upload under a new key (its
-        last part is random), read from the file part by part."""
+        """Upload a local file under a key (blocking), never over an object (``S3Bucket.put_now``)."""
         check_relative(relative_path)
-        size = path.stat().st_size
-        try:
-            if size <= PART_BYTES:
-                obstore.put(self._store, relative_path, path, mode="create")
-            else:
-                obstore.put(
-                    self._store,
-                    relative_path,
-                    path,
-                    use_multipart=True,
-                    chunk_size=PART_BYTES,
-                    max_concurrency=PARALLEL_PARTS,
-                )
-        except AlreadyExistsError as exc:
-            raise ObjectExists(f"an object is already stored under {relative_path}") from exc
+        self.bucket.put_now(path, relative_path)
 
     async def remove(self, relative_paths: Iterable[str]) -> None:
         keys = [p for p in relative_paths if check_relative(p)]
@@ -337,11 +322,7 @@ class S3Storage(Spool):
     def read_ranges_now(self, relative_path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Byte ranges ``(offset, length)`` of the object, in ranged GETs (blocking); nothing else is read."""
         check_relative(relative_path)
-        if not ranges:
-            return []
-        starts = [offset for offset, _ in ranges]
-        ends = [offset + length for offset, length in ranges]
-        return [bytes(part) for part in obstore.get_ranges(self._store, relative_path, starts=starts, ends=ends)]
+        return self.bucket.read_ranges_now(relative_path, ranges)
 
     async def missing(self, relative_paths: Sequence[str]) -> list[str]:
         """Those of the paths that name no object: one listing per series folder (1,000 keys a request), not a
