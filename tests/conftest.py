@@ -267,6 +267,40 @@ def serve_subprocess(env: dict[str, str], data_dir: Path, port: int | None = Non
                 process.wait()
 
 
+class PartialUpload:
+    """A STOW-RS request over a raw socket of which only the first ``sent`` bytes of the body (half, unless given)
+    have been sent, as by a client on a slow link: what the server does with them is seen before the rest comes
+    (``finish``), or instead of it (``close``: the client goes away)."""
+
+    def __init__(
+        self, url: str, body: bytes, token: str | None = None, sent: int | None = None, path: str = "/dicomweb/studies"
+    ) -> None:
+        from .data import stow_headers
+
+        host, port = url.removeprefix("http://").split(":")
+        sent = len(body) // 2 if sent is None else sent
+        self.rest = body[sent:]
+        authorization = f"Authorization: Bearer {token}\r\n" if token else ""
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{authorization}Connection: close\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in stow_headers().items())
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
+        self.sock.sendall(head.encode() + body[:sent])
+
+    def finish(self) -> tuple[int, bytes]:
+        """Send the rest of the body; the response's status and body."""
+        self.sock.sendall(self.rest)
+        response = b""
+        while chunk := self.sock.recv(1 << 16):
+            response += chunk
+        self.sock.close()
+        head, _, content = response.partition(b"\r\n\r\n")
+        return int(head.split()[1]), content
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def store(server: LiveServer, parts: Iterable[bytes]) -> None:
     """STOW the parts to a shared server; an earlier test may have stored some of them already (202/409 ok)."""
     from .data import multipart, stow_headers

@@ -8,7 +8,6 @@ import contextlib
 import functools
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from dicomweb.db.files import STILL_WRITING
 from dicomweb.reconcile import BUSY_MIN_AGE_SECONDS, LOST_AND_FOUND, at_start_supervised, stale_temp_files
 from dicomweb.storage import STALE_TEMP_SECONDS, FileStorage, temp_name
 
-from .conftest import Database, LiveServer, free_port, serve_subprocess
+from .conftest import Database, LiveServer, PartialUpload, free_port, serve_subprocess
 from .data import ct_instance, multipart, stow_headers
 
 ONE_PROCESS = {"DICOMWEB_WORKERS": "1"}  # the process that stores is the one killed
@@ -116,33 +115,6 @@ class Background:
         self.thread.join(timeout=60)
         assert not self.thread.is_alive()
         return self.result
-
-
-class PartialUpload:
-    """A STOW-RS request of which only the first part of the body has been sent (a client on a slow link)."""
-
-    def __init__(self, url: str, body: bytes, token: str | None = None) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)))
-        self.body = body
-        authorization = f"Authorization: Bearer {token}\r\n" if token else ""
-        head = (
-            f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}:{port}\r\n{authorization}"
-            f"Content-Type: {stow_headers()['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        self.sock.sendall(head.encode() + body[: len(body) // 2])
-
-    def finish(self) -> int:
-        """The rest of the body; the response's status."""
-        self.sock.sendall(self.body[len(self.body) // 2 :])
-        self.sock.settimeout(60)
-        answer = b""
-        while b"\r\n" not in answer:
-            answer += self.sock.recv(4096)
-        return int(answer.split(b" ")[1])
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def stow(url: str, instances: list[bytes]) -> httpx.Response:
@@ -345,7 +317,7 @@ class TestStart:
                     ready = httpx.get(second.url + "/readyz")
                     assert ready.status_code == 200 and ready.json()["missing_files"] == 1
                     assert "dicomweb_missing_files 1.0" in httpx.get(second.url + "/metrics").text
-                assert upload.finish() == 200
+                assert upload.finish()[0] == 200
             finally:
                 upload.close()
         assert db.value("SELECT count(*) FROM instance WHERE sop_instance_uid = $1", sop_instance_uid(late)) == 1

@@ -29,6 +29,7 @@ from dicomweb.config import Settings
 from .conftest import (
     Database,
     LiveServer,
+    PartialUpload,
     ServerProcess,
     _admin,
     _with_database,
@@ -40,7 +41,7 @@ from .conftest import (
 from .data import ct_instance, multipart, stow_headers
 from .nginx import NGINX, render, run_nginx
 from .test_dimse import DCMTK, StorageNode, c_get, c_move, dcmtk, study_identifier
-from .test_reconcile import BIG, PartialUpload, wait_until
+from .test_reconcile import BIG, wait_until
 
 REPLICAS = 3
 PROXY_CONF = Path(__file__).parent.parent / "deploy" / "proxy" / "nginx.conf"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from dicomweb.config import Settings
 from dicomweb.storage import SpooledFile, open_storage
 from dicomweb.storage.s3 import PART_BYTES, StorageUnavailable
 
-from .conftest import LiveServer, bucket_settings, free_port, multipart_uploads, run, shared_server
+from .conftest import LiveServer, PartialUpload, bucket_settings, free_port, multipart_uploads, run, shared_server
 from .data import CT, JPEG2000, MR, MULTIFRAME_US, RT_DOSE, ct_instance, multipart, stow_headers
 from .test_dimse import StorageNode, c_get, c_move, register, study_identifier
 
@@ -353,33 +352,6 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) ->
         time.sleep(0.1)
 
 
-class SlowStow:
-    """A STOW-RS request of one instance over a raw socket, its body sent in two halves: what the server does with
-    the first half is seen before the second is sent (or instead of it: the client disconnects)."""
-
-    def __init__(self, server: LiveServer, data: bytes, path: str = "/dicomweb/studies") -> None:
-        body = multipart([data])
-        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{name}: {value}\r\n" for name, value in stow_headers().items()) + "\r\n"
-        self.rest = body[SENT_FIRST:]
-        host, port = server.url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=60)
-        self.sock.sendall(head.encode() + body[:SENT_FIRST])
-
-    def finish(self) -> tuple[int, bytes]:
-        """Send the rest of the body; the response's status and body."""
-        self.sock.sendall(self.rest)
-        response = b""
-        while chunk := self.sock.recv(1 << 16):
-            response += chunk
-        self.sock.close()
-        head, _, body = response.partition(b"\r\n\r\n")
-        return int(head.split()[1]), body
-
-    def disconnect(self) -> None:
-        self.sock.close()
-
-
 class TestLargeInstanceStreamed:
     """An instance larger than one multipart part goes up to the bucket while its body arrives, under its final key,
     and appears only once it is stored; a store that fails for any reason leaves no object and no upload."""
@@ -393,7 +365,7 @@ class TestLargeInstanceStreamed:
         data = large_instance()
         study, series, sop = uids(data)
         key_start = f"{server.settings.s3_prefix}files/{study}/{series}/{sop}."
-        request = SlowStow(server, data)
+        request = PartialUpload(server.url, multipart([data]), sent=SENT_FIRST)
         wait_for(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
         assert not [path for path in objects(server) if path.startswith(f"files/{study}/")]
         status, body = request.finish()
@@ -409,9 +381,9 @@ class TestLargeInstanceStreamed:
         data = large_instance()
         study, series, sop = uids(data)
         key_start = f"{server.settings.s3_prefix}files/{study}/{series}/{sop}."
-        request = SlowStow(server, data)
+        request = PartialUpload(server.url, multipart([data]), sent=SENT_FIRST)
         wait_for(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
-        request.disconnect()
+        request.close()
         wait_for(lambda: not self.uploads(radosgw, server) and not temp_files(server), "the upload to be aborted")
         assert not [path for path in objects(server) if path.startswith(f"files/{study}/")]
 
@@ -419,7 +391,7 @@ class TestLargeInstanceStreamed:
         """Sent to another study's URL: refused (0xA900), its upload aborted, nothing left."""
         data = large_instance()
         other = pydicom.uid.generate_uid()
-        request = SlowStow(server, data, f"/dicomweb/studies/{other}")
+        request = PartialUpload(server.url, multipart([data]), sent=SENT_FIRST, path=f"/dicomweb/studies/{other}")
         wait_for(lambda: self.uploads(radosgw, server), "the upload to begin")
         status, body = request.finish()
         assert status == 409 and b'"00081197":{"vr":"US","Value":[43264]}' in body  # 0xA900
