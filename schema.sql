@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 8
+-- schema_version: 9
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -432,3 +432,18 @@ ALTER TABLE radiology_report
     ADD COLUMN sr_error                 text;
 
 INSERT INTO schema_version (version) VALUES (8);
+
+-- migrate to version 9
+-- A measurement group on an image the archive did not hold when its SR was stored (a C-MOVE or a migration may send
+-- the SR series first) waits for it, with the annotation it draws (JSON: type, coordinates, frameNumber, label,
+-- value, unit) and who stored the SR; reporting/sr_waiting.py imports it once the image is stored, whichever
+-- transport and replica stores it. The other groups not imported have no image_sop_instance_uid.
+ALTER TABLE radiology_sr_unimported
+    ADD COLUMN pk                       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ADD COLUMN image_sop_instance_uid   text,
+    ADD COLUMN annotation               jsonb,
+    ADD COLUMN author                   text;
+CREATE INDEX radiology_sr_unimported_image ON radiology_sr_unimported (image_sop_instance_uid)
+    WHERE image_sop_instance_uid IS NOT NULL;
+
+INSERT INTO schema_version (version) VALUES (9);

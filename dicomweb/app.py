@@ -4,9 +4,11 @@ that opens the archive (``archive.open_archive``) for the requests to reach in `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -15,7 +17,7 @@ from starlette.routing import BaseRoute
 
 from . import openapi, reconcile, swagger
 from .accesslog import AccessLogMiddleware
-from .archive import open_archive
+from .archive import Archive, open_archive
 from .auth import AuthMiddleware, verifier_for
 from .config import Settings
 from .dimse.server import DimseServer
@@ -45,6 +47,14 @@ def on_store() -> OnStore:
     return MeasurementImport()
 
 
+def background(archive: Archive) -> Coroutine[Any, Any, None]:
+    """What every server process runs beside its requests: reporting's import of the measurement groups that wait for
+    their image (``reporting/sr_waiting.py``)."""
+    from reporting.sr_waiting import import_waiting
+
+    return import_waiting(archive.pool)
+
+
 def create_app(settings: Settings, supervised: bool = False, reconcile_at_start: bool = False) -> Starlette:
     """``supervised``: a worker of ``dicomweb serve --workers N``, whose supervisor has checked the schema and holds
     the DIMSE port for the workers to share (``cli.serve``). ``reconcile_at_start``: the one process of ``dicomweb
@@ -60,9 +70,13 @@ def create_app(settings: Settings, supervised: bool = False, reconcile_at_start:
             dimse = DimseServer(archive, metrics, shared_port=supervised) if settings.dimse_port else None
             if dimse is not None:
                 dimse.start()
+            task = asyncio.create_task(background(archive))
             try:
                 yield {"archive": archive}
             finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
                 if dimse is not None:  # in a thread: an association may be waiting on this loop
                     await asyncio.to_thread(dimse.stop)
 

@@ -13,9 +13,10 @@ For each SR:
   annotation's id as an integer (how an annotation made through the API is exported to SR), is an annotation here
   already and is skipped: storing an SR again, or the archive's own export coming back, adds nothing. (Storing the same
   SOP Instance again does not even get here: the store finds it stored.)
-- A group that draws no annotation's shape, or on an image the archive does not hold, or on a frame beyond the image's,
-  is recorded as not imported (``db.sr_unimported``), listed in the study's JSON; the SR itself is stored as any
-  instance. So is an SR that cannot be read at all, with a WARNING naming it.
+- A group that draws no annotation's shape, or on a frame beyond the image's, is recorded as not imported
+  (``db.sr_unimported``), listed in the study's JSON; the SR itself is stored as any instance. So is an SR that cannot
+  be read at all, with a WARNING naming it. A group on an image the archive does not hold yet is listed so too, and
+  waits for the image with the annotation it draws: ``sr_waiting.py`` imports it once the image is stored.
 - Author: who stored the SR (the token's subject, the calling AE title, ``dicomweb import``).
 """
 
@@ -65,30 +66,39 @@ async def import_report(conn: asyncpg.Connection, instance: Instance, report: Re
     todo = [group for group in report.drawn if group.tracking_uid not in known]
     frames = await annotations_db.lock_images(conn, sorted({group.sop_instance_uid for group in todo}))
     imported: list[annotations_db.Imported] = []
+    waiting: list[annotations_db.Imported] = []
     for group in todo:
+        shape = annotations_db.Shape(group.type, group.coordinates, group.frame_number, group.label, None)
+        drawn = annotations_db.Imported(group.sop_instance_uid, shape, group.value, group.unit, group.tracking_uid)
         number_of_frames = frames.get(group.sop_instance_uid)
         if number_of_frames is None:
-            not_imported.append((group.tracking_uid, f"image {group.sop_instance_uid} is not in the archive"))
-            continue
-        if group.frame_number is not None and group.frame_number > number_of_frames:
-            not_imported.append(
-                (group.tracking_uid, f"frame {group.frame_number} is beyond the {number_of_frames} of its image")
-            )
-            continue
-        shape = annotations_db.Shape(group.type, group.coordinates, group.frame_number, group.label, None)
-        imported.append(
-            annotations_db.Imported(group.sop_instance_uid, shape, group.value, group.unit, group.tracking_uid)
-        )
+            waiting.append(drawn)
+        elif (beyond := beyond_frames(drawn, number_of_frames)) is not None:
+            not_imported.append((group.tracking_uid, beyond))
+        else:
+            imported.append(drawn)
     if imported:
         await annotations_db.insert_imported(conn, sr_uid, imported, author)
     if not_imported:
         await sr_unimported.add(conn, sr_uid, instance.study_instance_uid, not_imported)
+    if waiting:
+        await sr_unimported.add_waiting(conn, sr_uid, instance.study_instance_uid, waiting, author)
     log.info(
-        "SR %s by %s: %d annotation(s) imported, %d not, %d there already, %d of its predecessors replaced",
+        "SR %s by %s: %d annotation(s) imported, %d waiting for their image, %d not imported, %d there already, "
+        "%d of its predecessors replaced",
         sr_uid,
         author,
         len(imported),
+        len(waiting),
         len(not_imported),
         len(report.drawn) - len(todo),
         removed,
     )
+
+
+def beyond_frames(drawn: annotations_db.Imported, number_of_frames: int) -> str | None:
+    """Why the annotation cannot be on its image, when its frame is beyond the image's frames."""
+    frame_number = drawn.shape.frame_number
+    if frame_number is not None and frame_number > number_of_frames:
+        return f"frame {frame_number} is beyond the {number_of_frames} of its image"
+    return None

@@ -11,7 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from pydicom.uid import CTImageStorage, EnhancedSRStorage, ExplicitVRLittleEndia
 from pynetdicom import AE
 
 from dicomweb.permissions import Role
+from reporting import sr_waiting
 
 from ..conftest import LiveServer, free_port
 from ..data import ct_instance, multipart, stow_headers
@@ -202,7 +205,9 @@ class TestNotImported:
         )
         reasons = {n["trackingUid"]: n["reason"] for n in listed}
         assert "open POLYLINE of 3 points (Angle)" in reasons[tracking_uid(sr, 1)]
-        assert reasons[tracking_uid(sr, 2)] == f"image {elsewhere.SOPInstanceUID} is not in the archive"
+        assert reasons[tracking_uid(sr, 2)] == (
+            f"image {elsewhere.SOPInstanceUID} is not in the archive; it becomes an annotation when the image is stored"
+        )
 
     def test_malformed_report(self, api: Api, caplog: pytest.LogCaptureFixture) -> None:
         """An SR whose content highdicom cannot read is stored as any instance; nothing imported, a WARNING."""
@@ -234,6 +239,96 @@ class TestNotImported:
             api.server.db.value("SELECT count(*) FROM radiology_sr_unimported WHERE source_sop_instance_uid = $1", uid)
             == 0
         )
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (the waiting groups are imported every POLL_SECONDS)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+class TestWaitingForTheImage:
+    """An SR stored before the image it measures (a C-MOVE sends series in any order): its groups on that image wait
+    for it, listed as not imported, and become annotations once it is stored (``reporting/sr_waiting.py``)."""
+
+    def test_imported_once_the_image_is_stored(self, api: Api) -> None:
+        image = new_image(api)
+        later = ct_instance(image.StudyInstanceUID)
+        late = read(later)
+        tracked = generate_uid()
+        sr = read(
+            measurement_report(
+                [image, late],
+                [length([(1, 1), (5, 5)], 5.6), length([(2, 2), (8, 10)], 10.0, image=late, tracking_uid=tracked)],
+            )
+        )
+        stored(api, [sr_bytes(sr)])
+        assert len(annotations_on(api, image.SOPInstanceUID)) == 1
+        [waiting] = not_imported(api, image.StudyInstanceUID)
+        assert (
+            waiting["trackingUid"] == tracked and "becomes an annotation when the image is stored" in waiting["reason"]
+        )
+        time.sleep(sr_waiting.POLL_SECONDS + 1)  # nothing happens while the image stays away
+        assert len(not_imported(api, image.StudyInstanceUID)) == 1
+
+        stored(api, [later])
+        assert eventually(lambda: len(annotations_on(api, late.SOPInstanceUID)) == 1)
+        [found] = annotations_on(api, late.SOPInstanceUID)
+        assert (found["type"], found["value"], found["unit"]) == ("measurement", 10.0, "mm")
+        assert [(p["x"], p["y"]) for p in found["coordinates"]["points"]] == [(2, 2), (8, 10)]
+        assert (found["trackingUid"], found["sourceSopInstanceUid"]) == (tracked, sr.SOPInstanceUID)
+        assert found["createdBy"] == TECH  # who stored the SR, not who stored the image
+        assert not_imported(api, image.StudyInstanceUID) == []
+
+    def test_frame_beyond_the_image_that_came(self, api: Api) -> None:
+        image = new_image(api)
+        later = ct_instance(image.StudyInstanceUID)
+        late = read(later)
+        sr = read(measurement_report([image, late], [length([(1, 1), (5, 5)], 5.6, image=late, frame=3)]))
+        stored(api, [sr_bytes(sr)])
+        stored(api, [later])
+        assert eventually(
+            lambda: (
+                [n["reason"] for n in not_imported(api, image.StudyInstanceUID)]
+                == ["frame 3 is beyond the 1 of its image"]
+            )
+        )
+        assert annotations_on(api, late.SOPInstanceUID) == []
+
+    def test_superseded_or_deleted_before_the_image(self, api: Api) -> None:
+        """A waiting group of an SR that a later one replaced, or that was deleted, draws nothing when its image
+        comes; the group the later SR waits with does."""
+        image = new_image(api)
+        later, other = ct_instance(image.StudyInstanceUID), ct_instance(image.StudyInstanceUID)
+        late, gone = read(later), read(other)
+        first = read(measurement_report([image, late], [length([(1, 1), (5, 5)], 5.6, image=late)]))
+        stored(api, [sr_bytes(first)])
+        second = read(measurement_report([image, late], [length([(3, 3), (4, 4)], 1.4, image=late)], previous=[first]))
+        stored(api, [sr_bytes(second)])
+        deleted = read(measurement_report([image, gone], [length([(1, 1), (5, 5)], 5.6, image=gone)]))
+        stored(api, [sr_bytes(deleted)])
+        with api.dicomweb(Role.ADMIN) as client:
+            path = f"/studies/{deleted.StudyInstanceUID}/series/{deleted.SeriesInstanceUID}"
+            assert client.delete(path).status_code in (200, 202, 204)
+        stored(api, [later, other])
+        assert eventually(lambda: len(annotations_on(api, late.SOPInstanceUID)) == 1)
+        [found] = annotations_on(api, late.SOPInstanceUID)
+        assert found["sourceSopInstanceUid"] == second.SOPInstanceUID and found["value"] == 1.4
+        assert eventually(
+            lambda: (
+                api.server.db.value(
+                    "SELECT count(*) FROM radiology_sr_unimported WHERE image_sop_instance_uid = $1",
+                    gone.SOPInstanceUID,
+                )
+                == 0
+            )
+        )
+        assert annotations_on(api, gone.SOPInstanceUID) == []
+        assert not_imported(api, image.StudyInstanceUID) == []
 
 
 class TestIdempotence:
