@@ -18,6 +18,7 @@ from .accesslog import AccessLogMiddleware
 from .archive import open_archive
 from .auth import AuthMiddleware, verifier_for
 from .config import Settings
+from .dimse.commitment_reports import CommitmentReports
 from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
 from .lifetime import SUPERVISOR_PID, end_with
@@ -58,11 +59,18 @@ def create_app(settings: Settings, supervised: bool = False, reconcile_at_start:
                 async with archive.pool.acquire() as conn:
                     await reconcile.at_start(conn, archive.storage)
             dimse = DimseServer(archive, metrics, shared_port=supervised) if settings.dimse_port else None
+            reports: asyncio.Task[None] | None = None
             if dimse is not None:
                 dimse.start()
+                assert dimse.bridge is not None
+                # Every process sends the storage commitment reports that are due, whichever process accepted them.
+                reports = asyncio.create_task(CommitmentReports(dimse.bridge).run(), name="dicomweb-commitment")
             try:
                 yield {"archive": archive}
             finally:
+                if reports is not None:
+                    reports.cancel()
+                    await asyncio.gather(reports, return_exceptions=True)
                 if dimse is not None:  # in a thread: an association may be waiting on this loop
                     await asyncio.to_thread(dimse.stop)
 
