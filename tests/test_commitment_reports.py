@@ -21,6 +21,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from dicomweb.config import Settings
+from dicomweb.dimse.commitment_reports import retry_seconds
 
 from .conftest import Database, LiveServer, free_port, free_ports, serve_in_thread, serve_subprocess
 from .test_commitment import Reports, ask, committed, failures, request, stored_instances, wait_until
@@ -57,6 +58,12 @@ def row(db: Database) -> Any:
 
 class TestRetries:
     """A report that could not be sent is tried again, by whichever process, until it is sent or given up."""
+
+    def test_waits_double_up_to_an_hour(self) -> None:
+        """DICOMWEB_COMMIT_RETRY_SECONDS after the first failed attempt, doubled after each, at most an hour (or the
+        setting, when it is longer)."""
+        assert [retry_seconds(60, attempts) for attempts in (1, 2, 3, 6, 7, 500)] == [60, 120, 240, 1920, 3600, 3600]
+        assert retry_seconds(7200, 3) == 7200
 
     def test_sent_once_the_node_listens(self, server_factory: Any) -> None:
         """The node does not listen when the report is first due; it gets the report once it does."""
