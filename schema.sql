@@ -1,6 +1,6 @@
 -- The one database schema of the archive. Applied at start-up, in one transaction, to an empty database;
 -- the version below is recorded in schema_version and checked at every start (dicomweb/db/pool.py).
--- schema_version: 9
+-- schema_version: 10
 --
 -- A database of an older version is brought up to date by the sections after its version: each section starts
 -- with a line "-- migrate to version N" and ends by recording N. Sections only add; they never rewrite data.
@@ -447,3 +447,32 @@ CREATE INDEX radiology_sr_unimported_image ON radiology_sr_unimported (image_sop
     WHERE image_sop_instance_uid IS NOT NULL;
 
 INSERT INTO schema_version (version) VALUES (9);
+
+-- migrate to version 10
+-- The storage commitment requests (PS3.4 Annex J) the archive accepted: written before the N-ACTION is answered
+-- success, so that their N-EVENT-REPORT is sent whichever server process lives to send it
+-- (dicomweb/dimse/commitment_reports.py). The process sending one holds it (claimed_by, until lease_until; another
+-- takes it over only once the lease has ended); a report that could not be sent is tried again at next_attempt_at
+-- until DICOMWEB_COMMIT_RETRY_HOURS after received_at, then abandoned. Reported and abandoned requests are kept 30
+-- days, for the record.
+CREATE TABLE storage_commitment (
+    pk                      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    transaction_uid         text NOT NULL,
+    calling_ae_title        text NOT NULL,
+    -- The Referenced SOP Sequence: [{"ReferencedSOPClassUID": ..., "ReferencedSOPInstanceUID": ...}, ...]
+    referenced_sop_sequence jsonb NOT NULL,
+    received_at             timestamptz NOT NULL DEFAULT now(),
+    state                   text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'reported', 'abandoned')),
+    attempts                integer NOT NULL DEFAULT 0,  -- begun, the first by the process that accepted it
+    next_attempt_at         timestamptz NOT NULL DEFAULT now(),
+    claimed_by              text,  -- the process sending it: host:pid:listener
+    lease_until             timestamptz,
+    last_error              text,  -- why the last attempt sent nothing
+    event_type_id           integer CHECK (event_type_id IN (1, 2)),  -- of the report sent (J.3.3)
+    failed_instances        integer,  -- items of its Failed SOP Sequence
+    reported_at             timestamptz
+);
+CREATE INDEX storage_commitment_due ON storage_commitment (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX storage_commitment_received ON storage_commitment (received_at DESC);
+
+INSERT INTO schema_version (version) VALUES (10);

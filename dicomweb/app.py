@@ -4,7 +4,6 @@ that opens the archive (``archive.open_archive``) for the requests to reach in `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from .accesslog import AccessLogMiddleware
 from .archive import Archive, open_archive
 from .auth import AuthMiddleware, verifier_for
 from .config import Settings
+from .dimse.commitment_reports import CommitmentReports
 from .dimse.server import DimseServer
 from .errors import EXCEPTION_HANDLERS
 from .lifetime import SUPERVISOR_PID, end_with
@@ -68,15 +68,18 @@ def create_app(settings: Settings, supervised: bool = False, reconcile_at_start:
                 async with archive.pool.acquire() as conn:
                     await reconcile.at_start(conn, archive.storage)
             dimse = DimseServer(archive, metrics, shared_port=supervised) if settings.dimse_port else None
+            tasks = [asyncio.create_task(background(archive), name="dicomweb-waiting-measurements")]
             if dimse is not None:
                 dimse.start()
-            task = asyncio.create_task(background(archive))
+                assert dimse.bridge is not None
+                # Every process sends the storage commitment reports that are due, whichever process accepted them.
+                tasks.append(asyncio.create_task(CommitmentReports(dimse.bridge).run(), name="dicomweb-commitment"))
             try:
                 yield {"archive": archive}
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 if dimse is not None:  # in a thread: an association may be waiting on this loop
                     await asyncio.to_thread(dimse.stop)
 

@@ -22,7 +22,16 @@ import orjson
 ENV_PREFIX = "DICOMWEB_"
 
 # Settings that are limits: a value below 1 would refuse every request.
-POSITIVE = frozenset({"max_upload_mb", "max_parts", "max_part_header_bytes", "db_timeout_seconds"})
+POSITIVE = frozenset(
+    {
+        "max_upload_mb",
+        "max_parts",
+        "max_part_header_bytes",
+        "db_timeout_seconds",
+        "commit_retry_seconds",
+        "commit_lease_seconds",
+    }
+)
 
 DuplicatePolicy = Literal["reject", "overwrite"]
 AuthMode = Literal["enabled", "disabled"]
@@ -125,6 +134,26 @@ SETTINGS: tuple[Setting, ...] = (
         "(that and query the Modality Worklist) or none (its associations are rejected).",
     ),
     Setting(
+        "commit_retry_seconds",
+        "60",
+        "Seconds before a storage commitment report that could not be sent (the requester's node unreachable, or "
+        "its answer not success) is tried again, by any server process; doubled after each failed attempt, up to an "
+        "hour.",
+    ),
+    Setting(
+        "commit_retry_hours",
+        "24",
+        "Hours after a storage commitment request within which its report is tried again; then it is given up, with "
+        "a warning in the log. 0: one attempt only.",
+    ),
+    Setting(
+        "commit_lease_seconds",
+        "300",
+        "Seconds a server process holds a storage commitment request whose report it is sending (renewed just before "
+        "the N-EVENT-REPORT goes out); another process takes over one whose holder died once this has passed. Keep it "
+        "above the time the instances' check and one association take.",
+    ),
+    Setting(
         "timezone",
         "UTC",
         "The time zone of the DICOM dates and times the Modality Worklist gives and matches (an IANA name such as "
@@ -213,6 +242,9 @@ class Settings:
     dimse_port: int = 11112
     dimse_aet: str = "DICOMWEB"
     dimse_unknown: UnknownCallerPolicy = "store"
+    commit_retry_seconds: int = 60
+    commit_retry_hours: int = 24
+    commit_lease_seconds: int = 300
     timezone: str = "UTC"
     db_pool_size: int = 8
     db_timeout_seconds: int = 60

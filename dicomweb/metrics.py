@@ -1,5 +1,6 @@
 """Prometheus metrics at /metrics: requests and their latency per route and status, what the archive holds, STOW
-failures by reason, database pool use, the missing files the last reconciliation found.
+failures by reason, database pool use, the missing files the last reconciliation found, the storage commitment
+requests by state.
 
 With several worker processes (``dicomweb serve --workers N``) each writes its values to files in the folder
 named by ``PROMETHEUS_MULTIPROC_DIR`` (set by the command before the workers start), and a scrape of any worker
@@ -12,6 +13,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator, Sequence
+from typing import get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -22,6 +24,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .db.commitment import State as CommitmentState
+from .db.commitment import counts as commitment_counts
 from .db.outage import unreachable
 from .reconcile import Summary, read_summary
 from .routing import route_of
@@ -135,16 +139,37 @@ class _Stored(Collector):
         yield GaugeMetricFamily("dicomweb_stored_studies", "Studies in the archive", value=studies)
 
 
+class _Commitments(Collector):
+    """The storage commitment requests the database keeps, by state, read at scrape time (any process may send a
+    report, so no process's own count would do)."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "dicomweb_storage_commitments",
+            "Storage commitment requests kept, by state: pending (report not sent yet), reported, abandoned (not "
+            "sent within DICOMWEB_COMMIT_RETRY_HOURS)",
+            labels=["state"],
+        )
+        for state in get_args(CommitmentState):
+            family.add_metric([state], self.counts.get(state, 0))
+        yield family
+
+
 async def metrics(request: Request) -> Response:
     """GET /metrics in the Prometheus text format; while the database is gone, without what the archive holds (the
     503s of the outage are worth seeing)."""
     row = None
+    commitments: dict[str, int] | None = None
     try:
         async with archive_of(request).pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM instance), (SELECT coalesce(sum(file_size), 0) FROM instance), "
                 "(SELECT count(*) FROM study)"
             )
+            commitments = await commitment_counts(conn)
     except Exception as exc:
         if not unreachable(exc):
             raise
@@ -155,6 +180,8 @@ async def metrics(request: Request) -> Response:
         registry.register(_Of(metrics_of(request).registry))
     if row is not None:
         registry.register(_Stored(int(row[0]), int(row[1]), int(row[2])))
+    if commitments is not None:
+        registry.register(_Commitments(commitments))
     summary = await asyncio.to_thread(read_summary, archive_of(request).storage.root)
     if summary is not None:
         registry.register(_Reconciled(summary))

@@ -13,6 +13,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, computed_field, field_validator, model_validator
 
+from dicomweb.db.commitment import State as CommitmentState
 from dicomweb.dimse.nodes import check_ae_title
 from dicomweb.jsonapi import UID, RequestModel, ResponseModel
 
@@ -229,6 +230,36 @@ class PerformedStepQuery(RequestModel):
     """Filters of GET /api/radiology/performed-procedure-steps."""
 
     unscheduled: bool = Field(default=False, description="only the steps that named no order the archive knows")
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class StorageCommitment(ResponseModel):
+    """A storage commitment request a modality made (PS3.4 Annex J, N-ACTION) and what became of its report
+    (N-EVENT-REPORT)."""
+
+    transaction_uid: str = Field(alias="transactionUID")
+    calling_ae_title: str = Field(alias="callingAETitle")
+    instances: int = Field(description="the instances it named (its Referenced SOP Sequence)")
+    received_at: datetime.datetime
+    state: CommitmentState = Field(
+        description="pending: its report is not sent yet; reported; abandoned: not sent within "
+        "DICOMWEB_COMMIT_RETRY_HOURS"
+    )
+    attempts: int = Field(description="attempts to send its report begun")
+    next_attempt_at: datetime.datetime
+    claimed_by: str | None = Field(description="the server process sending its report now (host:pid:listener)")
+    lease_until: datetime.datetime | None = Field(description="when another process may take it over")
+    last_error: str | None = Field(description="why the last attempt sent nothing")
+    event_type_id: int | None = Field(alias="eventTypeID", description="of the report: 1 all committed, 2 some failed")
+    failed_instances: int | None = Field(description="the instances the report did not commit to")
+    reported_at: datetime.datetime | None
+
+
+class StorageCommitmentQuery(RequestModel):
+    """Filters of GET /api/radiology/storage-commitments."""
+
+    state: CommitmentState | None = None
     page: int = Field(default=1, ge=1, le=1_000_000)
     limit: int = Field(default=20, ge=1, le=100)
 

@@ -9,7 +9,7 @@ from dicomweb.jsonapi import Endpoint, EndpointTable
 from dicomweb.permissions import Permission
 
 from . import annotations as annotation_endpoints  # "annotations" is taken by the __future__ import
-from . import images, models, reports, sr_export, studies, templates, uploads
+from . import commitments, images, models, reports, sr_export, studies, templates, uploads
 
 API_ROOT = "/api/radiology"
 ERRORS = (400, 401, 403, 404, 409)  # what any reporting operation may answer besides success
@@ -57,6 +57,18 @@ ENDPOINTS: list[Endpoint] = [
         models.Page[models.PerformedProcedureStepListed],
         query=models.PerformedStepQuery,
         permission=Permission.VIEW,
+        action=Action.READ,
+    ),
+    Endpoint(
+        "GET",
+        "/storage-commitments",
+        commitments.list_storage_commitments,
+        "The storage commitment requests modalities made (N-ACTION) and what became of their reports, newest first; "
+        "only those in one state with state=pending, reported or abandoned",
+        None,
+        models.Page[models.StorageCommitment],
+        query=models.StorageCommitmentQuery,
+        permission=Permission.MANAGE,
         action=Action.READ,
     ),
     Endpoint(

@@ -1,23 +1,32 @@
-"""Storage Commitment Push Model (dicomweb/dimse/commitment.py): a real N-ACTION from a pynetdicom SCU is answered at
-once, and the N-EVENT-REPORT says which instances the archive commits to: stored, missing and corrupted ones, on the
-same association and, once the requester has gone, on a new one to its registered node."""
+"""Storage Commitment Push Model (dicomweb/dimse/commitment.py): a real N-ACTION from a pynetdicom SCU is answered
+success once the request is recorded (a failure while the database is gone), and the N-EVENT-REPORT says which
+instances the archive commits to: stored, missing and corrupted ones, on the same association and, once the requester
+has gone, on a new one to its registered node. What happens when the report cannot be sent at once is
+tests/test_commitment_reports.py's."""
 
 from __future__ import annotations
 
 import io
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from .conftest import LiveServer, free_port
+from dicomweb.config import Settings
+from dicomweb.db.embedded import EmbeddedPostgres
+
+from .conftest import Database, LiveServer, free_port, serve_in_thread
 from .data import ct_instance
 from .test_dimse import register, stow
+from .test_metrics import samples
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 INSTANCE = "1.2.840.10008.1.20.1.1"
@@ -82,6 +91,13 @@ def ask(server: LiveServer, calling: str, action: Dataset, reports: Reports, sta
     finally:
         assoc.release()
     return int(status.Status)
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still not: {what}"
+        time.sleep(0.05)
 
 
 def failures(report: Dataset) -> dict[str, int]:
@@ -149,3 +165,55 @@ class TestCommitment:
         del no_transaction.TransactionUID
         assert ask(server, "MODALITY1", no_transaction, reports, stay=False) == 0x0120
         assert reports.received == []
+
+    def test_recorded_before_the_answer(self, server: LiveServer) -> None:
+        """The request is a row of the database when the N-ACTION's success arrives (so that any server process can
+        send its report); once reported, the row says so, /metrics counts it and managers list it."""
+        register(server, "MODALITY1", "127.0.0.1", 104, ["store", "commit"])
+        uids = stored_instances(server, 2)
+        reports = Reports()
+        assert ask(server, "MODALITY1", request("2.25.5", uids), reports, stay=False) == 0x0000
+        [row] = server.db.fetch("SELECT * FROM storage_commitment")
+        assert (row["transaction_uid"], row["calling_ae_title"], row["attempts"]) == ("2.25.5", "MODALITY1", 1)
+        assert [item["ReferencedSOPInstanceUID"] for item in orjson.loads(row["referenced_sop_sequence"])] == uids
+        # The node at port 104 does not answer: the report waits for its next attempt.
+        wait_until(lambda: server.db.value("SELECT last_error FROM storage_commitment") is not None, "an attempt")
+        assert server.db.value("SELECT state FROM storage_commitment") == "pending"
+        assert samples(server)[("dicomweb_storage_commitments", (("state", "pending"),))] == 1
+        assert ask(server, "MODALITY1", request("2.25.6", uids), reports) == 0x0000
+        reports.one()
+        wait_until(lambda: server.db.value("SELECT count(*) FROM storage_commitment WHERE state = 'reported'") == 1,
+                   "the report recorded")  # fmt: skip
+        with server.client() as client:
+            listed = client.get("/api/radiology/storage-commitments").json()
+            reported = client.get("/api/radiology/storage-commitments", params={"state": "reported"}).json()
+        assert [item["transactionUID"] for item in listed["items"]] == ["2.25.6", "2.25.5"]  # newest first
+        assert listed["total"] == 2 and listed["items"][1]["lastError"]
+        [item] = reported["items"]
+        assert (item["state"], item["eventTypeID"], item["instances"], item["failedInstances"]) == ("reported", 1, 2, 0)
+        values = samples(server)
+        assert values[("dicomweb_storage_commitments", (("state", "reported"),))] == 1
+        assert values[("dicomweb_storage_commitments", (("state", "pending"),))] == 1
+
+
+def test_database_unreachable_is_a_processing_failure(tmp_path: Path) -> None:
+    """A request that cannot be recorded is not promised: the N-ACTION is answered 0x0110 (Processing failure)
+    with a comment saying why, and the modality keeps its copies."""
+    postgres = EmbeddedPostgres(tmp_path / "external")  # a PostgreSQL of this test's own, to stop
+    try:
+        db = Database(postgres.start())
+        settings = Settings(data_dir=tmp_path / "archive", auth="disabled", dimse_port=free_port())
+        with serve_in_thread(settings, db) as live:
+            register(live, "MODALITY1", "127.0.0.1", 104, ["store", "commit"])
+            ae = AE(ae_title="MODALITY1")
+            ae.add_requested_context(StorageCommitmentPushModel)
+            assoc = ae.associate("127.0.0.1", settings.dimse_port, ae_title="DICOMWEB")
+            assert assoc.is_established
+            try:
+                postgres.stop()
+                status, _ = assoc.send_n_action(request("2.25.7", ["2.25.8"]), 1, StorageCommitmentPushModel, INSTANCE)
+            finally:
+                assoc.release()
+        assert status.Status == 0x0110 and "database is not reachable" in status.ErrorComment
+    finally:
+        postgres.stop()

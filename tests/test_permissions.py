@@ -60,6 +60,7 @@ REPORTING = {
     ("GET", _API + "/studies"): (V, Action.READ),
     ("GET", _API + "/studies/{id}"): (V, Action.READ),
     ("GET", _API + "/performed-procedure-steps"): (V, Action.READ),
+    ("GET", _API + "/storage-commitments"): (M, Action.READ),
     ("PUT", _API + "/studies/{id}/status"): (E, Action.UPDATE),
     ("DELETE", _API + "/studies/{id}"): (M, Action.DELETE),
     ("GET", _API + "/studies/{id}/images"): (V, Action.READ),

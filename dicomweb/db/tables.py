@@ -184,3 +184,22 @@ performed_procedure_step = Table(  # schema version 5 (dimse/mpps.py; its querie
     _timestamp("created_at"),
     _timestamp("updated_at"),
 )
+
+storage_commitment = Table(  # schema version 10 (dimse/commitment_reports.py; its queries are db/commitment.py's)
+    "storage_commitment",
+    metadata,
+    _pk(),
+    Column("transaction_uid", Text, nullable=False),
+    Column("calling_ae_title", Text, nullable=False),
+    Column("referenced_sop_sequence", JSONB, nullable=False),
+    _timestamp("received_at"),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    _timestamp("next_attempt_at"),
+    Column("claimed_by", Text),
+    Column("lease_until", TIMESTAMP(timezone=True)),
+    Column("last_error", Text),
+    Column("event_type_id", Integer),
+    Column("failed_instances", Integer),
+    Column("reported_at", TIMESTAMP(timezone=True)),
+)

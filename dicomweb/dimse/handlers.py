@@ -31,6 +31,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from ..actions import DIMSE_ACTIONS, DimseOperation
+from ..db import commitment as commitment_db
 from ..db.audit import Event
 from ..db.nodes import get_node
 from ..db.outage import unreachable
@@ -38,7 +39,7 @@ from ..db.retrieve import StoredFile
 from ..services import store
 from ..services.store import StoreResult
 from ..status import DimseStatus, FailureReason
-from . import access, commitment, find, mpps, outgoing, retrieve, worklist
+from . import access, commitment, commitment_reports, find, mpps, outgoing, retrieve, worklist
 from .nodes import NodePermission
 
 if TYPE_CHECKING:
@@ -245,8 +246,9 @@ def handle_mpps(bridge: Bridge, event: DimseEvent, operation: DimseOperation) ->
 
 
 def handle_commit(bridge: Bridge, event: DimseEvent) -> tuple[Dataset, Dataset | None]:
-    """Storage Commitment N-ACTION (``commitment.py``) for a caller with the ``commit`` permission: answered at once,
-    the instances checked and the N-EVENT-REPORT sent by a thread of its own; audited with its count."""
+    """Storage Commitment N-ACTION (``commitment.py``) for a caller with the ``commit`` permission: answered success
+    once the request is recorded in the database, then its instances checked and the N-EVENT-REPORT sent by a
+    thread of its own, or by any server process later (``commitment_reports.py``); audited with its count."""
     assoc = event.assoc
     calling = access.calling_ae_title(assoc)
     if not access.may(bridge, assoc, NodePermission.COMMIT):
@@ -260,11 +262,23 @@ def handle_commit(bridge: Bridge, event: DimseEvent) -> tuple[Dataset, Dataset |
         bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", commitment.MISSING_ATTRIBUTE))
         return _status(commitment.MISSING_ATTRIBUTE, parsed), None
     transaction, references = parsed
-    bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", DimseStatus.SUCCESS, query=f"instances={len(references)}"))
-    # A daemon: a report cut short by the server's stop is asked for again by the modality (PS3.4 J.3.3.1).
+    query = f"instances={len(references)}"
+    lease = bridge.archive.settings.commit_lease_seconds
+    try:
+        request = bridge.run(
+            commitment_db.accept(bridge.archive.pool, transaction, calling, references, bridge.holder, lease)
+        )
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        # Not recorded, so not promised: the modality keeps its copies and asks again.
+        bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", commitment.PROCESSING_FAILURE, query=query))
+        return _status(commitment.PROCESSING_FAILURE, "the archive's database is not reachable; retry later"), None
+    bridge.run(audit(bridge, assoc, "COMMIT N-ACTION", DimseStatus.SUCCESS, query=query))
+    # A daemon: a report cut short by the server's stop is sent by another process once this one's hold ends.
     worker = threading.Thread(
-        target=commitment.commit,
-        args=(bridge, assoc, calling, transaction, references),
+        target=commitment_reports.report_soon,
+        args=(bridge, assoc, request),
         name="dicomweb-commitment",
         daemon=True,
     )

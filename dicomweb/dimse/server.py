@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import secrets
 import socket
 import threading
 from collections.abc import Coroutine
@@ -85,6 +87,9 @@ class Bridge:
         self.archive = archive
         self.loop = loop
         self.metrics = metrics
+        # This listener's name in the storage commitment requests it holds (commitment_reports.py): unique among
+        # the processes on one database, and among the listeners of one process (tests run several).
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the archive's loop and wait for its result in this (association) thread."""
@@ -192,11 +197,12 @@ class DimseServer:
         self.metrics = metrics
         self.shared_port = shared_port
         self.server: ThreadedAssociationServer | None = None
+        self.bridge: Bridge | None = None
 
     def start(self) -> None:
         """Listen on the configured host and port (a port in use by another program fails the start)."""
         settings = self.archive.settings
-        bridge = Bridge(self.archive, asyncio.get_running_loop(), self.metrics)
+        bridge = self.bridge = Bridge(self.archive, asyncio.get_running_loop(), self.metrics)
         ae = application_entity(settings.dimse_aet, bridge)
         server_class = _SharedPortServer if self.shared_port else ThreadedAssociationServer
         try:
