@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from pydicom import Dataset, dcmread
 from starlette.requests import Request
 from starlette.responses import Response
@@ -79,6 +80,20 @@ def _header(storage: Storage, row: dict[str, Any]) -> Dataset:
         if keyword not in header:
             setattr(header, keyword, None)
     return header
+
+
+def _measured(row: dict[str, Any]) -> Dataset:
+    """What an SR needs of an image it only measures on (``sr.measurement_group``: its UIDs, frames and spacing),
+    from the index: reading 50 images' headers from their files cost a tenth of an export, and on S3 a download
+    each."""
+    image = Dataset()
+    image.SOPClassUID = row["sop_class_uid"]
+    image.SOPInstanceUID = row["sop_instance_uid"]
+    if row["number_of_frames"] is not None:
+        image.NumberOfFrames = row["number_of_frames"]
+    if row["pixel_spacing"] is not None:
+        image.PixelSpacing = orjson.loads(row["pixel_spacing"])
+    return image
 
 
 def _reference(row: dict[str, Any]) -> Dataset:
@@ -186,7 +201,10 @@ async def export_annotations(request: Request) -> Response:
                 await db.set_tracking_uids(other, uids)
 
         def build() -> Dataset:
-            headers = {image["sop_instance_uid"]: _header(archive.storage, image) for image in images}
+            # The first image gives the SR its patient and study (read whole); the others only their UIDs,
+            # frames and spacing.
+            headers = {images[0]["sop_instance_uid"]: _header(archive.storage, images[0])}
+            headers.update((image["sop_instance_uid"], _measured(image)) for image in images[1:])
             where = _document(
                 archive,
                 (series_instance_uid, series_number, instance_number, sop_instance_uid),

@@ -16,14 +16,22 @@ SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."  # every Structured Report Stora
 _INSTANCE = """i.sop_instance_uid, i.sop_class_uid, se.series_instance_uid, st.study_instance_uid, se.series_number,
                i.file_path, coalesce(i.number_of_frames, 1) AS number_of_frames"""
 _JOINS = "FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk"
+# An image's Pixel Spacing (0028,0030) from its DICOM JSON: its own, else that of its shared Pixel Measures (an
+# enhanced multi-frame image: Shared Functional Groups (5200,9229) > Pixel Measures (0028,9110), PS3.3 C.7.6.16.2.1).
+PIXEL_SPACING = (
+    "coalesce(i.metadata #> '{00280030,Value}', i.metadata #> '{52009229,Value,0,00289110,Value,0,00280030,Value}')"
+)
 
 
 async def study_annotations(conn: asyncpg.Connection, study_instance_uid: str) -> list[dict[str, Any]]:
-    """The annotations on the study's images, oldest first, each with its image's UIDs and file."""
+    """The annotations on the study's images, oldest first, each with its image's UIDs, file, number of frames and
+    Pixel Spacing (JSON text, or None) from the index: what the SR needs of an image other than the one it takes the
+    patient and study from, without reading the image."""
     columns = ", ".join(f"a.{c.strip()}" for c in _COLUMNS.split(","))
     rows = await conn.fetch(
         f"""
-        SELECT {columns}, i.sop_class_uid, se.series_instance_uid, i.file_path
+        SELECT {columns}, i.sop_class_uid, se.series_instance_uid, i.file_path, i.number_of_frames,
+               {PIXEL_SPACING} AS pixel_spacing
           FROM radiology_annotation a JOIN instance i ON i.sop_instance_uid = a.sop_instance_uid
           JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
          WHERE st.study_instance_uid = $1

@@ -240,6 +240,47 @@ class TestAnnotationExport:
         (scoord,) = group.get_measurements()[0].referenced_coordinates or []
         assert scoord.ContentSequence[0].ReferencedSOPSequence[0].ReferencedFrameNumber == 2
 
+    def test_images_other_than_the_first(self, api: Api, admin: httpx.Client, tmp_path: Path) -> None:
+        """Each image's own spacing and frames, for the images after the first too (read from the index, not their
+        files): a second image of another Pixel Spacing, a third multi-frame whose spacing is in its shared Pixel
+        Measures (PS3.3 C.7.6.16.2.1), a fourth without any."""
+        study, first = study_with_image(api, admin)
+
+        def stored(**attributes: Any) -> str:
+            data = ct_instance(study_instance_uid=study["studyInstanceUID"], **attributes)
+            stow(api, data)
+            return str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+
+        measures = Dataset()
+        measures.PixelSpacing = [0.25, 2.0]
+        shared = Dataset()
+        shared.PixelMeasuresSequence = [measures]
+        second = stored(PixelSpacing=[1.5, 1.0])
+        third = stored(
+            SharedFunctionalGroupsSequence=[shared], NumberOfFrames=3, size=16, PixelData=bytes(16 * 16 * 2 * 3)
+        )
+        fourth = stored()
+        lengths = {
+            image: annotate(admin, image, SHAPES["length"] | extra)
+            for image, extra in ((first, {}), (second, {}), (third, {"frameNumber": 3}), (fourth, {}))
+        }
+        body = export(admin, study)
+        groups = groups_by_uid(stored_file(admin, body["sopInstanceUID"], tmp_path))
+        width, height = P[1]["x"] - P[0]["x"], P[1]["y"] - P[0]["y"]
+        expected = {
+            first: (math.hypot(width * COLUMN_SPACING, height * ROW_SPACING), "mm", None),
+            second: (math.hypot(width * 1.0, height * 1.5), "mm", None),
+            third: (math.hypot(width * 2.0, height * 0.25), "mm", 3),
+            fourth: (math.hypot(width, height), "{pixel}", None),
+        }
+        for image, (length, unit, frame) in expected.items():
+            (measurement,) = groups[f"2.25.{uuid.UUID(lengths[image]['id']).int}"].get_measurements()
+            assert float(measurement.value) == pytest.approx(length) and measurement.unit.value == unit, image
+            (scoord,) = measurement.referenced_coordinates or []
+            reference = scoord.ContentSequence[0].ReferencedSOPSequence[0]
+            assert reference.ReferencedSOPInstanceUID == image
+            assert reference.get("ReferencedFrameNumber") == frame
+
     def test_no_annotations(self, api: Api, admin: httpx.Client) -> None:
         """409 for a study without annotations (its state, not the request, is what is missing); 404 unknown."""
         study, _ = study_with_image(api, admin)
