@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from pydicom.charset import convert_encodings
@@ -23,8 +24,9 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED
 
-from .rawjson import DEFAULT_ENCODING, element_json
+from .rawjson import DEFAULT_ENCODING, element_json, sequence_json
 
 # PS3.18 §F.2.6 leaves the threshold to the server; 1 KiB keeps LUTs and icons inline-free and metadata small.
 BULK_DATA_THRESHOLD = 1024  # bytes
@@ -37,12 +39,17 @@ INTEGER_STRING = re.compile(r"[+-]?[0-9]+")  # IS, PS3.5 Table 6.2-1 (surroundin
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers orjson writes as signed numbers
 
 
-def dataset_to_json(ds: Dataset, instance_path: str) -> dict[str, Any]:
-    """The DICOM JSON object of ``ds``; ``instance_path`` is the instance's URL path relative to the base URL."""
-    return _dataset(ds, instance_path + "/bulk/", [DEFAULT_ENCODING])
+def dataset_to_json(ds: Dataset, instance_path: str, source: bytes | Path | None = None) -> dict[str, Any]:
+    """The DICOM JSON object of ``ds``; ``instance_path`` is the instance's URL path relative to the base URL.
+    ``source``: the file ``ds`` was read from (its bytes, or its path), where a sequence whose value was left unread
+    (``defer_size``) is read for ``rawjson.sequence_json``; without it, such a sequence is pydicom's to read."""
+    deflated = getattr(ds, "file_meta", None) is not None and ds.file_meta.get("TransferSyntaxUID") == DEFLATED
+    return _dataset(ds, instance_path + "/bulk/", [DEFAULT_ENCODING], None if deflated else source)
 
 
-def _dataset(ds: Dataset, bulk_prefix: str, parent_encodings: list[str]) -> dict[str, Any]:
+def _dataset(
+    ds: Dataset, bulk_prefix: str, parent_encodings: list[str], source: bytes | Path | None = None
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
     encodings = parent_encodings
     if SPECIFIC_CHARACTER_SET in ds:  # a sequence item may have its own (PS3.5 §7.5.3)
@@ -61,6 +68,15 @@ def _dataset(ds: Dataset, bulk_prefix: str, parent_encodings: list[str]) -> dict
             if fast is not None:
                 result[key] = fast
                 continue
+        if isinstance(raw, RawDataElement) and vr == "SQ" and raw.is_little_endian:
+            encoded = raw.value if raw.value is not None else _deferred(raw, source)
+            if encoded is not None:
+                items = sequence_json(
+                    encoded, raw.is_implicit_VR, encodings, f"{bulk_prefix}{key}/", BULK_DATA_THRESHOLD
+                )
+                if items is not None:
+                    result[key] = items
+                    continue
         element = ds[tag]
         if element.VR == "SQ":
             items = [
@@ -70,6 +86,23 @@ def _dataset(ds: Dataset, bulk_prefix: str, parent_encodings: list[str]) -> dict
         else:
             result[key] = _element(element)
     return result
+
+
+def _deferred(raw: RawDataElement, source: bytes | Path | None) -> bytes | None:
+    """The value pydicom left unread (``defer_size``), from the file it read the data set from: at ``value_tell``,
+    its offset in the file (the stream's, for a deflated one: not the file's, so no ``source`` is given then)."""
+    if source is None or raw.length == UNDEFINED_LENGTH:
+        return None
+    start, end = raw.value_tell, raw.value_tell + raw.length
+    if isinstance(source, bytes):
+        return source[start:end] if end <= len(source) else None
+    try:
+        with source.open("rb") as file:
+            file.seek(start)
+            value = file.read(raw.length)
+    except OSError:
+        return None
+    return value if len(value) == raw.length else None
 
 
 def _vr(tag: BaseTag, raw: DataElement | RawDataElement | None) -> str:

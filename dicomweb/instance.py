@@ -156,7 +156,7 @@ def read_instance(
     url_path = instance_path(uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"])
     try:
         # The JSON first, from the elements' bytes as they are; the indexed values are read from it.
-        dicom_json = dataset_to_json(ds, url_path)
+        dicom_json = dataset_to_json(ds, url_path, data if data is not None else path)
         columns = extract_from_json(dicom_json, ds)
         metadata = orjson.dumps(dicom_json).decode()
     except Exception as exc:

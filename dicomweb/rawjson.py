@@ -28,6 +28,7 @@ DECIMAL_STRING = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers orjson writes as numbers
 
 BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+BINARY_OR_UN = BINARY | {"UN"}  # the binary VRs a large value of becomes a BulkDataURI (dicomjson.BINARY_VRS)
 NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
 # Decoded with the default repertoire whatever the Specific Character Set (PS3.5 §6.1.2.3).
 ASCII_SPLIT = frozenset({"AS", "CS", "DA", "DT", "TM"})
@@ -45,10 +46,143 @@ def element_json(raw: RawDataElement, encodings: list[str]) -> dict[str, Any] | 
         vr = _dictionary_vr(raw.tag)
         if vr is None:
             return None
+    return value_json(vr, value, raw.is_little_endian, encodings)
+
+
+def sequence_json(
+    value: bytes, implicit_vr: bool, encodings: list[str], bulk_prefix: str, bulk_threshold: int
+) -> dict[str, Any] | None:
+    """The DICOM JSON of a little endian sequence's encoded value (its items, PS3.5 §7.5), or None to leave it to
+    pydicom. pydicom makes a ``Dataset`` of every item and a ``DataElement`` of every element in it before the JSON can
+    be written: an SR's content tree of 50 measurements, 6,000 items, took it 60 ms. Here the items are read straight
+    into JSON, with the same rules as ``dicomjson._dataset``: a binary value over ``bulk_threshold`` bytes becomes a
+    BulkDataURI (``bulk_prefix`` + item index + path), Group Length elements are left out. Anything less plain gives
+    None for the whole sequence: an item with its own Specific Character Set, a value ``value_json`` leaves to pydicom
+    (UN, AT, ...), an implicit VR tag the dictionary gives no single VR, an undefined length that is not a
+    sequence's, bytes that do not parse."""
+    try:
+        parsed = _items(value, 0, len(value), False, implicit_vr, encodings, bulk_prefix, bulk_threshold)
+    except (struct.error, UnicodeDecodeError, _NotPlain):
+        return None
+    items, end = parsed
+    if end != len(value):
+        return None
+    return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+
+
+class _NotPlain(Exception):
+    """What ``sequence_json`` leaves to pydicom."""
+
+
+ITEM, ITEM_DELIMITATION, SEQUENCE_DELIMITATION = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD  # PS3.5 §7.5
+UNDEFINED_LENGTH = 0xFFFFFFFF
+LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})  # §7.1.2
+SPECIFIC_CHARACTER_SET = 0x00080005
+_TAG_LENGTH = struct.Struct("<HHL")
+_EXPLICIT = struct.Struct("<HH2sH")
+
+
+def _items(
+    data: bytes,
+    pos: int,
+    end: int,
+    delimited: bool,
+    implicit_vr: bool,
+    encodings: list[str],
+    prefix: str,
+    threshold: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """The items from ``pos`` up to ``end`` (a defined length) or, ``delimited``, up to the Sequence Delimitation
+    Item (``end`` then the enclosing item's or buffer's), and where they stop."""
+    items: list[dict[str, Any]] = []
+    while pos < end:
+        group, element, length = _TAG_LENGTH.unpack_from(data, pos)
+        pos += 8
+        tag = group << 16 | element
+        if tag == SEQUENCE_DELIMITATION and delimited:
+            return items, pos
+        if tag != ITEM:
+            raise _NotPlain
+        item_end = None if length == UNDEFINED_LENGTH else pos + length
+        if item_end is not None and item_end > end:
+            raise _NotPlain
+        item, pos = _item(data, pos, item_end, implicit_vr, encodings, f"{prefix}{len(items)}/", threshold)
+        items.append(item)
+    if delimited:
+        raise _NotPlain
+    return items, pos
+
+
+def _item(
+    data: bytes, pos: int, end: int | None, implicit_vr: bool, encodings: list[str], prefix: str, threshold: int
+) -> tuple[dict[str, Any], int]:
+    """One item's data set from ``pos`` up to ``end`` (a defined length) or its Item Delimitation Item."""
+    result: dict[str, Any] = {}
+    limit = len(data) if end is None else end
+    while pos < limit:
+        if implicit_vr:
+            group, element, length = _TAG_LENGTH.unpack_from(data, pos)
+            pos += 8
+            tag = group << 16 | element
+            vr = None if tag == ITEM_DELIMITATION else _dictionary_vr(tag)
+        else:
+            group, element, raw_vr, length = _EXPLICIT.unpack_from(data, pos)
+            tag = group << 16 | element
+            if tag == ITEM_DELIMITATION:
+                length = _TAG_LENGTH.unpack_from(data, pos)[2]
+                pos += 8
+                vr = None
+            else:
+                vr = raw_vr.decode("ascii")
+                if vr in LONG_LENGTH_VRS:
+                    length = _TAG_LENGTH.unpack_from(data, pos + 4)[2]
+                    pos += 12
+                else:
+                    pos += 8
+        if tag == ITEM_DELIMITATION:
+            if end is not None:
+                raise _NotPlain
+            return result, pos
+        if vr is None or tag == SPECIFIC_CHARACTER_SET:
+            raise _NotPlain
+        key = f"{tag:08X}"
+        if vr == "SQ":
+            undefined = length == UNDEFINED_LENGTH
+            nested_end = limit if undefined else pos + length
+            if nested_end > limit:
+                raise _NotPlain
+            items, pos = _items(data, pos, nested_end, undefined, implicit_vr, encodings, f"{prefix}{key}/", threshold)
+            if not undefined and pos != nested_end:
+                raise _NotPlain
+            if element != 0:
+                result[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            continue
+        if length == UNDEFINED_LENGTH or pos + length > limit:
+            raise _NotPlain
+        value = data[pos : pos + length]
+        pos += length
+        if element == 0:  # Group Length, as dicomjson._dataset leaves it out
+            continue
+        if vr in BINARY_OR_UN and length > threshold:
+            result[key] = {"vr": vr, "BulkDataURI": prefix + key}
+            continue
+        json = value_json(vr, value, True, encodings)
+        if json is None:
+            raise _NotPlain
+        result[key] = json
+    if end is not None and pos != end:
+        raise _NotPlain
+    if end is None:  # an undefined-length item that the buffer ends in
+        raise _NotPlain
+    return result, pos
+
+
+def value_json(vr: str, value: bytes, little_endian: bool, encodings: list[str]) -> dict[str, Any] | None:
+    """The DICOM JSON of an element of VR ``vr`` whose encoded value is ``value``, or None to leave it to pydicom."""
     if vr in BINARY:
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()} if value else {"vr": vr}
     if vr in NUMBERS:
-        return _numbers(vr, value, raw.is_little_endian)
+        return _numbers(vr, value, little_endian)
     values: list[Any] | None
     if vr in ASCII_SPLIT:
         values = value.decode(DEFAULT_ENCODING).rstrip(" \x00").split("\\")

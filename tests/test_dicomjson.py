@@ -251,19 +251,21 @@ class TestFromRawBytes:
     """rawjson.py writes the JSON of plain elements from their bytes: exactly what pydicom's conversion writes."""
 
     @staticmethod
-    def both_ways(ds_of: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
-        """The JSON (or the error) with rawjson.py, and with every element converted by pydicom."""
+    def both_ways(ds_of: Any, monkeypatch: pytest.MonkeyPatch, source: bytes | Path | None = None) -> tuple[str, str]:
+        """The JSON (or the error) with rawjson.py, and with every element converted by pydicom (``source``: where
+        the sequences ``defer_size`` left unread are read from, as the store gives it)."""
         from dicomweb import dicomjson
 
         def convert() -> str:
             try:
-                return orjson.dumps(dataset_to_json(ds_of(), INSTANCE_PATH)).decode()
+                return orjson.dumps(dataset_to_json(ds_of(), INSTANCE_PATH, source)).decode()
             except Exception as exc:
                 return f"fails: {exc!r}"
 
         fast = convert()
         with monkeypatch.context() as patched:
             patched.setattr(dicomjson, "element_json", lambda raw, encodings: None)
+            patched.setattr(dicomjson, "sequence_json", lambda *args: None)
             slow = convert()
         return fast, slow
 
@@ -272,6 +274,42 @@ class TestFromRawBytes:
         """Every test file of pydicom that it can read, its character set files included, converts the same."""
         fast, slow = self.both_ways(lambda: pydicom.dcmread(path, defer_size=BULK_DATA_THRESHOLD), monkeypatch)
         assert fast == slow
+
+    @pytest.mark.parametrize("path", READABLE_TEST_FILES, ids=lambda p: p.name)
+    @pytest.mark.parametrize("kind", ["bytes", "path"])
+    def test_every_file_with_its_sequences_read_raw(
+        self, path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same with the sequences pydicom left unread given to rawjson.sequence_json, from the file's bytes (as
+        the store parses a small file) or from its path (a large one)."""
+        data = path.read_bytes()
+        fast, slow = self.both_ways(
+            lambda: pydicom.dcmread(io.BytesIO(data), defer_size=BULK_DATA_THRESHOLD),
+            monkeypatch,
+            data if kind == "bytes" else path,
+        )
+        assert fast == slow
+
+    def test_cut_or_garbled_sequences_go_to_pydicom(self) -> None:
+        """A sequence value cut anywhere, or with a byte changed, is read raw or left to pydicom (None), never an
+        exception; cut, it is read only up to the last whole item."""
+        from dicomweb.rawjson import sequence_json
+
+        ds = pydicom.dcmread(SR)
+        raw = ds.get_item("ContentSequence")
+        value = bytes(raw.value)
+        whole = sequence_json(value, False, ["iso8859"], "bulk/0040A730/", BULK_DATA_THRESHOLD)
+        assert whole == to_json(SR)["0040A730"]
+        assert whole is not None
+        for cut in range(0, len(value), 7):  # None, or the whole items before the cut (a cut between two items)
+            found = sequence_json(value[:cut], False, ["iso8859"], "bulk/0040A730/", BULK_DATA_THRESHOLD)
+            items = found.get("Value", []) if found is not None else []
+            assert found is None or found == {"vr": "SQ", **({"Value": items} if items else {})}
+            assert items == whole["Value"][: len(items)]
+        for at in range(0, min(len(value), 600), 3):
+            garbled = value[:at] + bytes([value[at] ^ 0xFF]) + value[at + 1 :]
+            found = sequence_json(garbled, False, ["iso8859"], "", BULK_DATA_THRESHOLD)
+            assert found is None or isinstance(orjson.dumps(found), bytes)
 
     @pytest.mark.parametrize(
         ("vr", "value"),
