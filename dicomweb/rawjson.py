@@ -1,4 +1,5 @@
-"""DICOM JSON of one data element straight from its encoded bytes, for the common VRs, at store time.
+"""DICOM JSON of one data element straight from its encoded bytes, for the common VRs, at store time; and of a whole
+little endian sequence, its items read from its bytes (``sequence_json``).
 
 pydicom turns every element into a ``DataElement`` with a typed value (``convert_raw_data_element``) before
 ``to_json_dict`` writes it: about 25 µs an element, the largest cost of storing a small instance. Here the JSON of an
