@@ -106,7 +106,10 @@ def pixel_spacing(image: Dataset) -> Spacing | None:
         value = measures[0].get("PixelSpacing") if measures else None
     if not value or len(value) != 2:
         return None
-    row, column = float(value[0]), float(value[1])
+    try:
+        row, column = float(value[0]), float(value[1])
+    except (TypeError, ValueError):  # an empty or malformed DS component: the spacing is not known
+        return None
     return Spacing(row, column) if row > 0 and column > 0 else None
 
 

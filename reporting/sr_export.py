@@ -20,6 +20,7 @@ that the next export does not name as predecessor (that one starts a new series)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -92,7 +93,8 @@ def _measured(row: dict[str, Any]) -> Dataset:
     if row["number_of_frames"] is not None:
         image.NumberOfFrames = row["number_of_frames"]
     if row["pixel_spacing"] is not None:
-        image.PixelSpacing = orjson.loads(row["pixel_spacing"])
+        with contextlib.suppress(TypeError, ValueError):  # malformed: the spacing is not known (pixels, as in sr.py)
+            image.PixelSpacing = orjson.loads(row["pixel_spacing"])
     return image
 
 

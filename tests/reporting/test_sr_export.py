@@ -243,7 +243,7 @@ class TestAnnotationExport:
     def test_images_other_than_the_first(self, api: Api, admin: httpx.Client, tmp_path: Path) -> None:
         """Each image's own spacing and frames, for the images after the first too (read from the index, not their
         files): a second image of another Pixel Spacing, a third multi-frame whose spacing is in its shared Pixel
-        Measures (PS3.3 C.7.6.16.2.1), a fourth without any."""
+        Measures (PS3.3 C.7.6.16.2.1), a fourth without any, a fifth with an empty component."""
         study, first = study_with_image(api, admin)
 
         def stored(**attributes: Any) -> str:
@@ -260,9 +260,10 @@ class TestAnnotationExport:
             SharedFunctionalGroupsSequence=[shared], NumberOfFrames=3, size=16, PixelData=bytes(16 * 16 * 2 * 3)
         )
         fourth = stored()
+        fifth = stored(PixelSpacing="\\0.5")  # an empty component: no spacing known
         lengths = {
             image: annotate(admin, image, SHAPES["length"] | extra)
-            for image, extra in ((first, {}), (second, {}), (third, {"frameNumber": 3}), (fourth, {}))
+            for image, extra in ((first, {}), (second, {}), (third, {"frameNumber": 3}), (fourth, {}), (fifth, {}))
         }
         body = export(admin, study)
         groups = groups_by_uid(stored_file(admin, body["sopInstanceUID"], tmp_path))
@@ -272,6 +273,7 @@ class TestAnnotationExport:
             second: (math.hypot(width * 1.0, height * 1.5), "mm", None),
             third: (math.hypot(width * 2.0, height * 0.25), "mm", 3),
             fourth: (math.hypot(width, height), "{pixel}", None),
+            fifth: (math.hypot(width, height), "{pixel}", None),
         }
         for image, (length, unit, frame) in expected.items():
             (measurement,) = groups[f"2.25.{uuid.UUID(lengths[image]['id']).int}"].get_measurements()
