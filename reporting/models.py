@@ -503,6 +503,10 @@ class MeasurementNotImported(ResponseModel):
     source_sop_instance_uid: str = Field(description="the SR's SOP Instance UID")
     tracking_uid: str | None = Field(description="the group's Tracking Unique Identifier; null: the whole SR")
     reason: str
+    waiting_for_image: str | None = Field(
+        description="the SOP Instance UID of the image the group is on, not stored yet: the group becomes an "
+        "annotation once it is; null: the group will not become one"
+    )
 
 
 class StudyDetail(Study):

@@ -100,9 +100,11 @@ async def forget(conn: asyncpg.Connection, source_sop_instance_uids: list[str]) 
 
 
 async def for_study(conn: asyncpg.Connection, study_instance_uid: str) -> list[dict[str, Any]]:
-    """The study's groups not imported, of SRs the archive still holds, in the order they were stored."""
+    """The study's groups not imported, of SRs the archive still holds, in the order they were stored; with the image
+    each waits for, if it does."""
     rows = await conn.fetch(
-        "SELECT u.source_sop_instance_uid, u.tracking_uid, u.reason FROM radiology_sr_unimported u "
+        "SELECT u.source_sop_instance_uid, u.tracking_uid, u.reason, u.image_sop_instance_uid AS waiting_for_image "
+        "FROM radiology_sr_unimported u "
         "WHERE u.study_instance_uid = $1 "
         "AND EXISTS (SELECT 1 FROM instance i WHERE i.sop_instance_uid = u.source_sop_instance_uid) "
         "ORDER BY u.created_at, u.source_sop_instance_uid, u.tracking_uid",

@@ -178,6 +178,7 @@ class TestShapes:
                 "sourceSopInstanceUid": sr.SOPInstanceUID,
                 "trackingUid": tracking_uid(sr, 1),
                 "reason": "frame 2 is beyond the 1 of its image",
+                "waitingForImage": None,
             }
         ]
 
@@ -204,6 +205,8 @@ class TestNotImported:
             key=lambda pair: pair[1],
         )
         reasons = {n["trackingUid"]: n["reason"] for n in listed}
+        waiting = {n["trackingUid"]: n["waitingForImage"] for n in listed}
+        assert waiting == {tracking_uid(sr, 1): None, tracking_uid(sr, 2): elsewhere.SOPInstanceUID}
         assert "open POLYLINE of 3 points (Angle)" in reasons[tracking_uid(sr, 1)]
         assert reasons[tracking_uid(sr, 2)] == (
             f"image {elsewhere.SOPInstanceUID} is not in the archive; it becomes an annotation when the image is stored"
@@ -272,6 +275,7 @@ class TestWaitingForTheImage:
         assert (
             waiting["trackingUid"] == tracked and "becomes an annotation when the image is stored" in waiting["reason"]
         )
+        assert waiting["waitingForImage"] == late.SOPInstanceUID
         time.sleep(sr_waiting.POLL_SECONDS + 1)  # nothing happens while the image stays away
         assert len(not_imported(api, image.StudyInstanceUID)) == 1
 
@@ -293,8 +297,8 @@ class TestWaitingForTheImage:
         stored(api, [later])
         assert eventually(
             lambda: (
-                [n["reason"] for n in not_imported(api, image.StudyInstanceUID)]
-                == ["frame 3 is beyond the 1 of its image"]
+                [(n["reason"], n["waitingForImage"]) for n in not_imported(api, image.StudyInstanceUID)]
+                == [("frame 3 is beyond the 1 of its image", None)]
             )
         )
         assert annotations_on(api, late.SOPInstanceUID) == []
