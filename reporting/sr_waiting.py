@@ -32,23 +32,19 @@ POLL_SECONDS = 2.0
 BATCH = 200  # waiting groups imported per transaction
 
 # Waiting groups whose image is stored. Those of an SR no longer stored (deleted) are found too, to be dropped.
-_ARRIVED = """
-SELECT u.pk, u.source_sop_instance_uid, u.tracking_uid, u.image_sop_instance_uid, u.annotation, u.author,
-       EXISTS (SELECT 1 FROM instance s WHERE s.sop_instance_uid = u.source_sop_instance_uid) AS source_stored
-FROM radiology_sr_unimported u
+_ARRIVED_WHERE = """
 WHERE u.image_sop_instance_uid IS NOT NULL
   AND EXISTS (SELECT 1 FROM instance i WHERE i.sop_instance_uid = u.image_sop_instance_uid)
+"""
+_ARRIVED = f"""
+SELECT u.pk, u.source_sop_instance_uid, u.tracking_uid, u.image_sop_instance_uid, u.annotation, u.author,
+       EXISTS (SELECT 1 FROM instance s WHERE s.sop_instance_uid = u.source_sop_instance_uid) AS source_stored
+FROM radiology_sr_unimported u {_ARRIVED_WHERE}
 ORDER BY u.pk
 LIMIT $1
 FOR UPDATE OF u SKIP LOCKED
 """
-_ANY_ARRIVED = """
-SELECT EXISTS (
-    SELECT 1 FROM radiology_sr_unimported u
-    WHERE u.image_sop_instance_uid IS NOT NULL
-      AND EXISTS (SELECT 1 FROM instance i WHERE i.sop_instance_uid = u.image_sop_instance_uid)
-)
-"""
+_ANY_ARRIVED = f"SELECT EXISTS (SELECT 1 FROM radiology_sr_unimported u {_ARRIVED_WHERE})"
 
 
 async def import_arrived(conn: asyncpg.Connection) -> int:
