@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,21 @@ def free_ports(count: int) -> list[int]:
     finally:
         for probe in held:
             probe.close()
+
+
+def eventually(condition: Callable[[], object], seconds: float) -> bool:
+    """Whether ``condition`` holds (is truthy) within ``seconds``, looked at every 50 ms."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 30) -> None:
+    """``eventually``, failing the test with ``what`` did not happen."""
+    assert eventually(condition, seconds), f"still not: {what}"
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 from dicomweb.config import Settings
 from dicomweb.db.embedded import EmbeddedPostgres
 
-from .conftest import Database, LiveServer, free_port, serve_in_thread
+from .conftest import Database, LiveServer, free_port, serve_in_thread, wait_until
 from .data import ct_instance
 from .test_dimse import register, stow
 from .test_metrics import samples
@@ -91,13 +89,6 @@ def ask(server: LiveServer, calling: str, action: Dataset, reports: Reports, sta
     finally:
         assoc.release()
     return int(status.Status)
-
-
-def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"still not: {what}"
-        time.sleep(0.05)
 
 
 def failures(report: Dataset) -> dict[str, int]:

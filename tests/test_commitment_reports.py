@@ -23,8 +23,8 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 from dicomweb.config import Settings
 from dicomweb.dimse.commitment_reports import retry_seconds
 
-from .conftest import Database, LiveServer, free_port, free_ports, serve_in_thread, serve_subprocess
-from .test_commitment import Reports, ask, committed, failures, request, stored_instances, wait_until
+from .conftest import Database, LiveServer, free_port, free_ports, serve_in_thread, serve_subprocess, wait_until
+from .test_commitment import Reports, ask, committed, failures, request, stored_instances
 from .test_dimse import register
 
 RETRY_SECONDS = 1  # DICOMWEB_COMMIT_RETRY_SECONDS of these tests: a failed attempt is repeated a second later

@@ -22,7 +22,7 @@ from pydicom.uid import generate_uid
 
 from dicomweb.db.embedded import EmbeddedPostgres
 
-from .conftest import ServerProcess, serve_subprocess
+from .conftest import ServerProcess, eventually, serve_subprocess
 from .data import ct_instance, multipart, stow_headers
 
 EMBEDDED = {"DICOMWEB_DATABASE_URL": ""}  # no URL (whatever the outside environment says): the server's own
@@ -140,15 +140,6 @@ def postgres_processes(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
-def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def check_outage_answer(status: int, headers: Mapping[str, str], content: bytes) -> None:
     """A 503 of the outage: Retry-After, and the one JSON error shape."""
     assert status == 503, (status, content)
@@ -187,10 +178,10 @@ class TestEmbeddedPostgresKilled:
                 time.sleep(0.5)
                 os.kill(killed.pid, signal.SIGKILL)
                 down = time.monotonic()
-                assert wait_until(lambda: load.recovered_after(down), RECOVERY_SECONDS), server.log[-3000:]
+                assert eventually(lambda: load.recovered_after(down), RECOVERY_SECONDS), server.log[-3000:]
                 recovered = time.monotonic() - down
             answers = load.answers
-            assert wait_until(lambda: "the database is reachable again" in server.log, 5), server.log[-3000:]
+            assert eventually(lambda: "the database is reachable again" in server.log, 5), server.log[-3000:]
             url = embedded_url(data_dir)
             restarted = psutil.Process(postmaster_pid(data_dir))
 
@@ -218,7 +209,7 @@ class TestEmbeddedPostgresKilled:
             def audited_503s() -> int:
                 return int(query(url, "SELECT count(*) FROM audit_event WHERE status = 503")[0][0])
 
-            assert wait_until(lambda: audited_503s() == len(outage), 5), (audited_503s(), len(outage))
+            assert eventually(lambda: audited_503s() == len(outage), 5), (audited_503s(), len(outage))
             log = server.log
             assert log.count("has died; starting it again") == 1
             # Once per worker process that looked during the outage (each looks every second).
@@ -226,8 +217,8 @@ class TestEmbeddedPostgresKilled:
             assert "Traceback" not in log and "unhandled error" not in log
         assert restarted.pid != killed.pid
         # Every process of that PostgreSQL is gone: the killed postmaster, its backends, the one started after it.
-        assert wait_until(lambda: not any(alive(p) for p in [killed, *backends, restarted]), 10)
-        assert wait_until(lambda: not postgres_processes(data_dir / "pg"), 10), postgres_processes(data_dir / "pg")
+        assert eventually(lambda: not any(alive(p) for p in [killed, *backends, restarted]), 10)
+        assert eventually(lambda: not postgres_processes(data_dir / "pg"), 10), postgres_processes(data_dir / "pg")
 
 
 class TestExternalPostgresStopped:
@@ -246,7 +237,7 @@ class TestExternalPostgresStopped:
                 stored = httpx.post(server.url + "/dicomweb/studies", content=body, headers=stow_headers())
                 assert stored.status_code == 200, stored.text
                 external.stop()
-                assert wait_until(lambda: "the database is unreachable" in server.log, 5)  # the monitor saw it
+                assert eventually(lambda: "the database is unreachable" in server.log, 5)  # the monitor saw it
                 search = httpx.get(server.url + "/dicomweb/instances", params={"SOPInstanceUID": sop})
                 check_outage_answer(search.status_code, search.headers, search.content)
                 body = multipart([ct_instance()])
@@ -261,8 +252,8 @@ class TestExternalPostgresStopped:
                     answer = httpx.get(server.url + "/dicomweb/instances", params={"SOPInstanceUID": sop})
                     return answer.status_code == 200 and len(answer.json()) == 1
 
-                assert wait_until(found, RECOVERY_SECONDS), server.log[-3000:]
-                assert wait_until(lambda: "the database is reachable again" in server.log, 5)
+                assert eventually(found, RECOVERY_SECONDS), server.log[-3000:]
+                assert eventually(lambda: "the database is reachable again" in server.log, 5)
                 assert server.log.count("the database is unreachable") == 1
         finally:
             external.stop()
@@ -296,7 +287,7 @@ class TestHangingDatabase:
             finally:
                 for process in frozen:
                     process.resume()
-            assert wait_until(lambda: client.get("/dicomweb/studies").status_code == 200, RECOVERY_SECONDS)
+            assert eventually(lambda: client.get("/dicomweb/studies").status_code == 200, RECOVERY_SECONDS)
             again = client.post("/dicomweb/studies", content=multipart([ct_instance()]), headers=stow_headers())
             assert again.status_code == 200
 
@@ -311,7 +302,7 @@ class TestHangingDatabase:
             ) as server,
             httpx.Client(base_url=server.url, timeout=120) as client,
         ):
-            assert wait_until(lambda: server.log.count("Application startup complete") == 2, 60)
+            assert eventually(lambda: server.log.count("Application startup complete") == 2, 60)
             supervisor = psutil.Process(server.process.pid)
             workers = [p for p in supervisor.children() if "spawn_main" in " ".join(p.cmdline())]
             assert len(workers) == 2
@@ -321,7 +312,7 @@ class TestHangingDatabase:
                 process.suspend()
             try:
                 workers[0].kill()
-                assert wait_until(lambda: server.log.count("Application startup complete") == 3, 60), server.log[-3000:]
+                assert eventually(lambda: server.log.count("Application startup complete") == 3, 60), server.log[-3000:]
                 response = client.get("/dicomweb/studies")  # the database still hangs
                 check_outage_answer(response.status_code, response.headers, response.content)
             finally:
@@ -329,7 +320,7 @@ class TestHangingDatabase:
                     process.resume()
             assert server.process.poll() is None, server.log[-3000:]
             assert "failed to start" not in server.log
-            assert wait_until(lambda: client.get("/dicomweb/studies").status_code == 200, RECOVERY_SECONDS)
+            assert eventually(lambda: client.get("/dicomweb/studies").status_code == 200, RECOVERY_SECONDS)
             for _ in range(4):  # both workers store (connections are spread over them)
                 stored = client.post("/dicomweb/studies", content=multipart([ct_instance()]), headers=stow_headers())
                 assert stored.status_code == 200, stored.text

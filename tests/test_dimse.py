@@ -41,7 +41,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomweb.storage import STALE_TEMP_SECONDS
 
-from .conftest import LiveServer, free_port, serve_subprocess
+from .conftest import LiveServer, eventually, free_port, serve_subprocess
 from .data import (
     CT,
     DEFLATED,
@@ -56,7 +56,6 @@ from .data import (
     readable_test_files,
     stow_headers,
 )
-from .test_database_outage import wait_until
 
 CALLING = "MODALITY1"
 DCMTK = Path("/usr/bin")  # Debian's dcmtk (.ci/run installs it); pynetdicom puts apps of the same names in the venv
@@ -189,7 +188,7 @@ class TestStore:
             "WHERE study_instance_uid = $1 AND route = 'dimse'"
         )
         # Written when the server sees the connection close, which may be just after storescu ends.
-        assert wait_until(lambda: bool(server.db.fetch(sql, study)), 5)
+        assert eventually(lambda: bool(server.db.fetch(sql, study)), 5)
         events = server.db.fetch(sql, study)
         assert [tuple(e) for e in events] == [
             (CALLING, "C-STORE", 0, "127.0.0.1", "stored=5&failed=0&series=5", "PAT-1")
@@ -271,7 +270,7 @@ class TestWorkers:
         port = free_port()
         env = {"DICOMWEB_DATABASE_URL": "", "DICOMWEB_WORKERS": "2", "DICOMWEB_DIMSE_PORT": str(port)}
         with serve_subprocess(env, tmp_path / "archive") as process:
-            assert wait_until(lambda: process.log.count("DIMSE listening on") == 2, 60), process.log[-3000:]
+            assert eventually(lambda: process.log.count("DIMSE listening on") == 2, 60), process.log[-3000:]
             for _ in range(4):
                 self.echo(port)
             supervisor = psutil.Process(process.process.pid)
@@ -280,7 +279,7 @@ class TestWorkers:
             killed.wait(30)  # (an association the kernel queued for it as it died is reset: the modality's retry)
             for _ in range(4):  # the other worker answers meanwhile
                 self.echo(port)
-            assert wait_until(lambda: process.log.count("DIMSE listening on") == 3, 60), process.log[-3000:]
+            assert eventually(lambda: process.log.count("DIMSE listening on") == 3, 60), process.log[-3000:]
             for _ in range(4):
                 self.echo(port)
         # Each worker stopped its listener cleanly (pynetdicom's server must be known to its AE to shut down).
@@ -667,7 +666,7 @@ class TestMove:
         [final] = c_move(server, study_identifier(study), "DOWN")
         assert final.Status == 0xA801
         sql = "SELECT status, query FROM audit_event WHERE method = 'C-MOVE' AND study_instance_uid = $1"
-        assert wait_until(lambda: bool(server.db.fetch(sql, study)), 5)
+        assert eventually(lambda: bool(server.db.fetch(sql, study)), 5)
         [(status, query)] = server.db.fetch(sql, study)
         assert status == 0xA801 and query.startswith("destination=DOWN")
 
@@ -790,7 +789,7 @@ class TestAccess:
         everything = self.operations(server, CALLING)
         assert everything == {"echo": 0x0000, "store": 0x0000, "find": 0x0000, "get": 0xA702, "move": 0xA801}
         sql = "SELECT subject, method FROM audit_event WHERE route = 'dimse' AND status = 292"
-        assert wait_until(lambda: len(server.db.fetch(sql)) == 6, 5)
+        assert eventually(lambda: len(server.db.fetch(sql)) == 6, 5)
         refused = server.db.fetch(sql)
         assert sorted(tuple(r) for r in refused) == [
             ("FINDONLY", "C-GET"), ("FINDONLY", "C-MOVE"), ("FINDONLY", "C-STORE"),

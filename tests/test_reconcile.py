@@ -27,7 +27,7 @@ from dicomweb.db.files import STILL_WRITING
 from dicomweb.reconcile import BUSY_MIN_AGE_SECONDS, LOST_AND_FOUND, at_start_supervised, stale_temp_files
 from dicomweb.storage import STALE_TEMP_SECONDS, FileStorage, temp_name
 
-from .conftest import Database, LiveServer, PartialUpload, free_port, serve_subprocess
+from .conftest import Database, LiveServer, PartialUpload, free_port, serve_subprocess, wait_until
 from .data import ct_instance, multipart, stow_headers
 
 ONE_PROCESS = {"DICOMWEB_WORKERS": "1"}  # the process that stores is the one killed
@@ -119,13 +119,6 @@ class Background:
 
 def stow(url: str, instances: list[bytes]) -> httpx.Response:
     return httpx.post(url + "/dicomweb/studies", content=multipart(instances), headers=stow_headers(), timeout=60)
-
-
-def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"still not: {what}"
-        time.sleep(0.02)
 
 
 def files_in(data_dir: Path, folder: str = "files") -> set[str]:

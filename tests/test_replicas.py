@@ -37,11 +37,12 @@ from .conftest import (
     free_ports,
     run,
     serve_subprocess,
+    wait_until,
 )
 from .data import ct_instance, multipart, stow_headers
 from .nginx import NGINX, render, run_nginx
 from .test_dimse import DCMTK, StorageNode, c_get, c_move, dcmtk, study_identifier
-from .test_reconcile import BIG, wait_until
+from .test_reconcile import BIG
 
 REPLICAS = 3
 PROXY_CONF = Path(__file__).parent.parent / "deploy" / "proxy" / "nginx.conf"

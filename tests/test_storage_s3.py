@@ -9,9 +9,8 @@ import io
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,16 @@ from dicomweb.config import Settings
 from dicomweb.storage import SpooledFile, open_storage
 from dicomweb.storage.s3 import PART_BYTES, StorageUnavailable
 
-from .conftest import LiveServer, PartialUpload, bucket_settings, free_port, multipart_uploads, run, shared_server
+from .conftest import (
+    LiveServer,
+    PartialUpload,
+    bucket_settings,
+    free_port,
+    multipart_uploads,
+    run,
+    shared_server,
+    wait_until,
+)
 from .data import CT, JPEG2000, MR, MULTIFRAME_US, RT_DOSE, ct_instance, multipart, stow_headers
 from .test_dimse import StorageNode, c_get, c_move, register, study_identifier
 
@@ -345,13 +353,6 @@ def large_instance(study_instance_uid: str | None = None) -> bytes:
     return data
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 class TestLargeInstanceStreamed:
     """An instance larger than one multipart part goes up to the bucket while its body arrives, under its final key,
     and appears only once it is stored; a store that fails for any reason leaves no object and no upload."""
@@ -366,7 +367,7 @@ class TestLargeInstanceStreamed:
         study, series, sop = uids(data)
         key_start = f"{server.settings.s3_prefix}files/{study}/{series}/{sop}."
         request = PartialUpload(server.url, multipart([data]), sent=SENT_FIRST)
-        wait_for(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
+        wait_until(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
         assert not [path for path in objects(server) if path.startswith(f"files/{study}/")]
         status, body = request.finish()
         assert status == 200, body
@@ -382,9 +383,9 @@ class TestLargeInstanceStreamed:
         study, series, sop = uids(data)
         key_start = f"{server.settings.s3_prefix}files/{study}/{series}/{sop}."
         request = PartialUpload(server.url, multipart([data]), sent=SENT_FIRST)
-        wait_for(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
+        wait_until(lambda: any(k.startswith(key_start) for k in self.uploads(radosgw, server)), "the upload to begin")
         request.close()
-        wait_for(lambda: not self.uploads(radosgw, server) and not temp_files(server), "the upload to be aborted")
+        wait_until(lambda: not self.uploads(radosgw, server) and not temp_files(server), "the upload to be aborted")
         assert not [path for path in objects(server) if path.startswith(f"files/{study}/")]
 
     def test_refused_instance(self, radosgw: dict[str, str], server: LiveServer) -> None:
@@ -392,7 +393,7 @@ class TestLargeInstanceStreamed:
         data = large_instance()
         other = pydicom.uid.generate_uid()
         request = PartialUpload(server.url, multipart([data]), sent=SENT_FIRST, path=f"/dicomweb/studies/{other}")
-        wait_for(lambda: self.uploads(radosgw, server), "the upload to begin")
+        wait_until(lambda: self.uploads(radosgw, server), "the upload to begin")
         status, body = request.finish()
         assert status == 409 and b'"00081197":{"vr":"US","Value":[43264]}' in body  # 0xA900
         assert not self.uploads(radosgw, server)

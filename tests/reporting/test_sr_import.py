@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from pynetdicom import AE
 from dicomweb.permissions import Role
 from reporting import sr_waiting
 
-from ..conftest import LiveServer, free_port
+from ..conftest import LiveServer, eventually, free_port
 from ..data import ct_instance, multipart, stow_headers
 from ..ohif_sr import Group, length, measurement_report, read
 from .conftest import Api, new_study
@@ -244,14 +243,7 @@ class TestNotImported:
         )
 
 
-def eventually(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
-    """Whether ``condition`` holds within ``seconds`` (the waiting groups are imported every POLL_SECONDS)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
+IMPORTED_WITHIN = 20.0  # seconds: the waiting groups are imported every sr_waiting.POLL_SECONDS
 
 
 class TestWaitingForTheImage:
@@ -280,7 +272,7 @@ class TestWaitingForTheImage:
         assert len(not_imported(api, image.StudyInstanceUID)) == 1
 
         stored(api, [later])
-        assert eventually(lambda: len(annotations_on(api, late.SOPInstanceUID)) == 1)
+        assert eventually(lambda: len(annotations_on(api, late.SOPInstanceUID)) == 1, IMPORTED_WITHIN)
         [found] = annotations_on(api, late.SOPInstanceUID)
         assert (found["type"], found["value"], found["unit"]) == ("measurement", 10.0, "mm")
         assert [(p["x"], p["y"]) for p in found["coordinates"]["points"]] == [(2, 2), (8, 10)]
@@ -299,7 +291,8 @@ class TestWaitingForTheImage:
             lambda: (
                 [(n["reason"], n["waitingForImage"]) for n in not_imported(api, image.StudyInstanceUID)]
                 == [("frame 3 is beyond the 1 of its image", None)]
-            )
+            ),
+            IMPORTED_WITHIN,
         )
         assert annotations_on(api, late.SOPInstanceUID) == []
 
@@ -319,7 +312,7 @@ class TestWaitingForTheImage:
             path = f"/studies/{deleted.StudyInstanceUID}/series/{deleted.SeriesInstanceUID}"
             assert client.delete(path).status_code in (200, 202, 204)
         stored(api, [later, other])
-        assert eventually(lambda: len(annotations_on(api, late.SOPInstanceUID)) == 1)
+        assert eventually(lambda: len(annotations_on(api, late.SOPInstanceUID)) == 1, IMPORTED_WITHIN)
         [found] = annotations_on(api, late.SOPInstanceUID)
         assert found["sourceSopInstanceUid"] == second.SOPInstanceUID and found["value"] == 1.4
         assert eventually(
@@ -329,7 +322,8 @@ class TestWaitingForTheImage:
                     gone.SOPInstanceUID,
                 )
                 == 0
-            )
+            ),
+            IMPORTED_WITHIN,
         )
         assert annotations_on(api, gone.SOPInstanceUID) == []
         assert not_imported(api, image.StudyInstanceUID) == []
